@@ -1,0 +1,25 @@
+// weft/core/config.hpp - portability annotations and version.
+#pragma once
+
+#define WEFT_VERSION_MAJOR 0
+#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_PATCH 0
+
+// Functions usable from host code and from CUDA device code (and therefore from
+// Kokkos kernels on any execution space). This is an annotation only: no macro in
+// weft changes what a symbol means per backend.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define WEFT_HOST_DEVICE __host__ __device__
+#define WEFT_DEVICE __device__
+#else
+#define WEFT_HOST_DEVICE
+#define WEFT_DEVICE
+#endif
+
+#define WEFT_INLINE WEFT_HOST_DEVICE inline
+
+#if defined(__CUDA_ARCH__)
+#define WEFT_ON_DEVICE 1
+#else
+#define WEFT_ON_DEVICE 0
+#endif

@@ -1,0 +1,6 @@
+// weft/cuda.cuh - everything in weft.hpp plus every family's CUDA fast path (needs nvcc).
+#pragma once
+
+#include "weft/backend/cuda.cuh"
+#include "weft/scan/cuda.cuh"
+#include "weft/weft.hpp"

@@ -1,0 +1,6 @@
+// weft/kokkos.hpp - everything in weft.hpp plus every family's Kokkos fast path.
+#pragma once
+
+#include "weft/backend/kokkos.hpp"
+#include "weft/scan/kokkos.hpp"
+#include "weft/weft.hpp"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, then builds and runs the whole test
+# suite twice: the default (Release) preset, then the ASan + UBSan preset.
+#   scripts/test.sh [--no-asan]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+scripts/setup-deps.sh
+
+run_preset() {
+  echo "==== weft tests: preset '$1' ===="
+  cmake --preset "$1"
+  cmake --build --preset "$1"
+  ctest --preset "$1"
+}
+
+run_preset default
+if [ "${1:-}" != "--no-asan" ]; then
+  run_preset asan
+fi
+ccache --show-stats 2>/dev/null | grep -iE "hits|misses" | head -3 || true
