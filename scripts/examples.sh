@@ -13,7 +13,7 @@ cmake --build --preset default --target weft_examples
 failed=0
 while read -r how name; do
   [ -n "$name" ] || continue
-  exe="build/default/examples/$name"
+  exe="build/default/bin/$name"
   echo "==== $name ===="
   case "$how" in
     plain) "$exe" || failed=1 ;;
