@@ -1,118 +1,986 @@
 // weft/scan/kokkos.hpp - Kokkos fast paths of the scan family.
 //
-// reduce, rank 1: the input is cut into fixed blocks of 2^16 elements (a function of the
-// shape only, so results do not depend on the thread count); each block is folded in order
-// by W lock-step chains (fold_chains), and the block partials are folded in order.
-// reduce, [B,T,D]: work items are (b, T-block, D-tile) slabs folded row by row (vectorised
-// over d); T-block partials are folded in order in a second pass.
+// One engine serves every scan here (plain, exclusive, segmented, linear recurrences and
+// their backward, the DEER solves, prefix attention). A problem is G independent "runs" of
+// n elements (a run is one (b, d) column, or one tile of L consecutive d's scanned as L
+// lanes); the engine reads and writes them only through a run accessor:
+//   V initial(l)           the carry entering lane l
+//   V load(k, l)           element k (in scan order) of lane l
+//   void store(k, l, v)    the scan's value at k
+//   int lanes()            active lanes (<= L)
+//
+// Each run is cut into blocks of S elements (S from the shape and sizeof(V) only, about
+// 256 KiB, so a block stays in L2). A block is scanned in two passes, the second from cache:
+//   pass 1: W chains over W consecutive sub-runs, advanced in lock-step, fold the sub-run
+//           totals tot[j]  (W independent dependency chains hide the op's latency)
+//   pass 2: chain j restarts from c_j = c_{j-1} . tot[j-1] (c_0 = the block's carry-in) and
+//           writes its prefix values.
+// Blocks are carried by a left fold of block totals: carry_{k+1} = carry_k . (tot[0] . ... . tot[W-1]).
+// Runs are spread over threads (many runs), or, for fewer runs than 2 x threads, one team
+// takes P consecutive blocks per round: pass 1, barrier, every thread folds the carries of
+// the blocks before its own, pass 2, barrier. Both strategies bracket identically, so the
+// result depends on the shape only - not on the thread count or on which strategy ran.
+// Only operands' bracketing changes, never their order: non-commutative monoids are exact.
 #pragma once
 
 #include <Kokkos_Core.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "weft/backend/kokkos.hpp"
 #include "weft/core/math.hpp"
+#include "weft/scan/deer.hpp"
 #include "weft/scan/fold.hpp"
+#include "weft/scan/prefix_attention.hpp"
+#include "weft/scan/recurrence.hpp"
 #include "weft/scan/scan.hpp"
 
-namespace weft::impl {
+namespace weft {
+namespace detail::kscan {
+
+using i64 = std::int64_t;
+
+/// Elements per block: about 256 KiB of values per lane group, at least 1024.
+template <class V, int L>
+constexpr i64 block_elems() {
+  constexpr i64 bytes = i64(256) * 1024;
+  constexpr i64 s = bytes / (i64(sizeof(V)) * L);
+  return s < 1024 ? 1024 : s;
+}
+
+/// Pass 1: folds of W consecutive sub-runs of [t0, t0 + len). Chain j covers
+/// [t0 + j*sub, t0 + (j+1)*sub); the last chain also takes the tail.
+template <int W, int L, class V, class Op, class Run>
+WEFT_INLINE void block_totals(const Op& op, const Run& run, i64 t0, i64 len, V (&tot)[W][L]) {
+  const int dn = run.lanes();
+  const V e = op.identity();
+  for (int j = 0; j < W; ++j)
+    for (int l = 0; l < L; ++l) tot[j][l] = e;
+  const i64 sub = len / W;
+  for (i64 i = 0; i < sub; ++i) {
+    for (int j = 0; j < W; ++j) {
+      for (int l = 0; l < L; ++l) {
+        if (L == 1 || l < dn) tot[j][l] = op(tot[j][l], run.load(t0 + j * sub + i, l));
+      }
+    }
+  }
+  for (i64 t = t0 + W * sub; t < t0 + len; ++t)
+    for (int l = 0; l < L; ++l)
+      if (L == 1 || l < dn) tot[W - 1][l] = op(tot[W - 1][l], run.load(t, l));
+}
+
+/// Pass 2: the chains again, each from its carry-in, writing prefix values.
+template <bool Exclusive, int W, int L, class V, class Op, class Run>
+WEFT_INLINE void block_scan(const Op& op, const Run& run, i64 t0, i64 len, const V (&carry)[L],
+                            const V (&tot)[W][L]) {
+  const int dn = run.lanes();
+  V acc[W][L];
+  for (int l = 0; l < L; ++l) acc[0][l] = carry[l];
+  for (int j = 1; j < W; ++j)
+    for (int l = 0; l < L; ++l) acc[j][l] = op(acc[j - 1][l], tot[j - 1][l]);
+  const i64 sub = len / W;
+  for (i64 i = 0; i < sub; ++i) {
+    for (int j = 0; j < W; ++j) {
+      const i64 t = t0 + j * sub + i;
+      for (int l = 0; l < L; ++l) {
+        if (L == 1 || l < dn) {
+          const V x = run.load(t, l);
+          if constexpr (Exclusive) run.store(t, l, acc[j][l]);
+          acc[j][l] = op(acc[j][l], x);
+          if constexpr (!Exclusive) run.store(t, l, acc[j][l]);
+        }
+      }
+    }
+  }
+  for (i64 t = t0 + W * sub; t < t0 + len; ++t) {
+    for (int l = 0; l < L; ++l) {
+      if (L == 1 || l < dn) {
+        const V x = run.load(t, l);
+        if constexpr (Exclusive) run.store(t, l, acc[W - 1][l]);
+        acc[W - 1][l] = op(acc[W - 1][l], x);
+        if constexpr (!Exclusive) run.store(t, l, acc[W - 1][l]);
+      }
+    }
+  }
+}
+
+/// Left fold of the W sub-run totals: the block total.
+template <int W, int L, class V, class Op>
+WEFT_INLINE void fold_totals(const Op& op, const V (&tot)[W][L], V (&out)[L]) {
+  for (int l = 0; l < L; ++l) {
+    V s = tot[0][l];
+    for (int j = 1; j < W; ++j) s = op(s, tot[j][l]);
+    out[l] = s;
+  }
+}
+
+/// The whole scan of one run on the calling thread (strategy "many runs").
+template <bool Exclusive, int W, int L, class V, class Op, class Run>
+WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n) {
+  constexpr i64 S = block_elems<V, L>();
+  V carry[L];
+  for (int l = 0; l < L; ++l) carry[l] = run.initial(l);
+  for (i64 t0 = 0; t0 < n; t0 += S) {
+    const i64 len = (n - t0) < S ? (n - t0) : S;
+    V tot[W][L];
+    block_totals<W, L>(op, run, t0, len, tot);
+    block_scan<Exclusive, W, L>(op, run, t0, len, carry, tot);
+    V s[L];
+    fold_totals<W, L>(op, tot, s);
+    for (int l = 0; l < L; ++l) carry[l] = op(carry[l], s[l]);
+  }
+}
+
+/// Scans G runs of n elements. `runs.at(g)` gives run g's accessor.
+template <bool Exclusive, int W, int L, class V, class Exec, class Op, class Runs>
+void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, const Op& op) {
+  if (G == 0 || n == 0) return;
+  constexpr i64 S = block_elems<V, L>();
+  const int P = be.concurrency();
+  const bool team = kokkos_backend<Exec>::host_accessible && P > 1 && G < 2 * P && n >= 2 * S;
+  if (!team) {
+    Kokkos::parallel_for(
+        "weft::scan", Kokkos::RangePolicy<Exec>(be.exec, 0, G),
+        KOKKOS_LAMBDA(i64 g) { scan_run<Exclusive, W, L, V>(op, runs.at(g), n); });
+    return;
+  }
+  scratch_buffer ws = be.allocate(static_cast<std::size_t>(P) * L * sizeof(V));
+  V* part = static_cast<V*>(ws.data());  // [P][L] block totals of the current round
+  const i64 nblocks = ceil_div(n, S);
+  using member_t = typename Kokkos::TeamPolicy<Exec>::member_type;
+  Kokkos::parallel_for(
+      "weft::scan_team", Kokkos::TeamPolicy<Exec>(be.exec, 1, P), KOKKOS_LAMBDA(const member_t& m) {
+        const int tid = m.team_rank(), np = m.team_size();
+        const i64 rounds = ceil_div(nblocks, static_cast<i64>(np));
+        for (i64 g = 0; g < G; ++g) {
+          const auto run = runs.at(g);
+          V carry[L];
+          for (int l = 0; l < L; ++l) carry[l] = run.initial(l);
+          for (i64 r = 0; r < rounds; ++r) {
+            const i64 t0 = (r * np + tid) * S;
+            const i64 len = t0 < n ? ((n - t0) < S ? (n - t0) : S) : 0;
+            V tot[W][L];
+            block_totals<W, L>(op, run, t0, len, tot);
+            V mine[L];
+            fold_totals<W, L>(op, tot, mine);
+            for (int l = 0; l < L; ++l) part[tid * L + l] = mine[l];
+            m.team_barrier();
+            V cin[L];
+            for (int l = 0; l < L; ++l) {
+              V c = carry[l];
+              for (int k = 0; k < tid; ++k) c = op(c, part[k * L + l]);
+              cin[l] = c;
+            }
+            if (len > 0) block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot);
+            for (int l = 0; l < L; ++l) {
+              V c = cin[l];
+              for (int k = tid; k < np; ++k) c = op(c, part[k * L + l]);
+              carry[l] = c;  // the same left fold on every thread
+            }
+            m.team_barrier();  // part[] is rewritten by the next round
+          }
+        }
+      });
+  be.exec.fence();  // the scratch buffer is released on return
+}
+
+/// Folds G runs of n elements into per-run totals written by `sink(g, l, v)`.
+template <int W, int L, class V, class Exec, class Op, class Runs, class Sink>
+void reduce_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, const Op& op,
+                 const Sink& sink) {
+  if (G == 0) return;
+  constexpr i64 S = block_elems<V, L>();
+  const i64 nb = n == 0 ? 1 : ceil_div(n, S);
+  scratch_buffer ws = be.allocate(static_cast<std::size_t>(G * nb * L) * sizeof(V));
+  V* part = static_cast<V*>(ws.data());  // [G][nb][L]
+  Kokkos::parallel_for(
+      "weft::reduce", Kokkos::RangePolicy<Exec>(be.exec, 0, G * nb), KOKKOS_LAMBDA(i64 w) {
+        const i64 g = w / nb, blk = w % nb;
+        const i64 t0 = blk * S, len = (n - t0) < S ? (n - t0) : S;
+        V tot[W][L];
+        block_totals<W, L>(op, runs.at(g), t0, len > 0 ? len : 0, tot);
+        V s[L];
+        fold_totals<W, L>(op, tot, s);
+        for (int l = 0; l < L; ++l) part[(g * nb + blk) * L + l] = s[l];
+      });
+  Kokkos::parallel_for(
+      "weft::reduce_combine", Kokkos::RangePolicy<Exec>(be.exec, 0, G), KOKKOS_LAMBDA(i64 g) {
+        const auto run = runs.at(g);
+        for (int l = 0; l < run.lanes(); ++l) {
+          V acc = op.identity();
+          for (i64 blk = 0; blk < nb; ++blk) acc = op(acc, part[(g * nb + blk) * L + l]);
+          sink(g, l, acc);
+        }
+      });
+  be.exec.fence();
+}
+
+// ------------------------------------------------------------------------------------------
+// Run accessors over [B,T,D] views. Runs are (b, d-tile); lane l is d = d0 + l; scan index k
+// maps to t = t_first + k * t_step (t_step = -1 when reversed).
+// ------------------------------------------------------------------------------------------
+
+struct btd_layout {
+  i64 B, T, D, L, tiles;  // runs = B * tiles
+  bool reverse;
+  WEFT_INLINE i64 runs() const { return B * tiles; }
+  WEFT_INLINE i64 b_of(i64 g) const { return g / tiles; }
+  WEFT_INLINE i64 d0_of(i64 g) const { return (g % tiles) * L; }
+  WEFT_INLINE int lanes_of(i64 g) const {
+    const i64 d0 = d0_of(g);
+    return static_cast<int>((D - d0) < L ? (D - d0) : L);
+  }
+  WEFT_INLINE i64 t_first() const { return reverse ? T - 1 : 0; }
+  WEFT_INLINE i64 t_step() const { return reverse ? -1 : 1; }
+};
+
+inline btd_layout make_layout(i64 B, i64 T, i64 D, int L, bool reverse) {
+  return {B, T, D, L, ceil_div<i64>(D, L), reverse};
+}
+
+/// Pointer to element (b, t_first, d0) and the strides along scan order and lanes.
+template <class T>
+struct lane_ptr {
+  T* p;
+  i64 sk, sl;
+  template <bool UnitL>
+  WEFT_INLINE T& at(i64 k, int l) const {
+    return p[k * sk + (UnitL ? l : l * sl)];
+  }
+};
+
+template <class T, int R>
+WEFT_INLINE lane_ptr<T> lane_ptr_of(const tensor_view<T, R>& v, const btd_layout& lay, i64 g) {
+  static_assert(R == 3);
+  const i64 b = lay.b_of(g), d0 = lay.d0_of(g);
+  if (lay.T == 0) return {v.data(), 0, v.stride(2)};
+  return {&v(b, lay.t_first(), d0), lay.t_step() * v.stride(1), v.stride(2)};
+}
+
+/// inclusive / exclusive scans: load in(b,t,d) as V, store to out(b,t,d).
+template <bool UnitL, class V, class T, class U>
+struct plain_runs {
+  tensor_view<const T, 3> in;
+  tensor_view<U, 3> out;
+  btd_layout lay;
+  V init;
+  struct run_t {
+    lane_ptr<const T> x;
+    lane_ptr<U> y;
+    int dn;
+    V init;
+    WEFT_INLINE int lanes() const { return dn; }
+    WEFT_INLINE V initial(int) const { return init; }
+    WEFT_INLINE V load(i64 k, int l) const { return static_cast<V>(x.template at<UnitL>(k, l)); }
+    WEFT_INLINE void store(i64 k, int l, const V& v) const { y.template at<UnitL>(k, l) = from_accum<U>(v); }
+  };
+  WEFT_INLINE run_t at(i64 g) const {
+    return {lane_ptr_of(in, lay, g), lane_ptr_of(out, lay, g), lay.lanes_of(g), init};
+  }
+};
+
+/// Chooses the lane width: L = 1 with 16 chains when D == 1 (or lanes are strided), else
+/// tiles of 16 lanes with 2 chains; UnitL when lanes are contiguous in memory.
+template <class F>
+void dispatch_lanes(i64 D, bool unit_stride_lanes, F&& f) {
+  if (D == 1) {
+    f(std::integral_constant<int, 1>{}, std::integral_constant<int, 16>{}, std::true_type{});
+  } else if (unit_stride_lanes) {
+    f(std::integral_constant<int, 16>{}, std::integral_constant<int, 2>{}, std::true_type{});
+  } else {
+    f(std::integral_constant<int, 16>{}, std::integral_constant<int, 2>{}, std::false_type{});
+  }
+}
+
+}  // namespace detail::kscan
+
+namespace impl {
 
 template <class Exec>
 struct scan_impl<kokkos_backend<Exec>> {
   using backend_t = kokkos_backend<Exec>;
   using memory_space = typename backend_t::memory_space;
-  static constexpr std::int64_t block = std::int64_t(1) << 16;  // elements per work item
-  static constexpr int chains = 16;
-  static constexpr std::int64_t d_tile = backend_t::host_accessible ? 64 : 1;
+  using i64 = std::int64_t;
 
-  template <class V>
-  static std::vector<V> to_host(const backend_t& be, const V* dev, std::int64_t n) {
-    std::vector<V> h(static_cast<std::size_t>(n));
-    Kokkos::View<V*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> hv(h.data(), n);
-    Kokkos::View<const V*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>> dv(dev, n);
-    Kokkos::deep_copy(be.exec, hv, dv);
-    be.exec.fence();
-    return h;
+  template <class I>
+  static void copy_indices_to_host(const backend_t& be, tensor_view<I, 1> v, std::int64_t* out) {
+    // only reached for device memory spaces
+    using J = std::remove_cv_t<I>;
+    Kokkos::View<J*, memory_space> tmp("weft::offsets", v.extent(0));
+    const J* src = v.data();
+    const i64 s = v.stride(0);
+    Kokkos::parallel_for(
+        "weft::copy_offsets", Kokkos::RangePolicy<Exec>(be.exec, 0, v.extent(0)),
+        KOKKOS_LAMBDA(i64 i) { tmp(i) = src[i * s]; });
+    auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), tmp);
+    for (i64 i = 0; i < v.extent(0); ++i) out[i] = static_cast<std::int64_t>(h(i));
   }
 
   template <class T, class Op>
-  static monoid_value_t<Op> reduce(const backend_t& be, tensor_view<const T, 1> in, const Op& op) {
+  static monoid_value_t<Op> reduce(const backend_t& be, tensor_view<const T, 1> in, const Op& op,
+                                   const scan_options& opts) {
     using V = monoid_value_t<Op>;
-    const std::int64_t n = in.extent(0);
-    if (n == 0) return op.identity();
-    const std::int64_t nb = ceil_div(n, block);
-    scratch_buffer ws = be.allocate(static_cast<std::size_t>(nb) * sizeof(V));
-    V* part = static_cast<V*>(ws.data());
-    const T* x = in.data();
-    const std::int64_t s = in.stride(0);
-    Kokkos::parallel_for(
-        "weft::reduce", Kokkos::RangePolicy<Exec>(be.exec, 0, nb), KOKKOS_LAMBDA(std::int64_t b) {
-          const std::int64_t i0 = b * block;
-          const std::int64_t len = (n - i0) < block ? (n - i0) : block;
-          part[b] = s == 1 ? detail::fold_chains<chains, V>(x + i0, len, op)
-                           : detail::fold_strided<V>(x + i0 * s, len, s, op, op.identity());
-        });
-    const std::vector<V> h = to_host(be, part, nb);
-    V acc = op.identity();
-    for (const V& p : h) acc = op(acc, p);
-    return acc;
+    const auto x = detail::as_btd(in);
+    const auto lay = detail::kscan::make_layout(1, x.extent(1), 1, 1, opts.reverse);
+    // One run; reduce_runs cuts it into blocks folded in parallel, then in order.
+    const detail::kscan::plain_runs<true, V, T, V> runs{x, tensor_view<V, 3>(), lay, op.identity()};
+    scratch_buffer res = be.allocate(sizeof(V));
+    V* r = static_cast<V*>(res.data());
+    detail::kscan::reduce_runs<16, 1, V>(
+        be, runs, 1, lay.T, op, KOKKOS_LAMBDA(i64, int, const V& v) { *r = v; });
+    V out;
+    Kokkos::View<V*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> hv(&out, 1);
+    Kokkos::View<const V*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>> dv(r, 1);
+    Kokkos::deep_copy(be.exec, hv, dv);
+    be.exec.fence();
+    return out;
   }
 
   template <class T, class U, class Op>
-  static void reduce(const backend_t& be, tensor_view<const T, 3> in, tensor_view<U, 2> out, const Op& op) {
+  static void reduce(const backend_t& be, tensor_view<const T, 3> in, tensor_view<U, 2> out, const Op& op,
+                     const scan_options& opts) {
     using V = monoid_value_t<Op>;
-    const std::int64_t B = in.extent(0), T_ = in.extent(1), D = in.extent(2);
+    const i64 B = in.extent(0), Tn = in.extent(1), D = in.extent(2);
     if (B == 0 || D == 0) return;
-    const std::int64_t dt = std::min<std::int64_t>(D, d_tile);
-    const std::int64_t n_dt = ceil_div(D, dt);
-    // T-block length: about `block` elements per slab; one block when T is short.
-    const std::int64_t lt = std::max<std::int64_t>(1, block / dt);
-    const std::int64_t n_tb = T_ == 0 ? 1 : ceil_div(T_, lt);
-    const bool direct = n_tb == 1;
-    scratch_buffer ws =
-        direct ? scratch_buffer{} : be.allocate(static_cast<std::size_t>(B * n_tb * D) * sizeof(V));
-    V* part = static_cast<V*>(ws.data());  // [B, n_tb, D]
-    const bool contiguous_run = D == 1 && in.stride(1) == 1;
+    detail::kscan::dispatch_lanes(D, in.stride(2) == 1, [&](auto Lc, auto Wc, auto unit) {
+      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+      const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
+      const detail::kscan::plain_runs<decltype(unit)::value, V, T, V> runs{in, tensor_view<V, 3>(), lay,
+                                                                           op.identity()};
+      detail::kscan::reduce_runs<W, L, V>(
+          be, runs, lay.runs(), Tn, op,
+          KOKKOS_LAMBDA(i64 g, int l, const V& v) { out(lay.b_of(g), lay.d0_of(g) + l) = from_accum<U>(v); });
+    });
+  }
 
-    Kokkos::parallel_for(
-        "weft::reduce_batched", Kokkos::RangePolicy<Exec>(be.exec, 0, B * n_tb * n_dt),
-        KOKKOS_LAMBDA(std::int64_t w) {
-          const std::int64_t di = w % n_dt, tb = (w / n_dt) % n_tb, b = w / (n_dt * n_tb);
-          const std::int64_t t0 = tb * lt, t1 = (t0 + lt) < T_ ? (t0 + lt) : T_;
-          const std::int64_t d0 = di * dt, dn = (D - d0) < dt ? (D - d0) : dt;
-          V acc[d_tile];  // (dn) running folds of this slab
-          if (contiguous_run) {
-            acc[0] = detail::fold_chains<chains, V>(&in(b, t0, 0), t1 - t0, op);
-          } else {
-            for (std::int64_t j = 0; j < dn; ++j) acc[j] = op.identity();
-            const std::int64_t sd = in.stride(2);
-            for (std::int64_t t = t0; t < t1; ++t) {
-              const T* row = &in(b, t, d0);  // (dn) elements, stride sd
-              for (std::int64_t j = 0; j < dn; ++j) acc[j] = op(acc[j], static_cast<V>(row[j * sd]));
-            }
-          }
-          for (std::int64_t j = 0; j < dn; ++j) {
-            if (direct)
-              out(b, d0 + j) = from_accum<U>(acc[j]);
-            else
-              part[(b * n_tb + tb) * D + d0 + j] = acc[j];
-          }
-        });
-    if (!direct) {
-      Kokkos::parallel_for(
-          "weft::reduce_batched_combine", Kokkos::RangePolicy<Exec>(be.exec, 0, B * D),
-          KOKKOS_LAMBDA(std::int64_t w) {
-            const std::int64_t b = w / D, d = w % D;
-            V acc = op.identity();
-            for (std::int64_t tb = 0; tb < n_tb; ++tb) acc = op(acc, part[(b * n_tb + tb) * D + d]);
-            out(b, d) = from_accum<U>(acc);
-          });
+  template <class T, class U, class Op, class V>
+  static void scan(const backend_t& be, tensor_view<const T, 3> in, tensor_view<U, 3> out, const Op& op,
+                   const V& init, detail::scan_kind kind, const scan_options& opts) {
+    const i64 B = in.extent(0), Tn = in.extent(1), D = in.extent(2);
+    if (B == 0 || D == 0 || Tn == 0) return;
+    const bool unit = in.stride(2) == 1 && out.stride(2) == 1;
+    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+      const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
+      const detail::kscan::plain_runs<decltype(unit_c)::value, V, T, U> runs{in, out, lay, init};
+      if (kind == detail::scan_kind::exclusive)
+        detail::kscan::scan_runs<true, W, L, V>(be, runs, lay.runs(), Tn, op);
+      else
+        detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, op);
+    });
+  }
+
+  /// Segmented scans run the plain engine on the lifted monoid (flag, value):
+  ///   (f1, v1) . (f2, v2) = f2 ? (1, v2) : (f1, v1 . v2)
+  /// which is associative, so segments need no special scheduling: a segment start (flag 1
+  /// at every offsets[s], or at every segment end when reversed) discards the carry.
+  template <class Op>
+  struct segmented_op {
+    using V = monoid_value_t<Op>;
+    struct value_type {
+      V v;
+      int start;
+    };
+    Op op;
+    WEFT_INLINE value_type identity() const { return {op.identity(), 0}; }
+    WEFT_INLINE value_type operator()(const value_type& a, const value_type& b) const {
+      return b.start ? b : value_type{op(a.v, b.v), a.start};
     }
-    if (!direct) be.exec.fence();  // the scratch buffer is released on return
+  };
+
+  template <bool UnitL, class SV, class T, class U>
+  struct segmented_runs {
+    tensor_view<const T, 3> in;
+    tensor_view<U, 3> out;
+    const unsigned char* flags;  // [T]: 1 where a segment starts (in scan order)
+    detail::kscan::btd_layout lay;
+    SV init;  // the lifted identity
+    struct run_t {
+      detail::kscan::lane_ptr<const T> x;
+      detail::kscan::lane_ptr<U> y;
+      const unsigned char* f;
+      i64 fstep;
+      int dn;
+      SV init;
+      WEFT_INLINE int lanes() const { return dn; }
+      WEFT_INLINE SV initial(int) const { return init; }
+      WEFT_INLINE SV load(i64 k, int l) const {
+        return {static_cast<decltype(SV::v)>(x.template at<UnitL>(k, l)), static_cast<int>(f[k * fstep])};
+      }
+      WEFT_INLINE void store(i64 k, int l, const SV& v) const {
+        y.template at<UnitL>(k, l) = from_accum<U>(v.v);
+      }
+    };
+    WEFT_INLINE run_t at(i64 g) const {
+      const i64 t0 = lay.t_first();
+      return {detail::kscan::lane_ptr_of(in, lay, g),
+              detail::kscan::lane_ptr_of(out, lay, g),
+              flags + t0,
+              lay.t_step(),
+              lay.lanes_of(g),
+              init};
+    }
+  };
+
+  template <class T, class U, class Op>
+  static void segmented_scan(const backend_t& be, tensor_view<const T, 3> in, tensor_view<U, 3> out,
+                             const std::vector<std::int64_t>& off, const Op& op, const scan_options& opts) {
+    const i64 B = in.extent(0), Tn = in.extent(1), D = in.extent(2);
+    if (B == 0 || D == 0 || Tn == 0) return;
+    // Segment-start flags in scan order: forward, the first element of each segment;
+    // reversed, the last one (the first the reversed scan meets).
+    std::vector<unsigned char> hflags(static_cast<std::size_t>(Tn), 0);
+    for (std::size_t s = 0; s + 1 < off.size(); ++s) {
+      if (off[s + 1] > off[s]) hflags[static_cast<std::size_t>(opts.reverse ? off[s + 1] - 1 : off[s])] = 1;
+    }
+    scratch_buffer fb = be.allocate(static_cast<std::size_t>(Tn));
+    unsigned char* flags = static_cast<unsigned char*>(fb.data());
+    {
+      Kokkos::View<const unsigned char*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> hv(
+          hflags.data(), Tn);
+      Kokkos::View<unsigned char*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>> dv(flags, Tn);
+      Kokkos::deep_copy(be.exec, dv, hv);
+    }
+    using SOp = segmented_op<Op>;
+    using SV = typename SOp::value_type;
+    const SOp sop{op};
+    const bool unit = in.stride(2) == 1 && out.stride(2) == 1;
+    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+      const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
+      const segmented_runs<decltype(unit_c)::value, SV, T, U> runs{in, out, flags, lay, sop.identity()};
+      detail::kscan::scan_runs<false, W, L, SV>(be, runs, lay.runs(), Tn, sop);
+    });
+    be.exec.fence();
   }
 };
 
-}  // namespace weft::impl
+// ------------------------------------------------------------------------------------------
+// linear recurrences
+// ------------------------------------------------------------------------------------------
+
+template <class Exec>
+struct recurrence_impl<kokkos_backend<Exec>> {
+  using backend_t = kokkos_backend<Exec>;
+  using i64 = std::int64_t;
+
+  /// h_t = a_t h_{t-1} + b_t as an affine scan whose carry starts at (1, h_init).
+  template <bool UnitL, class A, class TA, class TB, class TH>
+  struct forward_runs {
+    tensor_view<const TA, 3> a;
+    tensor_view<const TB, 3> b;
+    tensor_view<TH, 3> h;
+    tensor_view<const A, 2> init;
+    detail::kscan::btd_layout lay;
+    using V = typename affine<A>::value_type;
+    struct run_t {
+      detail::kscan::lane_ptr<const TA> pa;
+      detail::kscan::lane_ptr<const TB> pb;
+      detail::kscan::lane_ptr<TH> ph;
+      const A* h0;
+      i64 h0s;
+      int dn;
+      WEFT_INLINE int lanes() const { return dn; }
+      WEFT_INLINE V initial(int l) const { return {A(1), h0 ? h0[l * h0s] : A(0)}; }
+      WEFT_INLINE V load(i64 k, int l) const {
+        return {static_cast<A>(pa.template at<UnitL>(k, l)), static_cast<A>(pb.template at<UnitL>(k, l))};
+      }
+      WEFT_INLINE void store(i64 k, int l, const V& v) const {
+        ph.template at<UnitL>(k, l) = from_accum<TH>(v.b);
+      }
+    };
+    WEFT_INLINE run_t at(i64 g) const {
+      const bool has = init.data() != nullptr;
+      return {detail::kscan::lane_ptr_of(a, lay, g),
+              detail::kscan::lane_ptr_of(b, lay, g),
+              detail::kscan::lane_ptr_of(h, lay, g),
+              has ? &init(lay.b_of(g), lay.d0_of(g)) : nullptr,
+              has ? init.stride(1) : 0,
+              lay.lanes_of(g)};
+    }
+  };
+
+  template <class TA, class TB, class TH, class S>
+  static void forward(const backend_t& be, tensor_view<const TA, 3> a, tensor_view<const TB, 3> b,
+                      tensor_view<TH, 3> h, const recurrence_options<S>& opts) {
+    const i64 B = a.extent(0), Tn = a.extent(1), D = a.extent(2);
+    if (B == 0 || D == 0 || Tn == 0) return;
+    using V = typename affine<S>::value_type;
+    const bool unit = a.stride(2) == 1 && b.stride(2) == 1 && h.stride(2) == 1;
+    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+      const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
+      const forward_runs<decltype(unit_c)::value, S, TA, TB, TH> runs{a, b, h, opts.initial_state, lay};
+      detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
+    });
+  }
+
+  /// The backward pass scans in the opposite order: element k (time t_k) is
+  /// (a at the forward successor of t_k, dh_{t_k}), so the carry is g_t.
+  template <bool UnitL, class A, class TA, class TH, class TG, class TDA, class TDB>
+  struct backward_runs {
+    tensor_view<const TA, 3> a;
+    tensor_view<const TH, 3> h;
+    tensor_view<const TG, 3> dh;
+    tensor_view<TDA, 3> da;
+    tensor_view<TDB, 3> db;
+    tensor_view<const A, 2> init;
+    tensor_view<A, 2> dinit;
+    detail::kscan::btd_layout lay;
+    using V = typename affine<A>::value_type;
+    struct run_t {
+      detail::kscan::lane_ptr<const TA> pa;
+      detail::kscan::lane_ptr<const TH> ph;
+      detail::kscan::lane_ptr<const TG> pg;
+      detail::kscan::lane_ptr<TDA> pda;
+      detail::kscan::lane_ptr<TDB> pdb;
+      const A* h0;
+      i64 h0s;
+      A* dh0;
+      i64 dh0s;
+      i64 n;
+      int dn;
+      WEFT_INLINE int lanes() const { return dn; }
+      WEFT_INLINE V initial(int) const { return {A(1), A(0)}; }
+      WEFT_INLINE V load(i64 k, int l) const {
+        return {k == 0 ? A(0) : static_cast<A>(pa.template at<UnitL>(k - 1, l)),
+                static_cast<A>(pg.template at<UnitL>(k, l))};
+      }
+      WEFT_INLINE void store(i64 k, int l, const V& v) const {
+        const A g = v.b;
+        const A hp = k + 1 < n ? static_cast<A>(ph.template at<UnitL>(k + 1, l)) : (h0 ? h0[l * h0s] : A(0));
+        pdb.template at<UnitL>(k, l) = from_accum<TDB>(g);
+        pda.template at<UnitL>(k, l) = from_accum<TDA>(g * hp);
+        if (dh0 && k == n - 1) dh0[l * dh0s] = static_cast<A>(pa.template at<UnitL>(k, l)) * g;
+      }
+    };
+    WEFT_INLINE run_t at(i64 g) const {
+      const i64 b = lay.b_of(g), d0 = lay.d0_of(g);
+      const bool has0 = init.data() != nullptr, hasd = dinit.data() != nullptr;
+      return {detail::kscan::lane_ptr_of(a, lay, g),
+              detail::kscan::lane_ptr_of(h, lay, g),
+              detail::kscan::lane_ptr_of(dh, lay, g),
+              detail::kscan::lane_ptr_of(da, lay, g),
+              detail::kscan::lane_ptr_of(db, lay, g),
+              has0 ? &init(b, d0) : nullptr,
+              has0 ? init.stride(1) : 0,
+              hasd ? &dinit(b, d0) : nullptr,
+              hasd ? dinit.stride(1) : 0,
+              lay.T,
+              lay.lanes_of(g)};
+    }
+  };
+
+  template <class TA, class TH, class TG, class TDA, class TDB, class S>
+  static void backward(const backend_t& be, tensor_view<const TA, 3> a, tensor_view<const TH, 3> h,
+                       tensor_view<const TG, 3> dh, tensor_view<TDA, 3> da, tensor_view<TDB, 3> db,
+                       const recurrence_backward_options<S>& opts) {
+    const i64 B = a.extent(0), Tn = a.extent(1), D = a.extent(2);
+    if (B == 0 || D == 0) return;
+    if (Tn == 0) {  // no steps: the initial state's gradient is zero
+      if (opts.d_initial_state.data()) {
+        auto di = opts.d_initial_state;
+        Kokkos::parallel_for(
+            "weft::linear_recurrence_backward", Kokkos::RangePolicy<Exec>(be.exec, 0, B * D),
+            KOKKOS_LAMBDA(i64 w) { di(w / D, w % D) = S(0); });
+      }
+      return;
+    }
+    using V = typename affine<S>::value_type;
+    const bool unit =
+        a.stride(2) == 1 && h.stride(2) == 1 && dh.stride(2) == 1 && da.stride(2) == 1 && db.stride(2) == 1;
+    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+      const auto lay = detail::kscan::make_layout(B, Tn, D, L, !opts.reverse);
+      const backward_runs<decltype(unit_c)::value, S, TA, TH, TG, TDA, TDB> runs{
+          a, h, dh, da, db, opts.initial_state, opts.d_initial_state, lay};
+      detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
+    });
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// DEER
+// ------------------------------------------------------------------------------------------
+
+template <class Exec>
+struct deer_impl<kokkos_backend<Exec>> {
+  using backend_t = kokkos_backend<Exec>;
+  using memory_space = typename backend_t::memory_space;
+  using i64 = std::int64_t;
+  static constexpr i64 chunk = 256;  // time steps per work item when evaluating the cell
+
+  template <class T>
+  static std::vector<T> to_host(const backend_t& be, tensor_view<const T, 2> v) {
+    std::vector<T> r(static_cast<std::size_t>(v.size()));
+    Kokkos::View<T*, memory_space> tmp("weft::deer_h0", v.size());
+    const i64 C = v.extent(1);
+    Kokkos::parallel_for(
+        "weft::deer_copy", Kokkos::RangePolicy<Exec>(be.exec, 0, v.size()),
+        KOKKOS_LAMBDA(i64 i) { tmp(i) = v(i / C, i % C); });
+    auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), tmp);
+    for (i64 i = 0; i < v.size(); ++i) r[i] = h(i);
+    return r;
+  }
+
+  /// Quasi step: h_t,i = Jd_t,i h_{t-1},i + c_t,i, an elementwise affine scan.
+  template <class T>
+  struct diag_runs {
+    const T* jd;  // [B,T,D]
+    const T* c;   // [B,T,D]
+    tensor_view<const T, 2> h0;
+    tensor_view<T, 3> h;
+    detail::kscan::btd_layout lay;
+    using V = typename affine<T>::value_type;
+    struct run_t {
+      const T* jd;
+      const T* c;
+      T* h;
+      i64 hs;
+      const T* h0;
+      i64 D;
+      int dn;
+      WEFT_INLINE int lanes() const { return dn; }
+      WEFT_INLINE V initial(int l) const { return {T(1), h0[l]}; }
+      WEFT_INLINE V load(i64 k, int l) const { return {jd[k * D + l], c[k * D + l]}; }
+      WEFT_INLINE void store(i64 k, int l, const V& v) const { h[k * hs + l] = v.b; }
+    };
+    WEFT_INLINE run_t at(i64 g) const {
+      const i64 b = lay.b_of(g), d0 = lay.d0_of(g), D = lay.D, Tn = lay.T;
+      return {jd + b * Tn * D + d0, c + b * Tn * D + d0, &h(b, 0, d0), h.stride(1), &h0(b, d0), D,
+              lay.lanes_of(g)};
+    }
+  };
+
+  /// Newton step for a small state: the affine_matrix<N> scan (D padded to N with zeros).
+  template <int N, class T>
+  struct matrix_runs {
+    const T* J;  // [B,T,D,D]
+    const T* c;  // [B,T,D]
+    tensor_view<const T, 2> h0;
+    tensor_view<T, 3> h;
+    i64 Tn, D;
+    using V = typename affine_matrix<N, T>::value_type;
+    struct run_t {
+      const T* J;
+      const T* c;
+      T* h;
+      i64 hs;
+      const T* h0;
+      i64 D;
+      WEFT_INLINE int lanes() const { return 1; }
+      WEFT_INLINE V initial(int) const {
+        V v{};
+        for (int i = 0; i < N; ++i) {
+          for (int j = 0; j < N; ++j) v.A[i * N + j] = i == j ? T(1) : T(0);
+          v.b[i] = i < D ? h0[i] : T(0);
+        }
+        return v;
+      }
+      WEFT_INLINE V load(i64 k, int) const {
+        V v{};
+        for (int i = 0; i < N; ++i) {
+          for (int j = 0; j < N; ++j) v.A[i * N + j] = (i < D && j < D) ? J[(k * D + i) * D + j] : T(0);
+          v.b[i] = i < D ? c[k * D + i] : T(0);
+        }
+        return v;
+      }
+      WEFT_INLINE void store(i64 k, int, const V& v) const {
+        for (i64 i = 0; i < D; ++i) h[k * hs + i] = v.b[i];
+      }
+    };
+    WEFT_INLINE run_t at(i64 b) const {
+      return {J + b * Tn * D * D, c + b * Tn * D, &h(b, 0, 0), h.stride(1), &h0(b, 0), D};
+    }
+  };
+
+  template <class Cell, class T>
+  static deer_result solve(const backend_t& be, const Cell& cell, tensor_view<const T, 3> x,
+                           tensor_view<const T, 2> h0, tensor_view<T, 3> h, const deer_options& opts) {
+    const i64 B = x.extent(0), Tn = x.extent(1), D = h.extent(2);
+    const bool quasi = opts.method == deer_method::quasi;
+    deer_result res;
+    if (B == 0 || Tn == 0) return {0, 0.0, true};
+    // workspace: c [B,T,D]; J [B,T,D,D] (Newton) or its diagonal [B,T,D] (quasi); per work
+    // item a D x D Jacobian and D-vector for quasi; for the blocked Newton solve, per block a
+    // D x D transfer matrix, D-vectors and the block's entry state.
+    const i64 nchunks = ceil_div(Tn, chunk);
+    const i64 nitems = B * nchunks;
+    const bool small = D <= 8;
+    const i64 nblk = std::min<i64>(Tn, 64), blen = ceil_div(Tn, nblk);
+    detail::workspace_carver sizing;
+    auto carve = [&](detail::workspace_carver& w) {
+      struct ptrs {
+        T *c, *J, *Jd, *scr, *M, *z, *hin, *tmp;
+      } p{};
+      p.c = w.take<T>(static_cast<std::size_t>(B * Tn * D));
+      if (quasi) {
+        p.Jd = w.take<T>(static_cast<std::size_t>(B * Tn * D));
+        p.scr = w.take<T>(static_cast<std::size_t>(nitems * D * D));
+      } else {
+        p.J = w.take<T>(static_cast<std::size_t>(B * Tn * D * D));
+        if (!small) {
+          p.M = w.take<T>(static_cast<std::size_t>(B * nblk * D * D));
+          p.z = w.take<T>(static_cast<std::size_t>(B * nblk * D));
+          p.hin = w.take<T>(static_cast<std::size_t>(B * nblk * D));
+          p.tmp = w.take<T>(static_cast<std::size_t>(B * nblk * (D * D + D)));
+        }
+      }
+      return p;
+    };
+    (void)carve(sizing);
+    scratch_buffer ws = detail::acquire_scratch(be, opts.workspace, sizing.bytes(), "deer");
+    detail::workspace_carver cw(ws.data());
+    const auto p = carve(cw);
+
+    for (int k = 0;; ++k) {
+      // f_t and J_t around the current iterate, the residual, c_t = f_t - J_t p_t (in c).
+      double residual = 0;
+      const auto pc = p.c;
+      const auto pJ = p.J;
+      const auto pJd = p.Jd;
+      const auto pscr = p.scr;
+      Kokkos::parallel_reduce(
+          "weft::deer_linearise", Kokkos::RangePolicy<Exec>(be.exec, 0, nitems),
+          KOKKOS_LAMBDA(i64 w, double& rmax) {
+            const i64 b = w / nchunks, t0 = (w % nchunks) * chunk;
+            const i64 t1 = (t0 + chunk) < Tn ? (t0 + chunk) : Tn;
+            for (i64 t = t0; t < t1; ++t) {
+              const T* hp = t == 0 ? &h0(b, 0) : &h(b, t - 1, 0);
+              T* f = pc + (b * Tn + t) * D;
+              T* J = quasi ? pscr + w * D * D : pJ + (b * Tn + t) * D * D;
+              cell(hp, &x(b, t, 0), f);
+              cell.jacobian(hp, &x(b, t, 0), J);
+              for (i64 i = 0; i < D; ++i) {
+                const double r = std::fabs(static_cast<double>(f[i]) - static_cast<double>(h(b, t, i)));
+                rmax = (r > rmax || r != r) ? (r != r ? INFINITY : r) : rmax;
+              }
+              for (i64 i = 0; i < D; ++i) {
+                if (quasi) {
+                  pJd[(b * Tn + t) * D + i] = J[i * D + i];
+                  f[i] -= J[i * D + i] * hp[i];
+                } else {
+                  T s = 0;
+                  for (i64 j = 0; j < D; ++j) s += J[i * D + j] * hp[j];
+                  f[i] -= s;
+                }
+              }
+            }
+          },
+          Kokkos::Max<double>(residual));
+      res = {k, residual, residual <= opts.tolerance};
+      if (res.converged || !std::isfinite(residual) || k == opts.max_iterations) return res;
+
+      if (quasi) {
+        using V = typename affine<T>::value_type;
+        detail::kscan::dispatch_lanes(D, true, [&](auto Lc, auto Wc, auto) {
+          constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+          const auto lay = detail::kscan::make_layout(B, Tn, D, L, false);
+          const diag_runs<T> runs{p.Jd, p.c, h0, h, lay};
+          detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<T>{});
+        });
+      } else if (small) {
+        newton_small(be, p.J, p.c, h0, h, Tn, D);
+      } else {
+        newton_blocked(be, p.J, p.c, h0, h, nblk, blen, p.M, p.z, p.hin, p.tmp);
+      }
+    }
+  }
+
+  template <class T>
+  static void newton_small(const backend_t& be, const T* J, const T* c, tensor_view<const T, 2> h0,
+                           tensor_view<T, 3> h, i64 Tn, i64 D) {
+    const i64 B = h.extent(0);
+    auto run = [&](auto Nc) {
+      constexpr int N = decltype(Nc)::value;
+      using V = typename affine_matrix<N, T>::value_type;
+      const matrix_runs<N, T> runs{J, c, h0, h, Tn, D};
+      detail::kscan::scan_runs<false, 4, 1, V>(be, runs, B, Tn, affine_matrix<N, T>{});
+    };
+    if (D <= 1)
+      run(std::integral_constant<int, 1>{});
+    else if (D <= 2)
+      run(std::integral_constant<int, 2>{});
+    else if (D <= 4)
+      run(std::integral_constant<int, 4>{});
+    else
+      run(std::integral_constant<int, 8>{});
+  }
+
+  /// Newton step for any D: blocks of the sequence are composed in parallel
+  /// (M_blk = J_last ... J_first, z_blk = the block's output from a zero entry state),
+  /// entry states are chained across blocks (h_in' = M_blk h_in + z_blk), then every block
+  /// replays h_t = J_t h_{t-1} + c_t from its entry state. O(D^3 + D^2) per step.
+  template <class T>
+  static void newton_blocked(const backend_t& be, const T* J, const T* c, tensor_view<const T, 2> h0,
+                             tensor_view<T, 3> h, i64 nblk, i64 blen, T* M, T* z, T* hin, T* tmp) {
+    const i64 B = h.extent(0), Tn = h.extent(1), D = h.extent(2);
+    Kokkos::parallel_for(
+        "weft::deer_compose", Kokkos::RangePolicy<Exec>(be.exec, 0, B * nblk), KOKKOS_LAMBDA(i64 w) {
+          const i64 b = w / nblk, t0 = (w % nblk) * blen, t1 = (t0 + blen) < Tn ? (t0 + blen) : Tn;
+          T* Mw = M + w * D * D;
+          T* zw = z + w * D;
+          T* Mt = tmp + w * (D * D + D);  // D x D scratch
+          T* zt = Mt + D * D;             // D scratch
+          for (i64 i = 0; i < D; ++i) {
+            zw[i] = 0;
+            for (i64 j = 0; j < D; ++j) Mw[i * D + j] = i == j ? T(1) : T(0);
+          }
+          for (i64 t = t0; t < t1; ++t) {
+            const T* Jt = J + (b * Tn + t) * D * D;
+            const T* ct = c + (b * Tn + t) * D;
+            for (i64 i = 0; i < D; ++i) {
+              T s = ct[i];
+              for (i64 j = 0; j < D; ++j) s += Jt[i * D + j] * zw[j];
+              zt[i] = s;
+              for (i64 j = 0; j < D; ++j) {
+                T m = 0;
+                for (i64 q = 0; q < D; ++q) m += Jt[i * D + q] * Mw[q * D + j];
+                Mt[i * D + j] = m;
+              }
+            }
+            for (i64 i = 0; i < D * D; ++i) Mw[i] = Mt[i];
+            for (i64 i = 0; i < D; ++i) zw[i] = zt[i];
+          }
+        });
+    Kokkos::parallel_for(
+        "weft::deer_chain", Kokkos::RangePolicy<Exec>(be.exec, 0, B), KOKKOS_LAMBDA(i64 b) {
+          for (i64 i = 0; i < D; ++i) hin[(b * nblk) * D + i] = h0(b, i);
+          for (i64 k = 0; k + 1 < nblk; ++k) {
+            const T* Mw = M + (b * nblk + k) * D * D;
+            const T* zw = z + (b * nblk + k) * D;
+            const T* in = hin + (b * nblk + k) * D;
+            T* out = hin + (b * nblk + k + 1) * D;
+            for (i64 i = 0; i < D; ++i) {
+              T s = zw[i];
+              for (i64 j = 0; j < D; ++j) s += Mw[i * D + j] * in[j];
+              out[i] = s;
+            }
+          }
+        });
+    Kokkos::parallel_for(
+        "weft::deer_replay", Kokkos::RangePolicy<Exec>(be.exec, 0, B * nblk), KOKKOS_LAMBDA(i64 w) {
+          const i64 b = w / nblk, t0 = (w % nblk) * blen, t1 = (t0 + blen) < Tn ? (t0 + blen) : Tn;
+          for (i64 t = t0; t < t1; ++t) {
+            const T* prev = t == t0 ? hin + w * D : &h(b, t - 1, 0);
+            const T* Jt = J + (b * Tn + t) * D * D;
+            const T* ct = c + (b * Tn + t) * D;
+            for (i64 i = 0; i < D; ++i) {
+              T s = ct[i];
+              for (i64 j = 0; j < D; ++j) s += Jt[i * D + j] * prev[j];
+              h(b, t, i) = s;
+            }
+          }
+        });
+    be.exec.fence();
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// prefix attention: scores, the online-softmax scan, then the value recurrence
+// ------------------------------------------------------------------------------------------
+
+template <class Exec>
+struct prefix_attention_impl<kokkos_backend<Exec>> {
+  using backend_t = kokkos_backend<Exec>;
+  using i64 = std::int64_t;
+
+  template <class A>
+  struct softmax_runs {
+    const A* s;  // [G,T] scores
+    A* m;        // [G,T] running max
+    A* l;        // [G,T] running sum
+    i64 Tn;
+    using V = typename online_softmax<A>::value_type;
+    struct run_t {
+      const A* s;
+      A* m;
+      A* l;
+      WEFT_INLINE int lanes() const { return 1; }
+      WEFT_INLINE V initial(int) const { return online_softmax<A>{}.identity(); }
+      WEFT_INLINE V load(i64 k, int) const { return {s[k], A(1), A(0)}; }
+      WEFT_INLINE void store(i64 k, int, const V& v) const {
+        m[k] = v.m;
+        l[k] = v.s;
+      }
+    };
+    WEFT_INLINE run_t at(i64 g) const { return {s + g * Tn, m + g * Tn, l + g * Tn}; }
+  };
+
+  /// w_t = exp(m_{t-1} - m_t) w_{t-1} + exp(s_t - m_t) v_t per value lane; o_t = w_t / l_t.
+  template <bool UnitL, class A, class TV, class TO>
+  struct value_runs {
+    const A *s, *m, *l;
+    tensor_view<const TV, 4> v;
+    tensor_view<TO, 4> o;
+    i64 H, Tn, V_, tiles;
+    static constexpr int L = 16;
+    using Vt = typename affine<A>::value_type;
+    struct run_t {
+      const A *s, *m, *l;
+      const TV* v;
+      i64 vt, vl;
+      TO* o;
+      i64 ot, ol;
+      int dn;
+      WEFT_INLINE int lanes() const { return dn; }
+      WEFT_INLINE Vt initial(int) const { return {A(1), A(0)}; }
+      WEFT_INLINE Vt load(i64 k, int j) const {
+        const A a = k == 0 ? A(0) : std::exp(m[k - 1] - m[k]);
+        const A e = std::exp(s[k] - m[k]);
+        return {a, e * static_cast<A>(v[k * vt + (UnitL ? j : j * vl)])};
+      }
+      WEFT_INLINE void store(i64 k, int j, const Vt& w) const {
+        o[k * ot + (UnitL ? j : j * ol)] = from_accum<TO>(w.b / l[k]);
+      }
+    };
+    WEFT_INLINE run_t at(i64 g) const {
+      const i64 gh = g / tiles, j0 = (g % tiles) * L, b = gh / H, h = gh % H;
+      const i64 dn = (V_ - j0) < L ? (V_ - j0) : L;
+      return {s + gh * Tn, m + gh * Tn,     l + gh * Tn, &v(b, 0, h, j0), v.stride(1),
+              v.stride(3), &o(b, 0, h, j0), o.stride(1), o.stride(3),     static_cast<int>(dn)};
+    }
+  };
+
+  template <class TQ, class TK, class TV, class TO>
+  static void run(const backend_t& be, tensor_view<const TQ, 3> q, tensor_view<const TK, 4> k,
+                  tensor_view<const TV, 4> v, tensor_view<TO, 4> o, const prefix_attention_options& opts) {
+    using A = accum_t<TO>;
+    const i64 B = q.extent(0), H = q.extent(1), K = q.extent(2), Tn = k.extent(1), V_ = v.extent(3);
+    const i64 G = B * H;
+    if (G == 0 || Tn == 0 || V_ == 0) return;
+    detail::workspace_carver sizing;
+    for (int i = 0; i < 3; ++i) (void)sizing.take<A>(static_cast<std::size_t>(G * Tn));
+    scratch_buffer ws = detail::acquire_scratch(be, opts.workspace, sizing.bytes(), "prefix_attention");
+    detail::workspace_carver cw(ws.data());
+    A* s = cw.take<A>(static_cast<std::size_t>(G * Tn));
+    A* m = cw.take<A>(static_cast<std::size_t>(G * Tn));
+    A* l = cw.take<A>(static_cast<std::size_t>(G * Tn));
+    const A scale = static_cast<A>(opts.scale);
+    Kokkos::parallel_for(
+        "weft::prefix_attention_scores", Kokkos::RangePolicy<Exec>(be.exec, 0, G * Tn), KOKKOS_LAMBDA(i64 w) {
+          const i64 g = w / Tn, t = w % Tn, b = g / H, hh = g % H;
+          A acc = 0;
+          for (i64 i = 0; i < K; ++i) acc += static_cast<A>(q(b, hh, i)) * static_cast<A>(k(b, t, hh, i));
+          s[g * Tn + t] = acc * scale;
+        });
+    using SV = typename online_softmax<A>::value_type;
+    detail::kscan::scan_runs<false, 16, 1, SV>(be, softmax_runs<A>{s, m, l, Tn}, G, Tn, online_softmax<A>{});
+    const i64 tiles = ceil_div<i64>(V_, 16);
+    using Vt = typename affine<A>::value_type;
+    if (v.stride(3) == 1 && o.stride(3) == 1) {
+      const value_runs<true, A, TV, TO> runs{s, m, l, v, o, H, Tn, V_, tiles};
+      detail::kscan::scan_runs<false, 2, 16, Vt>(be, runs, G * tiles, Tn, affine<A>{});
+    } else {
+      const value_runs<false, A, TV, TO> runs{s, m, l, v, o, H, Tn, V_, tiles};
+      detail::kscan::scan_runs<false, 2, 16, Vt>(be, runs, G * tiles, Tn, affine<A>{});
+    }
+    be.exec.fence();
+  }
+};
+
+}  // namespace impl
+}  // namespace weft

@@ -8,6 +8,7 @@
 // type of the input (fp32 for float/bf16/f16, fp64 for double, the type itself otherwise).
 #pragma once
 
+#include <cmath>
 #include <concepts>
 #include <type_traits>
 
@@ -60,6 +61,106 @@ template <>
 struct minimum<void> {
   template <class U>
   using rebind = minimum<U>;
+};
+
+/// Affine maps h -> a*h + b, composed in sequence order:
+///   op(x, y) = "x then y" = (y.a * x.a, y.a * x.b + y.b);  identity (1, 0).
+/// An inclusive scan of (a_t, b_t) gives (A_t, B_t) with h_t = A_t * h_init + B_t for the
+/// linear recurrence h_t = a_t * h_{t-1} + b_t.
+template <class T = float>
+struct affine {
+  struct value_type {
+    T a, b;
+  };
+  WEFT_INLINE value_type identity() const { return {T(1), T(0)}; }
+  WEFT_INLINE value_type operator()(const value_type& x, const value_type& y) const {
+    return {y.a * x.a, y.a * x.b + y.b};
+  }
+};
+
+/// Affine maps of R^N, h -> A h + b (A row-major N x N), composed in sequence order:
+///   op(x, y) = (y.A x.A, y.A x.b + y.b);  identity (I, 0).
+/// The scan behind DEER's Newton step for a state of N (small, compile-time) dimensions.
+template <int N, class T = float>
+struct affine_matrix {
+  static_assert(N >= 1, "weft::affine_matrix: N >= 1");
+  struct value_type {
+    T A[N * N];
+    T b[N];
+  };
+  WEFT_INLINE value_type identity() const {
+    value_type e{};
+    for (int i = 0; i < N; ++i) {
+      for (int j = 0; j < N; ++j) e.A[i * N + j] = i == j ? T(1) : T(0);
+      e.b[i] = T(0);
+    }
+    return e;
+  }
+  WEFT_INLINE value_type operator()(const value_type& x, const value_type& y) const {
+    value_type r;
+    for (int i = 0; i < N; ++i) {
+      for (int j = 0; j < N; ++j) {
+        T s = T(0);
+        for (int k = 0; k < N; ++k) s += y.A[i * N + k] * x.A[k * N + j];
+        r.A[i * N + j] = s;
+      }
+      T s = y.b[i];
+      for (int k = 0; k < N; ++k) s += y.A[i * N + k] * x.b[k];
+      r.b[i] = s;
+    }
+    return r;
+  }
+};
+
+namespace detail {
+/// log(exp(u) + exp(v)) without overflow; -inf + -inf = -inf (no NaN).
+template <class T>
+WEFT_INLINE T log_add_exp(T u, T v) {
+  const T m = u > v ? u : v;
+  if (m == -infinity<T>()) return m;
+  return m + std::log1p(std::exp(-(u > v ? u - v : v - u)));
+}
+}  // namespace detail
+
+/// Heinsen's log-space affine scan: the element (log_a, log_b) is the map
+///   h -> exp(log_a) * h + exp(log_b)    (a > 0, b >= 0; log_b = -inf is b = 0),
+/// composed in sequence order:
+///   op(x, y) = (x.log_a + y.log_a, logaddexp(y.log_a + x.log_b, y.log_b));  identity (0, -inf).
+/// Nothing is exponentiated before the end, so log-gates down to -1e4 (and -inf, a reset)
+/// neither underflow to 0 nor produce NaN: the scan returns log h_t (with h_init = 0).
+template <class T = float>
+struct log_affine {
+  struct value_type {
+    T log_a, log_b;
+  };
+  WEFT_INLINE value_type identity() const { return {T(0), -infinity<T>()}; }
+  WEFT_INLINE value_type operator()(const value_type& x, const value_type& y) const {
+    // a -inf log-gate resets: -inf + finite stays -inf, and y.log_a + x.log_b must not be NaN
+    const T carried =
+        (y.log_a == -infinity<T>() || x.log_b == -infinity<T>()) ? -infinity<T>() : y.log_a + x.log_b;
+    return {x.log_a + y.log_a, detail::log_add_exp(carried, y.log_b)};
+  }
+};
+
+/// Online softmax (Milakov & Gimelshein): the element (m, s, w) stands for the scores and
+/// values seen so far as running max m, sum s = sum exp(score - m), and weighted value
+/// w = sum exp(score - m) * value. A single (score, value) is (score, 1, value).
+///   op(x, y): m = max(x.m, y.m), s = x.s e^(x.m-m) + y.s e^(y.m-m), w likewise;
+///   identity (-inf, 0, 0). Inputs that are all -inf give (-inf, 0, 0), never NaN.
+/// softmax-weighted average of the values = w / s.
+template <class T = float>
+struct online_softmax {
+  struct value_type {
+    T m, s, w;
+  };
+  WEFT_INLINE value_type identity() const { return {-infinity<T>(), T(0), T(0)}; }
+  WEFT_INLINE value_type operator()(const value_type& x, const value_type& y) const {
+    const T m = x.m > y.m ? x.m : y.m;
+    if (m == -infinity<T>()) return identity();
+    const T cx = x.m == -infinity<T>() ? T(0) : std::exp(x.m - m);
+    const T cy = y.m == -infinity<T>() ? T(0) : std::exp(y.m - m);
+    return {m, x.s * cx + y.s * cy, x.w * cx + y.w * cy};
+  }
 };
 
 namespace detail {

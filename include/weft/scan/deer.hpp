@@ -1,0 +1,188 @@
+// weft/scan/deer.hpp - DEER: a non-linear recurrence h_t = f(h_{t-1}, x_t) solved in parallel
+// over the sequence by Newton iterations on affine scans (Lim et al., "Parallelizing
+// non-linear sequential models over the sequence length", ICLR 2024; quasi-DEER: Gonzalez et
+// al., 2024).
+//
+// Newton step k, for every t in parallel, around the current iterate h^k (h^k_{-1} = h0):
+//   f_t = f(h^k_{t-1}, x_t),   J_t = df/dh(h^k_{t-1}, x_t),   c_t = f_t - J_t h^k_{t-1}
+// then the linearised recurrence  h^{k+1}_t = J_t h^{k+1}_{t-1} + c_t  is one affine scan:
+//   full Jacobian  -> matrix affine scan (affine_matrix<N> for small D, a blocked one for any D)
+//   quasi (diag J) -> the elementwise linear recurrence.
+// After k steps the first k states are exact, so Newton converges in at most T steps; in
+// practice in a handful. Convergence is judged on the defining equation itself:
+//   residual = max_{b,t,i} |f(h_{t-1}, x_t)_i - h_t,i|  <=  tolerance
+// and a run that does not get there (or goes non-finite) says so in deer_result.
+//
+// A cell is a functor (host/device callable for the fast backends) with
+//   std::int64_t state_size() const;                           // D
+//   void operator()(const T* h_prev, const T* x, T* h) const;   // h[D] = f(h_prev, x)
+//   void jacobian(const T* h_prev, const T* x, T* J) const;     // J[i*D + j] = df_i/dh_prev_j
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <vector>
+
+#include "weft/core/backend.hpp"
+#include "weft/core/dtype.hpp"
+#include "weft/core/error.hpp"
+#include "weft/core/tensor.hpp"
+#include "weft/core/workspace.hpp"
+
+namespace weft {
+
+enum class deer_method {
+  newton,  ///< full Jacobian: quadratic convergence near the solution
+  quasi    ///< diagonal of the Jacobian: cheaper steps (O(D) instead of O(D^3)), more of them
+};
+
+struct deer_options {
+  int max_iterations = 100;  ///< Newton steps at most (>= 1)
+  double tolerance = 1e-5;   ///< max-abs residual of the defining equation
+  deer_method method = deer_method::newton;
+  weft::workspace workspace = {};
+};
+
+struct deer_result {
+  int iterations = 0;   ///< Newton steps taken
+  double residual = 0;  ///< max |f(h_{t-1}, x_t) - h_t| of the returned h
+  bool converged = false;
+};
+
+template <class Cell, class T>
+concept deer_cell = requires(const Cell& c, const T* hp, const T* x, T* out) {
+  { c.state_size() } -> std::convertible_to<std::int64_t>;
+  c(hp, x, out);
+  c.jacobian(hp, x, out);
+};
+
+namespace impl {
+template <class Backend>
+struct deer_impl {
+  static_assert(detail::dependent_false<Backend>,
+                "weft: no deer implementation for this backend; include weft/kokkos.hpp or weft/cuda.cuh");
+};
+}  // namespace impl
+
+namespace detail {
+/// Finite initial state, checked on the host (copied from device memory when needed).
+template <class T>
+bool all_finite(const std::vector<T>& v) {
+  for (const T& x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+}  // namespace detail
+
+/// Solves h_t = cell(h_{t-1}, x_t) for t = 0..T-1 with h_{-1} = h0, for x [B,T,Dx],
+/// h0 [B,D], h [B,T,D] (D = cell.state_size()). h is the output; T, D, Dx may be any size.
+template <backend Backend, class Cell, class TX, class T0, class T>
+requires deer_cell<Cell, T> && std::is_floating_point_v<T> deer_result
+deer(const Backend& be, const Cell& cell, tensor_view<TX, 3> x, tensor_view<T0, 2> h0, tensor_view<T, 3> h,
+     const deer_options& opts = {}) {
+  static_assert(std::is_same_v<std::remove_cv_t<TX>, T> && std::is_same_v<std::remove_cv_t<T0>, T>,
+                "weft::deer: x, h0 and h must have the same floating-point type");
+  constexpr std::string_view fn = "deer";
+  const std::int64_t D = static_cast<std::int64_t>(cell.state_size());
+  detail::require(D >= 1, fn, "cell", "state_size() >= 1", D);
+  detail::check_view(fn, "x", x);
+  detail::check_view(fn, "h0", h0);
+  detail::require_shape(fn, "h0", h0, std::array<std::int64_t, 2>{x.extent(0), D});
+  detail::check_output_view(fn, "h", h);
+  detail::require_shape(fn, "h", h, std::array<std::int64_t, 3>{x.extent(0), x.extent(1), D});
+  detail::require_unit_inner_stride(fn, "x", x);
+  detail::require_unit_inner_stride(fn, "h0", h0);
+  detail::require_unit_inner_stride(fn, "h", h);
+  detail::require(opts.max_iterations >= 1, fn, "max_iterations", ">= 1", opts.max_iterations);
+  detail::require(opts.tolerance > 0 && std::isfinite(opts.tolerance), fn, "tolerance", "a finite value > 0",
+                  opts.tolerance);
+  const std::vector<T> h0_host = impl::deer_impl<Backend>::to_host(be, tensor_view<const T, 2>(h0));
+  detail::require(detail::all_finite(h0_host), fn, "h0", "finite values", "a NaN or Inf entry");
+  return impl::deer_impl<Backend>::solve(be, cell, tensor_view<const T, 3>(x), tensor_view<const T, 2>(h0), h,
+                                         opts);
+}
+
+namespace impl {
+
+/// The serial reference: Newton iterations, each solving the linearised recurrence with a
+/// plain loop over t.
+template <>
+struct deer_impl<serial_backend> {
+  template <class T>
+  static std::vector<T> to_host(const serial_backend&, tensor_view<const T, 2> v) {
+    std::vector<T> r;
+    for (std::int64_t i = 0; i < v.extent(0); ++i)
+      for (std::int64_t j = 0; j < v.extent(1); ++j) r.push_back(v(i, j));
+    return r;
+  }
+
+  template <class Cell, class T>
+  static deer_result solve(const serial_backend&, const Cell& cell, tensor_view<const T, 3> x,
+                           tensor_view<const T, 2> h0, tensor_view<T, 3> h, const deer_options& opts) {
+    const std::int64_t B = x.extent(0), Tn = x.extent(1), D = h.extent(2);
+    const bool quasi = opts.method == deer_method::quasi;
+    std::vector<T> f(static_cast<std::size_t>(Tn * D)), J(static_cast<std::size_t>(Tn * D * D)), prev(D),
+        next(D);
+    deer_result res;
+    for (std::int64_t b = 0; b < B; ++b) {
+      // initial iterate: h0 everywhere
+      for (std::int64_t t = 0; t < Tn; ++t)
+        for (std::int64_t i = 0; i < D; ++i) h(b, t, i) = h0(b, i);
+    }
+    for (int k = 0;; ++k) {
+      double residual = 0;
+      for (std::int64_t b = 0; b < B; ++b) {
+        // f_t, J_t around the current iterate; the residual of the defining equation
+        for (std::int64_t t = 0; t < Tn; ++t) {
+          const T* hp = t == 0 ? &h0(b, 0) : &h(b, t - 1, 0);
+          cell(hp, &x(b, t, 0), &f[t * D]);
+          for (std::int64_t i = 0; i < D; ++i) {
+            const double r = std::abs(static_cast<double>(f[t * D + i]) - static_cast<double>(h(b, t, i)));
+            residual = std::isnan(r) || r > residual ? r : residual;
+          }
+        }
+      }
+      res = {k, residual, residual <= opts.tolerance};
+      if (res.converged || !std::isfinite(residual) || k == opts.max_iterations) return res;
+      for (std::int64_t b = 0; b < B; ++b) {
+        for (std::int64_t t = 0; t < Tn; ++t) {
+          const T* hp = t == 0 ? &h0(b, 0) : &h(b, t - 1, 0);
+          cell(hp, &x(b, t, 0), &f[t * D]);
+          cell.jacobian(hp, &x(b, t, 0), &J[t * D * D]);
+        }
+        // h_t = J_t h_{t-1} + (f_t - J_t p_t), p_t = old h_{t-1}; J diagonal for quasi
+        for (std::int64_t i = 0; i < D; ++i) prev[i] = h0(b, i);
+        std::vector<T> p_old(h0_row(h0, b, D));
+        for (std::int64_t t = 0; t < Tn; ++t) {
+          const T* Jt = &J[t * D * D];
+          for (std::int64_t i = 0; i < D; ++i) {
+            T s = f[t * D + i];
+            for (std::int64_t j = 0; j < D; ++j) {
+              if (quasi && j != i) continue;
+              s += Jt[i * D + j] * (prev[j] - p_old[j]);
+            }
+            next[i] = s;
+          }
+          for (std::int64_t i = 0; i < D; ++i) {
+            p_old[i] = h(b, t, i);  // the old iterate at t is the next step's linearisation point
+            h(b, t, i) = next[i];
+            prev[i] = next[i];
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  template <class T>
+  static std::vector<T> h0_row(tensor_view<const T, 2> h0, std::int64_t b, std::int64_t D) {
+    std::vector<T> r(static_cast<std::size_t>(D));
+    for (std::int64_t i = 0; i < D; ++i) r[i] = h0(b, i);
+    return r;
+  }
+};
+
+}  // namespace impl
+}  // namespace weft

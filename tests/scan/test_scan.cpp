@@ -1,0 +1,280 @@
+// inclusive / exclusive / reverse / segmented scans on every backend, against loops written
+// from the definitions: exact non-commutative monoids at every size around the engine's
+// boundaries (16 chains, 2^13 / 2^16-element blocks, team rounds), [B,T,D] shapes with lane
+// tiles, strided and in-place views, bf16, bad input, bitwise determinism.
+#include <catch2/catch_template_test_macros.hpp>
+#include <catch2/catch_test_macros.hpp>
+
+#include <cstdint>
+#include <vector>
+
+#include "scan/monoids.hpp"
+#include "scan/oracle.hpp"
+#include "support/backends.hpp"
+
+using weft_test::buffer;
+using weft_test::mat2;
+using weft_test::mat2_mul;
+
+namespace {
+// 0, 1, around 16 chains x 4, the mat2 block (2^13), the float block (2^16), 2 blocks (team
+// path), 2^k +- 1 and a large prime.
+const std::int64_t sizes[] = {0,      1,    2,     3,     63,    64,    65,     1023,          8191,
+                              8192,   8193, 16385, 65535, 65536, 65537, 131073, (1 << 20) - 1, (1 << 20) + 1,
+                              1000003};
+
+std::vector<mat2> mats(std::int64_t n, std::uint64_t seed) {
+  weft_test::rng r(seed);
+  std::vector<mat2> m(static_cast<std::size_t>(n));
+  for (auto& x : m)
+    x = {r.next() % weft_test::prime, r.next() % weft_test::prime, r.next() % weft_test::prime,
+         r.next() % weft_test::prime};
+  return m;
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("scan: non-commutative inclusive/exclusive, forward/reverse, every size", "[scan]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const mat2_mul op;
+  const mat2 init{5, 7, 11, 13};
+  for (std::int64_t n : sizes) {
+    if (n > 200000 && std::is_same_v<TestType, weft::serial_backend>) continue;  // the oracle is a loop too
+    const auto h = mats(n, 1000 + static_cast<std::uint64_t>(n));
+    buffer<TestType, mat2> in(be, h), out(be, static_cast<std::size_t>(n));
+    auto x = weft::make_view(in.data(), n);
+    auto y = weft::make_view(out.data(), n);
+    for (bool reverse : {false, true}) {
+      INFO("n = " << n << " reverse = " << reverse);
+      weft::inclusive_scan(be, x, y, op, {.reverse = reverse});
+      CHECK(out.to_host() == weft_test::scan_oracle(h, op, reverse, false, op.identity()));
+      weft::exclusive_scan(be, x, y, init, op, {.reverse = reverse});
+      CHECK(out.to_host() == weft_test::scan_oracle(h, op, reverse, true, init));
+      const mat2 red = weft::reduce(be, x, op, {.reverse = reverse});
+      const auto inc = weft_test::scan_oracle(h, op, reverse, false, op.identity());
+      CHECK(red == (n ? inc[reverse ? 0 : n - 1] : op.identity()));
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("scan: floats, user monoids and in-place", "[scan]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  for (std::int64_t n : {std::int64_t(1), std::int64_t(65537), std::int64_t(1000003)}) {
+    weft_test::rng r(3);
+    std::vector<float> h(static_cast<std::size_t>(n));
+    for (auto& v : h) v = static_cast<float>(r.next() % 4);  // every prefix sum is exact in fp32
+    const auto ref = weft_test::scan_oracle(h, weft_test::my_plus{}, false, false, 0.0f);
+    buffer<TestType, float> in(be, h), out(be, static_cast<std::size_t>(n));
+    weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n), weft::plus{});
+    CHECK(out.to_host() == ref);
+    weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
+                         weft_test::my_plus{});
+    CHECK(out.to_host() == ref);
+    // in place
+    weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(in.data(), n), weft::plus{});
+    CHECK(in.to_host() == ref);
+    buffer<TestType, float> in2(be, h);
+    weft::exclusive_scan(be, weft::make_view(in2.data(), n), weft::make_view(in2.data(), n), 0.0f,
+                         weft::plus{}, {.reverse = true});
+    CHECK(in2.to_host() == weft_test::scan_oracle(h, weft::plus<float>{}, true, true, 0.0f));
+    // maximum of signed values
+    std::vector<float> hs(h.size());
+    for (auto& v : hs) v = static_cast<float>(r.normal());
+    buffer<TestType, float> ins(be, hs);
+    weft::inclusive_scan(be, weft::make_view(ins.data(), n), weft::make_view(out.data(), n), weft::maximum{});
+    CHECK(out.to_host() == weft_test::scan_oracle(hs, weft::maximum<float>{}, false, false, -INFINITY));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("scan: [B,T,D] along T, lane tiles, strides, reverse", "[scan]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const mat2_mul op;
+  const std::array<std::int64_t, 3> shapes[] = {{1, 1, 1},    {2, 0, 3},     {0, 5, 2},    {3, 17, 1},
+                                                {2, 1000, 3}, {1, 70001, 5}, {2, 300, 16}, {1, 20000, 17},
+                                                {5, 33, 40},  {1, 140000, 2}};
+  for (const auto& sh : shapes) {
+    const std::int64_t B = sh[0], T = sh[1], D = sh[2];
+    const auto h = mats(B * T * D, static_cast<std::uint64_t>(B * 7 + T * 3 + D));
+    buffer<TestType, mat2> in(be, h), out(be, static_cast<std::size_t>(B * T * D));
+    for (bool reverse : {false, true}) {
+      INFO("B,T,D = " << B << "," << T << "," << D << " reverse " << reverse);
+      weft::inclusive_scan(be, weft::make_view(in.data(), B, T, D), weft::make_view(out.data(), B, T, D), op,
+                           {.reverse = reverse});
+      const auto got = out.to_host();
+      bool ok = true;
+      for (std::int64_t b = 0; b < B && ok; ++b)
+        for (std::int64_t d = 0; d < D && ok; ++d) {
+          const auto ref =
+              weft_test::scan_oracle(weft_test::column(h, T, D, b, d), op, reverse, false, op.identity());
+          for (std::int64_t t = 0; t < T; ++t) ok = ok && got[(b * T + t) * D + d] == ref[t];
+        }
+      CHECK(ok);
+    }
+  }
+  // transposed storage: memory [B, D, T], viewed as [B, T, D] (lanes strided)
+  const std::int64_t B = 2, T = 5000, D = 6;
+  const auto h = mats(B * T * D, 77);
+  buffer<TestType, mat2> in(be, h), out(be, static_cast<std::size_t>(B * T * D));
+  const std::array<std::int64_t, 3> e{B, T, D}, s{T * D, 1, T};
+  weft::exclusive_scan(be, weft::make_strided_view(in.data(), e, s),
+                       weft::make_strided_view(out.data(), e, s), mat2{1, 2, 3, 4}, op);
+  const auto got = out.to_host();
+  bool ok = true;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t d = 0; d < D; ++d) {
+      std::vector<mat2> col(static_cast<std::size_t>(T));
+      for (std::int64_t t = 0; t < T; ++t) col[t] = h[(b * D + d) * T + t];
+      const auto ref = weft_test::scan_oracle(col, op, false, true, mat2{1, 2, 3, 4});
+      for (std::int64_t t = 0; t < T; ++t) ok = ok && got[(b * D + d) * T + t] == ref[t];
+    }
+  CHECK(ok);
+}
+
+TEMPLATE_LIST_TEST_CASE("scan: bf16 in, fp32 accumulate, bf16 or float out", "[scan]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 2, T = 3001, D = 20;
+  std::vector<weft::bf16> h(static_cast<std::size_t>(B * T * D));
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = weft::bf16(static_cast<float>(i % 3));
+  buffer<TestType, weft::bf16> in(be, h), outb(be, h.size());
+  buffer<TestType, float> outf(be, h.size());
+  weft::inclusive_scan(be, weft::make_view(in.data(), B, T, D), weft::make_view(outf.data(), B, T, D),
+                       weft::plus{});
+  weft::inclusive_scan(be, weft::make_view(in.data(), B, T, D), weft::make_view(outb.data(), B, T, D),
+                       weft::plus{});
+  const auto gf = outf.to_host();
+  const auto gb = outb.to_host();
+  bool ok = true;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t d = 0; d < D; ++d) {
+      double acc = 0;
+      for (std::int64_t t = 0; t < T; ++t) {
+        const std::size_t i = static_cast<std::size_t>((b * T + t) * D + d);
+        acc += static_cast<float>(h[i]);
+        ok = ok && gf[i] == static_cast<float>(acc);                        // fp32 accumulation: exact here
+        ok = ok && gb[i].bits == weft::bf16(static_cast<float>(acc)).bits;  // rounded once, at the store
+      }
+    }
+  CHECK(ok);
+}
+
+TEMPLATE_LIST_TEST_CASE("segmented_inclusive_scan: empty, length-1 and long segments", "[scan][segmented]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const mat2_mul op;
+  const std::vector<std::vector<std::int64_t>> cases = {
+      {0},  // no segments, empty input
+      {0, 0, 0},
+      {0, 1},
+      {0, 1, 1, 2, 5, 5, 100},
+      {0, 70000, 70001, 70001, 140000},
+      {0, 3, 9000, 9000, 200001},
+  };
+  for (const auto& off : cases) {
+    const std::int64_t n = off.back();
+    const auto h = mats(n, 31 + static_cast<std::uint64_t>(n));
+    buffer<TestType, mat2> in(be, h), out(be, static_cast<std::size_t>(n));
+    buffer<TestType, std::int64_t> o(be, off);
+    for (bool reverse : {false, true}) {
+      INFO("segments " << off.size() - 1 << " n " << n << " reverse " << reverse);
+      weft::segmented_inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
+                                     weft::make_view(o.data(), static_cast<std::int64_t>(off.size())), op,
+                                     {.reverse = reverse});
+      const auto got = out.to_host();
+      bool ok = true;
+      for (std::size_t s = 0; s + 1 < off.size(); ++s) {
+        const std::vector<mat2> seg(h.begin() + off[s], h.begin() + off[s + 1]);
+        const auto ref = weft_test::scan_oracle(seg, op, reverse, false, op.identity());
+        for (std::size_t i = 0; i < seg.size(); ++i) ok = ok && got[off[s] + i] == ref[i];
+      }
+      CHECK(ok);
+    }
+  }
+  // [B,T,D] packed batch with int32 offsets
+  const std::int64_t B = 2, T = 1000, D = 3;
+  const std::vector<std::int32_t> off = {0, 0, 1, 400, 1000};
+  std::vector<float> h(static_cast<std::size_t>(B * T * D));
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(i % 5);
+  buffer<TestType, float> in(be, h), out(be, h.size());
+  buffer<TestType, std::int32_t> o(be, off);
+  weft::segmented_inclusive_scan(be, weft::make_view(in.data(), B, T, D),
+                                 weft::make_view(out.data(), B, T, D), weft::make_view(o.data(), 5),
+                                 weft::plus{});
+  const auto got = out.to_host();
+  bool ok = true;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t d = 0; d < D; ++d)
+      for (std::size_t s = 0; s + 1 < off.size(); ++s) {
+        float acc = 0;
+        for (std::int64_t t = off[s]; t < off[s + 1]; ++t) {
+          acc += h[(b * T + t) * D + d];
+          ok = ok && got[(b * T + t) * D + d] == acc;
+        }
+      }
+  CHECK(ok);
+}
+
+TEMPLATE_LIST_TEST_CASE("scan: bitwise repeatable; the same bits on the team and per-run paths",
+                        "[scan][determinism]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t T = 1 << 19, B = 8;
+  weft_test::rng r(5);
+  std::vector<float> one(static_cast<std::size_t>(T));
+  for (auto& v : one) v = static_cast<float>(r.normal());
+  std::vector<float> many(static_cast<std::size_t>(B * T));
+  for (std::int64_t b = 0; b < B; ++b) std::copy(one.begin(), one.end(), many.begin() + b * T);
+  buffer<TestType, float> x1(be, one), y1(be, one.size()), y2(be, one.size()), xb(be, many),
+      yb(be, many.size());
+  weft::inclusive_scan(be, weft::make_view(x1.data(), T), weft::make_view(y1.data(), T), weft::plus{});
+  weft::inclusive_scan(be, weft::make_view(x1.data(), T), weft::make_view(y2.data(), T), weft::plus{});
+  const auto a = y1.to_host();
+  CHECK(weft_test::bitwise_equal(a, y2.to_host()));
+  // B = 8 runs of the same data: many runs take the per-run path (one thread per run), one
+  // run takes the team path; both must bracket identically.
+  weft::inclusive_scan(be, weft::make_view(xb.data(), B, T, std::int64_t(1)),
+                       weft::make_view(yb.data(), B, T, std::int64_t(1)), weft::plus{});
+  const auto m = yb.to_host();
+  for (std::int64_t b = 0; b < B; ++b)
+    CHECK(weft_test::bitwise_equal(a, std::vector<float>(m.begin() + b * T, m.begin() + (b + 1) * T)));
+}
+
+TEMPLATE_LIST_TEST_CASE("scan: bad input throws invalid_argument and writes nothing", "[scan][errors]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  buffer<TestType, float> in(be, 24, 1.0f), out(be, 24, 7.0f);
+  auto x = weft::make_view(in.data(), 2, 3, 4);
+  auto y = weft::make_view(out.data(), 2, 3, 4);
+  CHECK_THROWS_AS(weft::inclusive_scan(be, x, weft::make_view(out.data(), 2, 4, 3), weft::plus{}),
+                  weft::invalid_argument);
+  CHECK_THROWS_AS(weft::exclusive_scan(be, weft::make_view(in.data(), 24), weft::make_view(out.data(), 23),
+                                       0.0f, weft::plus{}),
+                  weft::invalid_argument);
+  CHECK_THROWS_AS(
+      weft::inclusive_scan(be, weft::make_view(static_cast<float*>(nullptr), 2, 3, 4), y, weft::plus{}),
+      weft::invalid_argument);
+  const std::array<std::int64_t, 3> e{2, 3, 4}, s0{12, 0, 1};
+  CHECK_THROWS_AS(weft::inclusive_scan(be, x, weft::make_strided_view(out.data(), e, s0), weft::plus{}),
+                  weft::invalid_argument);
+  auto bad_offsets = [&](std::vector<std::int64_t> off, const char* expect) {
+    buffer<TestType, std::int64_t> o(be, off);
+    try {
+      weft::segmented_inclusive_scan(be, weft::make_view(in.data(), 24), weft::make_view(out.data(), 24),
+                                     weft::make_view(o.data(), static_cast<std::int64_t>(off.size())),
+                                     weft::plus{}, {.reverse = true});
+      FAIL("no exception for offsets");
+    } catch (const weft::invalid_argument& err) {
+      CHECK(err.argument() == "offsets");
+      CHECK(err.expected().find(expect) != std::string::npos);
+    }
+  };
+  bad_offsets({1, 24}, "offsets[0] == 0");
+  bad_offsets({0, 10, 5, 24}, "non-decreasing");
+  bad_offsets({0, 10, 20}, "covering");  // segments must cover the input (also reversed)
+  bad_offsets({0, 10, 30}, "covering");  // out of range
+  bad_offsets({0, -1, 24}, "non-decreasing");
+  CHECK_THROWS_AS(weft::segmented_inclusive_scan(
+                      be, weft::make_view(in.data(), 24), weft::make_view(out.data(), 24),
+                      weft::make_view(static_cast<const std::int64_t*>(nullptr), 0), weft::plus{}),
+                  weft::invalid_argument);
+  for (float v : out.to_host()) CHECK(v == 7.0f);
+}
