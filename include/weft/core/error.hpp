@@ -80,6 +80,14 @@ class comm_error : public std::runtime_error {
 };
 
 namespace detail {
+/// Throws weft::invalid_argument; for checks whose messages are costly to build, write
+/// `if (bad) fail(...)` so the message is only formatted on failure.
+[[noreturn]] inline void fail(std::string_view function, std::string_view argument, std::string expected,
+                              std::string actual) {
+  throw invalid_argument(std::string(function), std::string(argument), std::move(expected),
+                         std::move(actual));
+}
+
 /// Throws weft::invalid_argument unless `ok`. The message parts are only built on failure.
 template <class Expected, class Actual>
 inline void require(bool ok, std::string_view function, std::string_view argument, const Expected& expected,

@@ -36,12 +36,14 @@
 #include "weft/scan/fold.hpp"
 #include "weft/scan/prefix_attention.hpp"
 #include "weft/scan/recurrence.hpp"
+#include "weft/scan/runs.hpp"
 #include "weft/scan/scan.hpp"
 
 namespace weft {
 namespace detail::kscan {
 
 using i64 = std::int64_t;
+using namespace ::weft::detail::runs;  // the run accessors
 
 /// Elements per block: about 256 KiB of values per lane group, at least 1024.
 template <class V, int L>
@@ -218,70 +220,6 @@ void reduce_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n,
   be.exec.fence();
 }
 
-// ------------------------------------------------------------------------------------------
-// Run accessors over [B,T,D] views. Runs are (b, d-tile); lane l is d = d0 + l; scan index k
-// maps to t = t_first + k * t_step (t_step = -1 when reversed).
-// ------------------------------------------------------------------------------------------
-
-struct btd_layout {
-  i64 B, T, D, L, tiles;  // runs = B * tiles
-  bool reverse;
-  WEFT_INLINE i64 runs() const { return B * tiles; }
-  WEFT_INLINE i64 b_of(i64 g) const { return g / tiles; }
-  WEFT_INLINE i64 d0_of(i64 g) const { return (g % tiles) * L; }
-  WEFT_INLINE int lanes_of(i64 g) const {
-    const i64 d0 = d0_of(g);
-    return static_cast<int>((D - d0) < L ? (D - d0) : L);
-  }
-  WEFT_INLINE i64 t_first() const { return reverse ? T - 1 : 0; }
-  WEFT_INLINE i64 t_step() const { return reverse ? -1 : 1; }
-};
-
-inline btd_layout make_layout(i64 B, i64 T, i64 D, int L, bool reverse) {
-  return {B, T, D, L, ceil_div<i64>(D, L), reverse};
-}
-
-/// Pointer to element (b, t_first, d0) and the strides along scan order and lanes.
-template <class T>
-struct lane_ptr {
-  T* p;
-  i64 sk, sl;
-  template <bool UnitL>
-  WEFT_INLINE T& at(i64 k, int l) const {
-    return p[k * sk + (UnitL ? l : l * sl)];
-  }
-};
-
-template <class T, int R>
-WEFT_INLINE lane_ptr<T> lane_ptr_of(const tensor_view<T, R>& v, const btd_layout& lay, i64 g) {
-  static_assert(R == 3);
-  const i64 b = lay.b_of(g), d0 = lay.d0_of(g);
-  if (lay.T == 0) return {v.data(), 0, v.stride(2)};
-  return {&v(b, lay.t_first(), d0), lay.t_step() * v.stride(1), v.stride(2)};
-}
-
-/// inclusive / exclusive scans: load in(b,t,d) as V, store to out(b,t,d).
-template <bool UnitL, class V, class T, class U>
-struct plain_runs {
-  tensor_view<const T, 3> in;
-  tensor_view<U, 3> out;
-  btd_layout lay;
-  V init;
-  struct run_t {
-    lane_ptr<const T> x;
-    lane_ptr<U> y;
-    int dn;
-    V init;
-    WEFT_INLINE int lanes() const { return dn; }
-    WEFT_INLINE V initial(int) const { return init; }
-    WEFT_INLINE V load(i64 k, int l) const { return static_cast<V>(x.template at<UnitL>(k, l)); }
-    WEFT_INLINE void store(i64 k, int l, const V& v) const { y.template at<UnitL>(k, l) = from_accum<U>(v); }
-  };
-  WEFT_INLINE run_t at(i64 g) const {
-    return {lane_ptr_of(in, lay, g), lane_ptr_of(out, lay, g), lay.lanes_of(g), init};
-  }
-};
-
 /// Chooses the lane width: L = 1 with 16 chains when D == 1 (or lanes are strided), else
 /// tiles of 16 lanes with 2 chains; UnitL when lanes are contiguous in memory.
 template <class F>
@@ -373,58 +311,6 @@ struct scan_impl<kokkos_backend<Exec>> {
     });
   }
 
-  /// Segmented scans run the plain engine on the lifted monoid (flag, value):
-  ///   (f1, v1) . (f2, v2) = f2 ? (1, v2) : (f1, v1 . v2)
-  /// which is associative, so segments need no special scheduling: a segment start (flag 1
-  /// at every offsets[s], or at every segment end when reversed) discards the carry.
-  template <class Op>
-  struct segmented_op {
-    using V = monoid_value_t<Op>;
-    struct value_type {
-      V v;
-      int start;
-    };
-    Op op;
-    WEFT_INLINE value_type identity() const { return {op.identity(), 0}; }
-    WEFT_INLINE value_type operator()(const value_type& a, const value_type& b) const {
-      return b.start ? b : value_type{op(a.v, b.v), a.start};
-    }
-  };
-
-  template <bool UnitL, class SV, class T, class U>
-  struct segmented_runs {
-    tensor_view<const T, 3> in;
-    tensor_view<U, 3> out;
-    const unsigned char* flags;  // [T]: 1 where a segment starts (in scan order)
-    detail::kscan::btd_layout lay;
-    SV init;  // the lifted identity
-    struct run_t {
-      detail::kscan::lane_ptr<const T> x;
-      detail::kscan::lane_ptr<U> y;
-      const unsigned char* f;
-      i64 fstep;
-      int dn;
-      SV init;
-      WEFT_INLINE int lanes() const { return dn; }
-      WEFT_INLINE SV initial(int) const { return init; }
-      WEFT_INLINE SV load(i64 k, int l) const {
-        return {static_cast<decltype(SV::v)>(x.template at<UnitL>(k, l)), static_cast<int>(f[k * fstep])};
-      }
-      WEFT_INLINE void store(i64 k, int l, const SV& v) const {
-        y.template at<UnitL>(k, l) = from_accum<U>(v.v);
-      }
-    };
-    WEFT_INLINE run_t at(i64 g) const {
-      const i64 t0 = lay.t_first();
-      return {detail::kscan::lane_ptr_of(in, lay, g),
-              detail::kscan::lane_ptr_of(out, lay, g),
-              flags + t0,
-              lay.t_step(),
-              lay.lanes_of(g),
-              init};
-    }
-  };
-
   template <class T, class U, class Op>
   static void segmented_scan(const backend_t& be, tensor_view<const T, 3> in, tensor_view<U, 3> out,
                              const std::vector<std::int64_t>& off, const Op& op, const scan_options& opts) {
@@ -444,14 +330,15 @@ struct scan_impl<kokkos_backend<Exec>> {
       Kokkos::View<unsigned char*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>> dv(flags, Tn);
       Kokkos::deep_copy(be.exec, dv, hv);
     }
-    using SOp = segmented_op<Op>;
+    using SOp = detail::runs::segmented_op<Op>;
     using SV = typename SOp::value_type;
     const SOp sop{op};
     const bool unit = in.stride(2) == 1 && out.stride(2) == 1;
     detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const segmented_runs<decltype(unit_c)::value, SV, T, U> runs{in, out, flags, lay, sop.identity()};
+      const detail::runs::segmented_runs<decltype(unit_c)::value, SV, T, U> runs{in, out, flags, lay,
+                                                                                 sop.identity()};
       detail::kscan::scan_runs<false, W, L, SV>(be, runs, lay.runs(), Tn, sop);
     });
     be.exec.fence();
@@ -467,42 +354,6 @@ struct recurrence_impl<kokkos_backend<Exec>> {
   using backend_t = kokkos_backend<Exec>;
   using i64 = std::int64_t;
 
-  /// h_t = a_t h_{t-1} + b_t as an affine scan whose carry starts at (1, h_init).
-  template <bool UnitL, class A, class TA, class TB, class TH>
-  struct forward_runs {
-    tensor_view<const TA, 3> a;
-    tensor_view<const TB, 3> b;
-    tensor_view<TH, 3> h;
-    tensor_view<const A, 2> init;
-    detail::kscan::btd_layout lay;
-    using V = typename affine<A>::value_type;
-    struct run_t {
-      detail::kscan::lane_ptr<const TA> pa;
-      detail::kscan::lane_ptr<const TB> pb;
-      detail::kscan::lane_ptr<TH> ph;
-      const A* h0;
-      i64 h0s;
-      int dn;
-      WEFT_INLINE int lanes() const { return dn; }
-      WEFT_INLINE V initial(int l) const { return {A(1), h0 ? h0[l * h0s] : A(0)}; }
-      WEFT_INLINE V load(i64 k, int l) const {
-        return {static_cast<A>(pa.template at<UnitL>(k, l)), static_cast<A>(pb.template at<UnitL>(k, l))};
-      }
-      WEFT_INLINE void store(i64 k, int l, const V& v) const {
-        ph.template at<UnitL>(k, l) = from_accum<TH>(v.b);
-      }
-    };
-    WEFT_INLINE run_t at(i64 g) const {
-      const bool has = init.data() != nullptr;
-      return {detail::kscan::lane_ptr_of(a, lay, g),
-              detail::kscan::lane_ptr_of(b, lay, g),
-              detail::kscan::lane_ptr_of(h, lay, g),
-              has ? &init(lay.b_of(g), lay.d0_of(g)) : nullptr,
-              has ? init.stride(1) : 0,
-              lay.lanes_of(g)};
-    }
-  };
-
   template <class TA, class TB, class TH, class S>
   static void forward(const backend_t& be, tensor_view<const TA, 3> a, tensor_view<const TB, 3> b,
                       tensor_view<TH, 3> h, const recurrence_options<S>& opts) {
@@ -513,66 +364,11 @@ struct recurrence_impl<kokkos_backend<Exec>> {
     detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const forward_runs<decltype(unit_c)::value, S, TA, TB, TH> runs{a, b, h, opts.initial_state, lay};
+      const detail::runs::forward_runs<decltype(unit_c)::value, S, TA, TB, TH> runs{a, b, h,
+                                                                                    opts.initial_state, lay};
       detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
     });
   }
-
-  /// The backward pass scans in the opposite order: element k (time t_k) is
-  /// (a at the forward successor of t_k, dh_{t_k}), so the carry is g_t.
-  template <bool UnitL, class A, class TA, class TH, class TG, class TDA, class TDB>
-  struct backward_runs {
-    tensor_view<const TA, 3> a;
-    tensor_view<const TH, 3> h;
-    tensor_view<const TG, 3> dh;
-    tensor_view<TDA, 3> da;
-    tensor_view<TDB, 3> db;
-    tensor_view<const A, 2> init;
-    tensor_view<A, 2> dinit;
-    detail::kscan::btd_layout lay;
-    using V = typename affine<A>::value_type;
-    struct run_t {
-      detail::kscan::lane_ptr<const TA> pa;
-      detail::kscan::lane_ptr<const TH> ph;
-      detail::kscan::lane_ptr<const TG> pg;
-      detail::kscan::lane_ptr<TDA> pda;
-      detail::kscan::lane_ptr<TDB> pdb;
-      const A* h0;
-      i64 h0s;
-      A* dh0;
-      i64 dh0s;
-      i64 n;
-      int dn;
-      WEFT_INLINE int lanes() const { return dn; }
-      WEFT_INLINE V initial(int) const { return {A(1), A(0)}; }
-      WEFT_INLINE V load(i64 k, int l) const {
-        return {k == 0 ? A(0) : static_cast<A>(pa.template at<UnitL>(k - 1, l)),
-                static_cast<A>(pg.template at<UnitL>(k, l))};
-      }
-      WEFT_INLINE void store(i64 k, int l, const V& v) const {
-        const A g = v.b;
-        const A hp = k + 1 < n ? static_cast<A>(ph.template at<UnitL>(k + 1, l)) : (h0 ? h0[l * h0s] : A(0));
-        pdb.template at<UnitL>(k, l) = from_accum<TDB>(g);
-        pda.template at<UnitL>(k, l) = from_accum<TDA>(g * hp);
-        if (dh0 && k == n - 1) dh0[l * dh0s] = static_cast<A>(pa.template at<UnitL>(k, l)) * g;
-      }
-    };
-    WEFT_INLINE run_t at(i64 g) const {
-      const i64 b = lay.b_of(g), d0 = lay.d0_of(g);
-      const bool has0 = init.data() != nullptr, hasd = dinit.data() != nullptr;
-      return {detail::kscan::lane_ptr_of(a, lay, g),
-              detail::kscan::lane_ptr_of(h, lay, g),
-              detail::kscan::lane_ptr_of(dh, lay, g),
-              detail::kscan::lane_ptr_of(da, lay, g),
-              detail::kscan::lane_ptr_of(db, lay, g),
-              has0 ? &init(b, d0) : nullptr,
-              has0 ? init.stride(1) : 0,
-              hasd ? &dinit(b, d0) : nullptr,
-              hasd ? dinit.stride(1) : 0,
-              lay.T,
-              lay.lanes_of(g)};
-    }
-  };
 
   template <class TA, class TH, class TG, class TDA, class TDB, class S>
   static void backward(const backend_t& be, tensor_view<const TA, 3> a, tensor_view<const TH, 3> h,
@@ -595,7 +391,7 @@ struct recurrence_impl<kokkos_backend<Exec>> {
     detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, !opts.reverse);
-      const backward_runs<decltype(unit_c)::value, S, TA, TH, TG, TDA, TDB> runs{
+      const detail::runs::backward_runs<decltype(unit_c)::value, S, TA, TH, TG, TDA, TDB> runs{
           a, h, dh, da, db, opts.initial_state, opts.d_initial_state, lay};
       detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
     });
@@ -625,77 +421,6 @@ struct deer_impl<kokkos_backend<Exec>> {
     for (i64 i = 0; i < v.size(); ++i) r[i] = h(i);
     return r;
   }
-
-  /// Quasi step: h_t,i = Jd_t,i h_{t-1},i + c_t,i, an elementwise affine scan.
-  template <class T>
-  struct diag_runs {
-    const T* jd;  // [B,T,D]
-    const T* c;   // [B,T,D]
-    tensor_view<const T, 2> h0;
-    tensor_view<T, 3> h;
-    detail::kscan::btd_layout lay;
-    using V = typename affine<T>::value_type;
-    struct run_t {
-      const T* jd;
-      const T* c;
-      T* h;
-      i64 hs;
-      const T* h0;
-      i64 D;
-      int dn;
-      WEFT_INLINE int lanes() const { return dn; }
-      WEFT_INLINE V initial(int l) const { return {T(1), h0[l]}; }
-      WEFT_INLINE V load(i64 k, int l) const { return {jd[k * D + l], c[k * D + l]}; }
-      WEFT_INLINE void store(i64 k, int l, const V& v) const { h[k * hs + l] = v.b; }
-    };
-    WEFT_INLINE run_t at(i64 g) const {
-      const i64 b = lay.b_of(g), d0 = lay.d0_of(g), D = lay.D, Tn = lay.T;
-      return {jd + b * Tn * D + d0, c + b * Tn * D + d0, &h(b, 0, d0), h.stride(1), &h0(b, d0), D,
-              lay.lanes_of(g)};
-    }
-  };
-
-  /// Newton step for a small state: the affine_matrix<N> scan (D padded to N with zeros).
-  template <int N, class T>
-  struct matrix_runs {
-    const T* J;  // [B,T,D,D]
-    const T* c;  // [B,T,D]
-    tensor_view<const T, 2> h0;
-    tensor_view<T, 3> h;
-    i64 Tn, D;
-    using V = typename affine_matrix<N, T>::value_type;
-    struct run_t {
-      const T* J;
-      const T* c;
-      T* h;
-      i64 hs;
-      const T* h0;
-      i64 D;
-      WEFT_INLINE int lanes() const { return 1; }
-      WEFT_INLINE V initial(int) const {
-        V v{};
-        for (int i = 0; i < N; ++i) {
-          for (int j = 0; j < N; ++j) v.A[i * N + j] = i == j ? T(1) : T(0);
-          v.b[i] = i < D ? h0[i] : T(0);
-        }
-        return v;
-      }
-      WEFT_INLINE V load(i64 k, int) const {
-        V v{};
-        for (int i = 0; i < N; ++i) {
-          for (int j = 0; j < N; ++j) v.A[i * N + j] = (i < D && j < D) ? J[(k * D + i) * D + j] : T(0);
-          v.b[i] = i < D ? c[k * D + i] : T(0);
-        }
-        return v;
-      }
-      WEFT_INLINE void store(i64 k, int, const V& v) const {
-        for (i64 i = 0; i < D; ++i) h[k * hs + i] = v.b[i];
-      }
-    };
-    WEFT_INLINE run_t at(i64 b) const {
-      return {J + b * Tn * D * D, c + b * Tn * D, &h(b, 0, 0), h.stride(1), &h0(b, 0), D};
-    }
-  };
 
   template <class Cell, class T>
   static deer_result solve(const backend_t& be, const Cell& cell, tensor_view<const T, 3> x,
@@ -748,27 +473,9 @@ struct deer_impl<kokkos_backend<Exec>> {
           KOKKOS_LAMBDA(i64 w, double& rmax) {
             const i64 b = w / nchunks, t0 = (w % nchunks) * chunk;
             const i64 t1 = (t0 + chunk) < Tn ? (t0 + chunk) : Tn;
-            for (i64 t = t0; t < t1; ++t) {
-              const T* hp = t == 0 ? &h0(b, 0) : &h(b, t - 1, 0);
-              T* f = pc + (b * Tn + t) * D;
-              T* J = quasi ? pscr + w * D * D : pJ + (b * Tn + t) * D * D;
-              cell(hp, &x(b, t, 0), f);
-              cell.jacobian(hp, &x(b, t, 0), J);
-              for (i64 i = 0; i < D; ++i) {
-                const double r = std::fabs(static_cast<double>(f[i]) - static_cast<double>(h(b, t, i)));
-                rmax = (r > rmax || r != r) ? (r != r ? INFINITY : r) : rmax;
-              }
-              for (i64 i = 0; i < D; ++i) {
-                if (quasi) {
-                  pJd[(b * Tn + t) * D + i] = J[i * D + i];
-                  f[i] -= J[i * D + i] * hp[i];
-                } else {
-                  T s = 0;
-                  for (i64 j = 0; j < D; ++j) s += J[i * D + j] * hp[j];
-                  f[i] -= s;
-                }
-              }
-            }
+            const double r =
+                detail::runs::deer_linearise(cell, x, h0, h, b, t0, t1, quasi, pc, pJ, pJd, pscr + w * D * D);
+            rmax = r > rmax ? r : rmax;
           },
           Kokkos::Max<double>(residual));
       res = {k, residual, residual <= opts.tolerance};
@@ -779,7 +486,7 @@ struct deer_impl<kokkos_backend<Exec>> {
         detail::kscan::dispatch_lanes(D, true, [&](auto Lc, auto Wc, auto) {
           constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
           const auto lay = detail::kscan::make_layout(B, Tn, D, L, false);
-          const diag_runs<T> runs{p.Jd, p.c, h0, h, lay};
+          const detail::runs::diag_runs<T> runs{p.Jd, p.c, h0, h, lay};
           detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<T>{});
         });
       } else if (small) {
@@ -797,7 +504,7 @@ struct deer_impl<kokkos_backend<Exec>> {
     auto run = [&](auto Nc) {
       constexpr int N = decltype(Nc)::value;
       using V = typename affine_matrix<N, T>::value_type;
-      const matrix_runs<N, T> runs{J, c, h0, h, Tn, D};
+      const detail::runs::matrix_runs<N, T> runs{J, c, h0, h, Tn, D};
       detail::kscan::scan_runs<false, 4, 1, V>(be, runs, B, Tn, affine_matrix<N, T>{});
     };
     if (D <= 1)
@@ -821,59 +528,15 @@ struct deer_impl<kokkos_backend<Exec>> {
     Kokkos::parallel_for(
         "weft::deer_compose", Kokkos::RangePolicy<Exec>(be.exec, 0, B * nblk), KOKKOS_LAMBDA(i64 w) {
           const i64 b = w / nblk, t0 = (w % nblk) * blen, t1 = (t0 + blen) < Tn ? (t0 + blen) : Tn;
-          T* Mw = M + w * D * D;
-          T* zw = z + w * D;
-          T* Mt = tmp + w * (D * D + D);  // D x D scratch
-          T* zt = Mt + D * D;             // D scratch
-          for (i64 i = 0; i < D; ++i) {
-            zw[i] = 0;
-            for (i64 j = 0; j < D; ++j) Mw[i * D + j] = i == j ? T(1) : T(0);
-          }
-          for (i64 t = t0; t < t1; ++t) {
-            const T* Jt = J + (b * Tn + t) * D * D;
-            const T* ct = c + (b * Tn + t) * D;
-            for (i64 i = 0; i < D; ++i) {
-              T s = ct[i];
-              for (i64 j = 0; j < D; ++j) s += Jt[i * D + j] * zw[j];
-              zt[i] = s;
-              for (i64 j = 0; j < D; ++j) {
-                T m = 0;
-                for (i64 q = 0; q < D; ++q) m += Jt[i * D + q] * Mw[q * D + j];
-                Mt[i * D + j] = m;
-              }
-            }
-            for (i64 i = 0; i < D * D; ++i) Mw[i] = Mt[i];
-            for (i64 i = 0; i < D; ++i) zw[i] = zt[i];
-          }
+          detail::runs::deer_compose(J, c, Tn, D, b, t0, t1, M + w * D * D, z + w * D, tmp + w * (D * D + D));
         });
     Kokkos::parallel_for(
-        "weft::deer_chain", Kokkos::RangePolicy<Exec>(be.exec, 0, B), KOKKOS_LAMBDA(i64 b) {
-          for (i64 i = 0; i < D; ++i) hin[(b * nblk) * D + i] = h0(b, i);
-          for (i64 k = 0; k + 1 < nblk; ++k) {
-            const T* Mw = M + (b * nblk + k) * D * D;
-            const T* zw = z + (b * nblk + k) * D;
-            const T* in = hin + (b * nblk + k) * D;
-            T* out = hin + (b * nblk + k + 1) * D;
-            for (i64 i = 0; i < D; ++i) {
-              T s = zw[i];
-              for (i64 j = 0; j < D; ++j) s += Mw[i * D + j] * in[j];
-              out[i] = s;
-            }
-          }
-        });
+        "weft::deer_chain", Kokkos::RangePolicy<Exec>(be.exec, 0, B),
+        KOKKOS_LAMBDA(i64 b) { detail::runs::deer_chain(M, z, h0, nblk, D, b, hin); });
     Kokkos::parallel_for(
         "weft::deer_replay", Kokkos::RangePolicy<Exec>(be.exec, 0, B * nblk), KOKKOS_LAMBDA(i64 w) {
           const i64 b = w / nblk, t0 = (w % nblk) * blen, t1 = (t0 + blen) < Tn ? (t0 + blen) : Tn;
-          for (i64 t = t0; t < t1; ++t) {
-            const T* prev = t == t0 ? hin + w * D : &h(b, t - 1, 0);
-            const T* Jt = J + (b * Tn + t) * D * D;
-            const T* ct = c + (b * Tn + t) * D;
-            for (i64 i = 0; i < D; ++i) {
-              T s = ct[i];
-              for (i64 j = 0; j < D; ++j) s += Jt[i * D + j] * prev[j];
-              h(b, t, i) = s;
-            }
-          }
+          detail::runs::deer_replay(J, c, hin + w * D, h, b, t0, t1);
         });
     be.exec.fence();
   }
@@ -888,68 +551,11 @@ struct prefix_attention_impl<kokkos_backend<Exec>> {
   using backend_t = kokkos_backend<Exec>;
   using i64 = std::int64_t;
 
-  template <class A>
-  struct softmax_runs {
-    const A* s;  // [G,T] scores
-    A* m;        // [G,T] running max
-    A* l;        // [G,T] running sum
-    i64 Tn;
-    using V = typename online_softmax<A>::value_type;
-    struct run_t {
-      const A* s;
-      A* m;
-      A* l;
-      WEFT_INLINE int lanes() const { return 1; }
-      WEFT_INLINE V initial(int) const { return online_softmax<A>{}.identity(); }
-      WEFT_INLINE V load(i64 k, int) const { return {s[k], A(1), A(0)}; }
-      WEFT_INLINE void store(i64 k, int, const V& v) const {
-        m[k] = v.m;
-        l[k] = v.s;
-      }
-    };
-    WEFT_INLINE run_t at(i64 g) const { return {s + g * Tn, m + g * Tn, l + g * Tn}; }
-  };
-
-  /// w_t = exp(m_{t-1} - m_t) w_{t-1} + exp(s_t - m_t) v_t per value lane; o_t = w_t / l_t.
-  template <bool UnitL, class A, class TV, class TO>
-  struct value_runs {
-    const A *s, *m, *l;
-    tensor_view<const TV, 4> v;
-    tensor_view<TO, 4> o;
-    i64 H, Tn, V_, tiles;
-    static constexpr int L = 16;
-    using Vt = typename affine<A>::value_type;
-    struct run_t {
-      const A *s, *m, *l;
-      const TV* v;
-      i64 vt, vl;
-      TO* o;
-      i64 ot, ol;
-      int dn;
-      WEFT_INLINE int lanes() const { return dn; }
-      WEFT_INLINE Vt initial(int) const { return {A(1), A(0)}; }
-      WEFT_INLINE Vt load(i64 k, int j) const {
-        const A a = k == 0 ? A(0) : std::exp(m[k - 1] - m[k]);
-        const A e = std::exp(s[k] - m[k]);
-        return {a, e * static_cast<A>(v[k * vt + (UnitL ? j : j * vl)])};
-      }
-      WEFT_INLINE void store(i64 k, int j, const Vt& w) const {
-        o[k * ot + (UnitL ? j : j * ol)] = from_accum<TO>(w.b / l[k]);
-      }
-    };
-    WEFT_INLINE run_t at(i64 g) const {
-      const i64 gh = g / tiles, j0 = (g % tiles) * L, b = gh / H, h = gh % H;
-      const i64 dn = (V_ - j0) < L ? (V_ - j0) : L;
-      return {s + gh * Tn, m + gh * Tn,     l + gh * Tn, &v(b, 0, h, j0), v.stride(1),
-              v.stride(3), &o(b, 0, h, j0), o.stride(1), o.stride(3),     static_cast<int>(dn)};
-    }
-  };
-
   template <class TQ, class TK, class TV, class TO>
   static void run(const backend_t& be, tensor_view<const TQ, 3> q, tensor_view<const TK, 4> k,
                   tensor_view<const TV, 4> v, tensor_view<TO, 4> o, const prefix_attention_options& opts) {
     using A = accum_t<TO>;
-    const i64 B = q.extent(0), H = q.extent(1), K = q.extent(2), Tn = k.extent(1), V_ = v.extent(3);
+    const i64 B = q.extent(0), H = q.extent(1), Tn = k.extent(1), V_ = v.extent(3);
     const i64 G = B * H;
     if (G == 0 || Tn == 0 || V_ == 0) return;
     detail::workspace_carver sizing;
@@ -962,20 +568,19 @@ struct prefix_attention_impl<kokkos_backend<Exec>> {
     const A scale = static_cast<A>(opts.scale);
     Kokkos::parallel_for(
         "weft::prefix_attention_scores", Kokkos::RangePolicy<Exec>(be.exec, 0, G * Tn), KOKKOS_LAMBDA(i64 w) {
-          const i64 g = w / Tn, t = w % Tn, b = g / H, hh = g % H;
-          A acc = 0;
-          for (i64 i = 0; i < K; ++i) acc += static_cast<A>(q(b, hh, i)) * static_cast<A>(k(b, t, hh, i));
-          s[g * Tn + t] = acc * scale;
+          const i64 g = w / Tn, t = w % Tn;
+          s[g * Tn + t] = detail::runs::prefix_score<A>(q, k, g / H, g % H, t, scale);
         });
     using SV = typename online_softmax<A>::value_type;
-    detail::kscan::scan_runs<false, 16, 1, SV>(be, softmax_runs<A>{s, m, l, Tn}, G, Tn, online_softmax<A>{});
+    detail::kscan::scan_runs<false, 16, 1, SV>(be, detail::runs::softmax_runs<A>{s, m, l, Tn}, G, Tn,
+                                               online_softmax<A>{});
     const i64 tiles = ceil_div<i64>(V_, 16);
     using Vt = typename affine<A>::value_type;
     if (v.stride(3) == 1 && o.stride(3) == 1) {
-      const value_runs<true, A, TV, TO> runs{s, m, l, v, o, H, Tn, V_, tiles};
+      const detail::runs::value_runs<true, A, TV, TO> runs{s, m, l, v, o, H, Tn, V_, tiles};
       detail::kscan::scan_runs<false, 2, 16, Vt>(be, runs, G * tiles, Tn, affine<A>{});
     } else {
-      const value_runs<false, A, TV, TO> runs{s, m, l, v, o, H, Tn, V_, tiles};
+      const detail::runs::value_runs<false, A, TV, TO> runs{s, m, l, v, o, H, Tn, V_, tiles};
       detail::kscan::scan_runs<false, 2, 16, Vt>(be, runs, G * tiles, Tn, affine<A>{});
     }
     be.exec.fence();

@@ -167,15 +167,20 @@ void segmented_inclusive_scan(const Backend& be, tensor_view<T, R> in, tensor_vi
                   detail::shape_string(offsets));
   const std::int64_t n = R == 1 ? in.extent(0) : in.extent(1);
   const std::vector<std::int64_t> off = detail::offsets_to_host(be, offsets);
-  detail::require(off.front() == 0, fn, "offsets", "offsets[0] == 0",
-                  detail::concat("offsets[0] == ", off.front()));
-  for (std::size_t s = 1; s < off.size(); ++s) {
-    detail::require(off[s] >= off[s - 1], fn, "offsets", "non-decreasing offsets",
-                    detail::concat("offsets[", s, "] = ", off[s], " < offsets[", s - 1, "] = ", off[s - 1]));
+  if (off.empty() || off.front() != 0) {
+    detail::fail(fn, "offsets", "offsets[0] == 0",
+                 off.empty() ? "no entries" : detail::concat("offsets[0] == ", off.front()));
   }
-  detail::require(off.back() == n, fn, "offsets",
-                  detail::concat("segments covering the sequence: offsets[N] == ", n),
-                  detail::concat("offsets[", off.size() - 1, "] == ", off.back()));
+  for (std::size_t s = 1; s < off.size(); ++s) {
+    if (off[s] < off[s - 1]) {
+      detail::fail(fn, "offsets", "non-decreasing offsets",
+                   detail::concat("offsets[", s, "] = ", off[s], " < offsets[", s - 1, "] = ", off[s - 1]));
+    }
+  }
+  if (off.back() != n) {
+    detail::fail(fn, "offsets", detail::concat("segments covering the sequence: offsets[N] == ", n),
+                 detail::concat("offsets[", off.size() - 1, "] == ", off.back()));
+  }
   impl::scan_impl<Backend>::segmented_scan(be, detail::as_btd(tensor_view<const T, R>(in)),
                                            detail::as_btd(out), off, bind_monoid<T>(op), opts);
 }
