@@ -289,7 +289,7 @@ struct scan_impl<cuda_backend> {
     namespace k = detail::cuda_scan;
     const auto x = detail::as_btd(in);
     const auto lay = k::make_layout(1, x.extent(1), 1, 1, opts.reverse);
-    const k::plain_runs<true, V, T, V> runs{x, tensor_view<V, 3>(), lay, op.identity()};
+    const k::plain_runs<true, 0, V, T, V> runs{x, tensor_view<V, 3>(), lay, op.identity()};
     scratch_buffer res = be.allocate(sizeof(V));
     k::reduce_runs<V>(be, runs, 1, 1, lay.T, op, k::store_value<V>{static_cast<V*>(res.data())});
     V out;
@@ -308,7 +308,7 @@ struct scan_impl<cuda_backend> {
     if (B == 0 || D == 0) return;
     const int L = k::lanes_for(D);
     const auto lay = k::make_layout(B, Tn, D, L, opts.reverse);
-    const k::plain_runs<false, V, T, V> runs{in, tensor_view<V, 3>(), lay, op.identity()};
+    const k::plain_runs<false, 0, V, T, V> runs{in, tensor_view<V, 3>(), lay, op.identity()};
     k::reduce_runs<V>(be, runs, lay.runs(), L, Tn, op, k::store_2d<U, V>{out, lay});
   }
 
@@ -320,7 +320,7 @@ struct scan_impl<cuda_backend> {
     if (B == 0 || D == 0 || Tn == 0) return;
     const int L = k::lanes_for(D);
     const auto lay = k::make_layout(B, Tn, D, L, opts.reverse);
-    const k::plain_runs<false, V, T, U> runs{in, out, lay, init};
+    const k::plain_runs<false, 0, V, T, U> runs{in, out, lay, init};
     if (kind == detail::scan_kind::exclusive)
       k::scan_runs<true, V>(be, runs, lay.runs(), L, Tn, op);
     else
@@ -345,7 +345,7 @@ struct scan_impl<cuda_backend> {
     const SOp sop{op};
     const int L = k::lanes_for(D);
     const auto lay = k::make_layout(B, Tn, D, L, opts.reverse);
-    const k::segmented_runs<false, SV, T, U> runs{in, out, static_cast<const unsigned char*>(fb.data()), lay,
+    const k::segmented_runs<false, 0, SV, T, U> runs{in, out, static_cast<const unsigned char*>(fb.data()), lay,
                                                   sop.identity()};
     k::scan_runs<false, SV>(be, runs, lay.runs(), L, Tn, sop);  // fences: hflags outlive the copy
   }
@@ -364,7 +364,7 @@ struct recurrence_impl<cuda_backend> {
     using V = typename affine<S>::value_type;
     const int L = k::lanes_for(D);
     const auto lay = k::make_layout(B, Tn, D, L, opts.reverse);
-    const k::forward_runs<false, S, TA, TB, TH> runs{a, b, h, opts.initial_state, lay};
+    const k::forward_runs<false, 0, S, TA, TB, TH> runs{a, b, h, opts.initial_state, lay};
     k::scan_runs<false, V>(be, runs, lay.runs(), L, Tn, affine<S>{});
   }
 
@@ -386,7 +386,7 @@ struct recurrence_impl<cuda_backend> {
     using V = typename affine<S>::value_type;
     const int L = k::lanes_for(D);
     const auto lay = k::make_layout(B, Tn, D, L, !opts.reverse);
-    const k::backward_runs<false, S, TA, TH, TG, TDA, TDB> runs{
+    const k::backward_runs<false, 0, S, TA, TH, TG, TDA, TDB> runs{
         a, h, dh, da, db, opts.initial_state, opts.d_initial_state, lay};
     k::scan_runs<false, V>(be, runs, lay.runs(), L, Tn, affine<S>{});
   }

@@ -45,12 +45,18 @@ namespace detail::kscan {
 using i64 = std::int64_t;
 using namespace ::weft::detail::runs;  // the run accessors
 
-/// Elements per block: about 256 KiB of values per lane group, at least 1024.
-template <class V, int L>
+/// Elements per block: W sub-runs of about 16 KiB of values each (so a block of about
+/// 256 KiB stays in L2 between its two passes), each padded by one cache line. Without the
+/// pad the W chains sit exactly 16 KiB apart, all in one L1 set (4 KiB aliasing), and a
+/// scan runs 8x slower than the sequential loop. The size depends on the types only.
+template <class V, int L, int W>
 constexpr i64 block_elems() {
-  constexpr i64 bytes = i64(256) * 1024;
-  constexpr i64 s = bytes / (i64(sizeof(V)) * L);
-  return s < 1024 ? 1024 : s;
+  constexpr i64 value_bytes = i64(sizeof(V)) * L;
+  constexpr i64 target = (i64(256) * 1024) / (value_bytes * W);  // elements per sub-run
+  i64 p2 = 16;
+  while (p2 * 2 <= target) p2 *= 2;
+  const i64 pad = value_bytes >= 64 ? 1 : 64 / value_bytes;
+  return W * (p2 + pad);
 }
 
 /// Pass 1: folds of W consecutive sub-runs of [t0, t0 + len). Chain j covers
@@ -122,7 +128,7 @@ WEFT_INLINE void fold_totals(const Op& op, const V (&tot)[W][L], V (&out)[L]) {
 /// The whole scan of one run on the calling thread (strategy "many runs").
 template <bool Exclusive, int W, int L, class V, class Op, class Run>
 WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n) {
-  constexpr i64 S = block_elems<V, L>();
+  constexpr i64 S = block_elems<V, L, W>();
   V carry[L];
   for (int l = 0; l < L; ++l) carry[l] = run.initial(l);
   for (i64 t0 = 0; t0 < n; t0 += S) {
@@ -136,11 +142,41 @@ WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n) {
   }
 }
 
+/// One run in a single in-order pass: with L lanes the L independent folds already give the
+/// instruction-level parallelism that chains give scalar runs.
+template <bool Exclusive, int L, class V, class Op, class Run>
+WEFT_INLINE void scan_run_single_pass(const Op& op, const Run& run, i64 n) {
+  const int dn = run.lanes();
+  V acc[L];
+  for (int l = 0; l < L; ++l) acc[l] = run.initial(l);
+  for (i64 k = 0; k < n; ++k) {
+#pragma GCC unroll 16
+    for (int l = 0; l < L; ++l) {
+      if (l < dn) {
+        const V x = run.load(k, l);
+        if constexpr (Exclusive) run.store(k, l, acc[l]);
+        acc[l] = op(acc[l], x);
+        if constexpr (!Exclusive) run.store(k, l, acc[l]);
+      }
+    }
+  }
+}
+
+/// Runs at least this many (a constant, so the choice never depends on the thread count)
+/// with lane tiles are scanned in one pass each, one run per thread at a time.
+inline constexpr i64 single_pass_min_runs = 8;
+
 /// Scans G runs of n elements. `runs.at(g)` gives run g's accessor.
 template <bool Exclusive, int W, int L, class V, class Exec, class Op, class Runs>
 void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, const Op& op) {
   if (G == 0 || n == 0) return;
-  constexpr i64 S = block_elems<V, L>();
+  if (L > 1 && G >= single_pass_min_runs) {
+    Kokkos::parallel_for(
+        "weft::scan", Kokkos::RangePolicy<Exec>(be.exec, 0, G),
+        KOKKOS_LAMBDA(i64 g) { scan_run_single_pass<Exclusive, L, V>(op, runs.at(g), n); });
+    return;
+  }
+  constexpr i64 S = block_elems<V, L, W>();
   const int P = be.concurrency();
   const bool team = kokkos_backend<Exec>::host_accessible && P > 1 && G < 2 * P && n >= 2 * S;
   if (!team) {
@@ -149,8 +185,10 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
         KOKKOS_LAMBDA(i64 g) { scan_run<Exclusive, W, L, V>(op, runs.at(g), n); });
     return;
   }
-  scratch_buffer ws = be.allocate(static_cast<std::size_t>(P) * L * sizeof(V));
-  V* part = static_cast<V*>(ws.data());  // [P][L] block totals of the current round
+  // [2][P][L] block totals, double-buffered by round parity: a round writes one half while a
+  // slow thread may still read the other, so one barrier per round suffices.
+  scratch_buffer ws = be.allocate(static_cast<std::size_t>(2 * P) * L * sizeof(V));
+  V* parts = static_cast<V*>(ws.data());
   const i64 nblocks = ceil_div(n, S);
   using member_t = typename Kokkos::TeamPolicy<Exec>::member_type;
   Kokkos::parallel_for(
@@ -168,6 +206,7 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
             block_totals<W, L>(op, run, t0, len, tot);
             V mine[L];
             fold_totals<W, L>(op, tot, mine);
+            V* part = parts + (r & 1) * P * L;
             for (int l = 0; l < L; ++l) part[tid * L + l] = mine[l];
             m.team_barrier();
             V cin[L];
@@ -182,8 +221,8 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
               for (int k = tid; k < np; ++k) c = op(c, part[k * L + l]);
               carry[l] = c;  // the same left fold on every thread
             }
-            m.team_barrier();  // part[] is rewritten by the next round
           }
+          m.team_barrier();  // the next run reuses both halves
         }
       });
   be.exec.fence();  // the scratch buffer is released on return
@@ -194,7 +233,7 @@ template <int W, int L, class V, class Exec, class Op, class Runs, class Sink>
 void reduce_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, const Op& op,
                  const Sink& sink) {
   if (G == 0) return;
-  constexpr i64 S = block_elems<V, L>();
+  constexpr i64 S = block_elems<V, L, W>();
   const i64 nb = n == 0 ? 1 : ceil_div(n, S);
   scratch_buffer ws = be.allocate(static_cast<std::size_t>(G * nb * L) * sizeof(V));
   V* part = static_cast<V*>(ws.data());  // [G][nb][L]
@@ -220,16 +259,25 @@ void reduce_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n,
   be.exec.fence();
 }
 
-/// Chooses the lane width: L = 1 with 16 chains when D == 1 (or lanes are strided), else
-/// tiles of 16 lanes with 2 chains; UnitL when lanes are contiguous in memory.
+/// Chooses the lane width and the compile-time strides, from the shape only:
+///   D == 1: scalar runs (L = 1) with 8 chains; the time stride is +1 / -1 at compile time
+///           when the views are contiguous along T (one index register for all chains);
+///   D > 1:  tiles of 16 lanes (vectorised over d), UnitL when lanes are contiguous.
+/// f(L, W, UnitL, KS) is called with integral constants.
 template <class F>
-void dispatch_lanes(i64 D, bool unit_stride_lanes, F&& f) {
+void dispatch_lanes(i64 D, bool unit_stride_lanes, bool unit_stride_t, bool reverse, F&& f) {
+  using one = std::integral_constant<int, 1>;
+  using eight = std::integral_constant<int, 8>;
+  using sixteen = std::integral_constant<int, 16>;
+  using two = std::integral_constant<int, 2>;
   if (D == 1) {
-    f(std::integral_constant<int, 1>{}, std::integral_constant<int, 16>{}, std::true_type{});
+    if (unit_stride_t && !reverse) f(one{}, eight{}, std::true_type{}, std::integral_constant<int, 1>{});
+    else if (unit_stride_t) f(one{}, eight{}, std::true_type{}, std::integral_constant<int, -1>{});
+    else f(one{}, eight{}, std::true_type{}, std::integral_constant<int, 0>{});
   } else if (unit_stride_lanes) {
-    f(std::integral_constant<int, 16>{}, std::integral_constant<int, 2>{}, std::true_type{});
+    f(sixteen{}, two{}, std::true_type{}, std::integral_constant<int, 0>{});
   } else {
-    f(std::integral_constant<int, 16>{}, std::integral_constant<int, 2>{}, std::false_type{});
+    f(sixteen{}, two{}, std::false_type{}, std::integral_constant<int, 0>{});
   }
 }
 
@@ -264,7 +312,7 @@ struct scan_impl<kokkos_backend<Exec>> {
     const auto x = detail::as_btd(in);
     const auto lay = detail::kscan::make_layout(1, x.extent(1), 1, 1, opts.reverse);
     // One run; reduce_runs cuts it into blocks folded in parallel, then in order.
-    const detail::kscan::plain_runs<true, V, T, V> runs{x, tensor_view<V, 3>(), lay, op.identity()};
+    const detail::kscan::plain_runs<true, 0, V, T, V> runs{x, tensor_view<V, 3>(), lay, op.identity()};
     scratch_buffer res = be.allocate(sizeof(V));
     V* r = static_cast<V*>(res.data());
     detail::kscan::reduce_runs<16, 1, V>(
@@ -283,10 +331,10 @@ struct scan_impl<kokkos_backend<Exec>> {
     using V = monoid_value_t<Op>;
     const i64 B = in.extent(0), Tn = in.extent(1), D = in.extent(2);
     if (B == 0 || D == 0) return;
-    detail::kscan::dispatch_lanes(D, in.stride(2) == 1, [&](auto Lc, auto Wc, auto unit) {
+    detail::kscan::dispatch_lanes(D, in.stride(2) == 1, in.stride(1) == 1, opts.reverse, [&](auto Lc, auto Wc, auto unit, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::kscan::plain_runs<decltype(unit)::value, V, T, V> runs{in, tensor_view<V, 3>(), lay,
+      const detail::kscan::plain_runs<decltype(unit)::value, decltype(ks)::value, V, T, V> runs{in, tensor_view<V, 3>(), lay,
                                                                            op.identity()};
       detail::kscan::reduce_runs<W, L, V>(
           be, runs, lay.runs(), Tn, op,
@@ -300,10 +348,11 @@ struct scan_impl<kokkos_backend<Exec>> {
     const i64 B = in.extent(0), Tn = in.extent(1), D = in.extent(2);
     if (B == 0 || D == 0 || Tn == 0) return;
     const bool unit = in.stride(2) == 1 && out.stride(2) == 1;
-    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+    const bool unit_t = in.stride(1) == 1 && out.stride(1) == 1;
+    detail::kscan::dispatch_lanes(D, unit, unit_t, opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::kscan::plain_runs<decltype(unit_c)::value, V, T, U> runs{in, out, lay, init};
+      const detail::kscan::plain_runs<decltype(unit_c)::value, decltype(ks)::value, V, T, U> runs{in, out, lay, init};
       if (kind == detail::scan_kind::exclusive)
         detail::kscan::scan_runs<true, W, L, V>(be, runs, lay.runs(), Tn, op);
       else
@@ -334,10 +383,11 @@ struct scan_impl<kokkos_backend<Exec>> {
     using SV = typename SOp::value_type;
     const SOp sop{op};
     const bool unit = in.stride(2) == 1 && out.stride(2) == 1;
-    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+    const bool unit_t = in.stride(1) == 1 && out.stride(1) == 1;
+    detail::kscan::dispatch_lanes(D, unit, unit_t, opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::runs::segmented_runs<decltype(unit_c)::value, SV, T, U> runs{in, out, flags, lay,
+      const detail::runs::segmented_runs<decltype(unit_c)::value, decltype(ks)::value, SV, T, U> runs{in, out, flags, lay,
                                                                                  sop.identity()};
       detail::kscan::scan_runs<false, W, L, SV>(be, runs, lay.runs(), Tn, sop);
     });
@@ -361,10 +411,11 @@ struct recurrence_impl<kokkos_backend<Exec>> {
     if (B == 0 || D == 0 || Tn == 0) return;
     using V = typename affine<S>::value_type;
     const bool unit = a.stride(2) == 1 && b.stride(2) == 1 && h.stride(2) == 1;
-    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+    const bool unit_t = a.stride(1) == 1 && b.stride(1) == 1 && h.stride(1) == 1;
+    detail::kscan::dispatch_lanes(D, unit, unit_t, opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::runs::forward_runs<decltype(unit_c)::value, S, TA, TB, TH> runs{a, b, h,
+      const detail::runs::forward_runs<decltype(unit_c)::value, decltype(ks)::value, S, TA, TB, TH> runs{a, b, h,
                                                                                     opts.initial_state, lay};
       detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
     });
@@ -388,10 +439,12 @@ struct recurrence_impl<kokkos_backend<Exec>> {
     using V = typename affine<S>::value_type;
     const bool unit =
         a.stride(2) == 1 && h.stride(2) == 1 && dh.stride(2) == 1 && da.stride(2) == 1 && db.stride(2) == 1;
-    detail::kscan::dispatch_lanes(D, unit, [&](auto Lc, auto Wc, auto unit_c) {
+    const bool unit_t = a.stride(1) == 1 && h.stride(1) == 1 && dh.stride(1) == 1 && da.stride(1) == 1 &&
+                        db.stride(1) == 1;
+    detail::kscan::dispatch_lanes(D, unit, unit_t, !opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, !opts.reverse);
-      const detail::runs::backward_runs<decltype(unit_c)::value, S, TA, TH, TG, TDA, TDB> runs{
+      const detail::runs::backward_runs<decltype(unit_c)::value, decltype(ks)::value, S, TA, TH, TG, TDA, TDB> runs{
           a, h, dh, da, db, opts.initial_state, opts.d_initial_state, lay};
       detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
     });
@@ -483,7 +536,7 @@ struct deer_impl<kokkos_backend<Exec>> {
 
       if (quasi) {
         using V = typename affine<T>::value_type;
-        detail::kscan::dispatch_lanes(D, true, [&](auto Lc, auto Wc, auto) {
+        detail::kscan::dispatch_lanes(D, true, false, false, [&](auto Lc, auto Wc, auto, auto) {
           constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
           const auto lay = detail::kscan::make_layout(B, Tn, D, L, false);
           const detail::runs::diag_runs<T> runs{p.Jd, p.c, h0, h, lay};

@@ -50,9 +50,11 @@ template <class T>
 struct lane_ptr {
   T* p;
   i64 sk, sl;
-  template <bool UnitL>
+  /// KS = +1 / -1: the time stride is known at compile time (contiguous forward / reversed
+  /// runs), so every chain shares one index register; KS = 0: runtime stride sk.
+  template <bool UnitL, int KS = 0>
   WEFT_INLINE T& at(i64 k, int l) const {
-    return p[k * sk + (UnitL ? l : l * sl)];
+    return p[(KS == 0 ? k * sk : k * KS) + (UnitL ? l : l * sl)];
   }
 };
 
@@ -65,7 +67,7 @@ WEFT_INLINE lane_ptr<T> lane_ptr_of(const tensor_view<T, R>& v, const btd_layout
 }
 
 /// inclusive / exclusive scans: load in(b,t,d) as V, store to out(b,t,d).
-template <bool UnitL, class V, class T, class U>
+template <bool UnitL, int KS, class V, class T, class U>
 struct plain_runs {
   tensor_view<const T, 3> in;
   tensor_view<U, 3> out;
@@ -78,8 +80,8 @@ struct plain_runs {
     V init;
     WEFT_INLINE int lanes() const { return dn; }
     WEFT_INLINE V initial(int) const { return init; }
-    WEFT_INLINE V load(i64 k, int l) const { return static_cast<V>(x.template at<UnitL>(k, l)); }
-    WEFT_INLINE void store(i64 k, int l, const V& v) const { y.template at<UnitL>(k, l) = from_accum<U>(v); }
+    WEFT_INLINE V load(i64 k, int l) const { return static_cast<V>(x.template at<UnitL, KS>(k, l)); }
+    WEFT_INLINE void store(i64 k, int l, const V& v) const { y.template at<UnitL, KS>(k, l) = from_accum<U>(v); }
   };
   WEFT_INLINE run_t at(i64 g) const {
     return {lane_ptr_of(in, lay, g), lane_ptr_of(out, lay, g), lay.lanes_of(g), init};
@@ -104,7 +106,7 @@ struct segmented_op {
   }
 };
 
-template <bool UnitL, class SV, class T, class U>
+template <bool UnitL, int KS, class SV, class T, class U>
 struct segmented_runs {
   tensor_view<const T, 3> in;
   tensor_view<U, 3> out;
@@ -121,10 +123,10 @@ struct segmented_runs {
     WEFT_INLINE int lanes() const { return dn; }
     WEFT_INLINE SV initial(int) const { return init; }
     WEFT_INLINE SV load(i64 k, int l) const {
-      return {static_cast<decltype(SV::v)>(x.template at<UnitL>(k, l)), static_cast<int>(f[k * fstep])};
+      return {static_cast<decltype(SV::v)>(x.template at<UnitL, KS>(k, l)), static_cast<int>(f[k * fstep])};
     }
     WEFT_INLINE void store(i64 k, int l, const SV& v) const {
-      y.template at<UnitL>(k, l) = from_accum<U>(v.v);
+      y.template at<UnitL, KS>(k, l) = from_accum<U>(v.v);
     }
   };
   WEFT_INLINE run_t at(i64 g) const {
@@ -135,7 +137,7 @@ struct segmented_runs {
 };
 
 /// h_t = a_t h_{t-1} + b_t as an affine scan whose carry starts at (1, h_init).
-template <bool UnitL, class A, class TA, class TB, class TH>
+template <bool UnitL, int KS, class A, class TA, class TB, class TH>
 struct forward_runs {
   tensor_view<const TA, 3> a;
   tensor_view<const TB, 3> b;
@@ -153,10 +155,10 @@ struct forward_runs {
     WEFT_INLINE int lanes() const { return dn; }
     WEFT_INLINE V initial(int l) const { return {A(1), h0 ? h0[l * h0s] : A(0)}; }
     WEFT_INLINE V load(i64 k, int l) const {
-      return {static_cast<A>(pa.template at<UnitL>(k, l)), static_cast<A>(pb.template at<UnitL>(k, l))};
+      return {static_cast<A>(pa.template at<UnitL, KS>(k, l)), static_cast<A>(pb.template at<UnitL, KS>(k, l))};
     }
     WEFT_INLINE void store(i64 k, int l, const V& v) const {
-      ph.template at<UnitL>(k, l) = from_accum<TH>(v.b);
+      ph.template at<UnitL, KS>(k, l) = from_accum<TH>(v.b);
     }
   };
   WEFT_INLINE run_t at(i64 g) const {
@@ -169,7 +171,7 @@ struct forward_runs {
 
 /// The backward pass scans in the opposite order: element k (time t_k) is
 /// (a at the forward successor of t_k, dh_{t_k}), so the carry is g_t.
-template <bool UnitL, class A, class TA, class TH, class TG, class TDA, class TDB>
+template <bool UnitL, int KS, class A, class TA, class TH, class TG, class TDA, class TDB>
 struct backward_runs {
   tensor_view<const TA, 3> a;
   tensor_view<const TH, 3> h;
@@ -195,15 +197,15 @@ struct backward_runs {
     WEFT_INLINE int lanes() const { return dn; }
     WEFT_INLINE V initial(int) const { return {A(1), A(0)}; }
     WEFT_INLINE V load(i64 k, int l) const {
-      return {k == 0 ? A(0) : static_cast<A>(pa.template at<UnitL>(k - 1, l)),
-              static_cast<A>(pg.template at<UnitL>(k, l))};
+      return {k == 0 ? A(0) : static_cast<A>(pa.template at<UnitL, KS>(k - 1, l)),
+              static_cast<A>(pg.template at<UnitL, KS>(k, l))};
     }
     WEFT_INLINE void store(i64 k, int l, const V& v) const {
       const A g = v.b;
-      const A hp = k + 1 < n ? static_cast<A>(ph.template at<UnitL>(k + 1, l)) : (h0 ? h0[l * h0s] : A(0));
-      pdb.template at<UnitL>(k, l) = from_accum<TDB>(g);
-      pda.template at<UnitL>(k, l) = from_accum<TDA>(g * hp);
-      if (dh0 && k == n - 1) dh0[l * dh0s] = static_cast<A>(pa.template at<UnitL>(k, l)) * g;
+      const A hp = k + 1 < n ? static_cast<A>(ph.template at<UnitL, KS>(k + 1, l)) : (h0 ? h0[l * h0s] : A(0));
+      pdb.template at<UnitL, KS>(k, l) = from_accum<TDB>(g);
+      pda.template at<UnitL, KS>(k, l) = from_accum<TDA>(g * hp);
+      if (dh0 && k == n - 1) dh0[l * dh0s] = static_cast<A>(pa.template at<UnitL, KS>(k, l)) * g;
     }
   };
   WEFT_INLINE run_t at(i64 g) const {
