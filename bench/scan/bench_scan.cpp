@@ -74,11 +74,11 @@ BENCHMARK(scan_weft_user_monoid)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void scan_kokkos_parallel_scan(benchmark::State& st) {
   run_scan(st, [&](const float* x, float* y, std::int64_t n) {
-    Kokkos::parallel_scan(
-        "peer::parallel_scan", Kokkos::RangePolicy<host_exec>(0, n), [=](std::int64_t i, float& acc, bool final) {
-          acc += x[i];
-          if (final) y[i] = acc;
-        });
+    Kokkos::parallel_scan("peer::parallel_scan", Kokkos::RangePolicy<host_exec>(0, n),
+                          [=](std::int64_t i, float& acc, bool final) {
+                            acc += x[i];
+                            if (final) y[i] = acc;
+                          });
   });
 }
 BENCHMARK(scan_kokkos_parallel_scan)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -91,7 +91,9 @@ BENCHMARK(scan_std_inclusive_scan)->UseRealTime()->Unit(benchmark::kMillisecond)
 
 #if WEFT_BENCH_TBB
 void scan_tbb_par(benchmark::State& st) {
-  run_scan(st, [&](const float* x, float* y, std::int64_t n) { std::inclusive_scan(std::execution::par, x, x + n, y); });
+  run_scan(st, [&](const float* x, float* y, std::int64_t n) {
+    std::inclusive_scan(std::execution::par, x, x + n, y);
+  });
 }
 BENCHMARK(scan_tbb_par)->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
@@ -120,29 +122,36 @@ void run_recurrence(benchmark::State& st, F f) {
 #if WEFT_BENCH_KOKKOS
 void recurrence_weft(benchmark::State& st) {
   const weft::kokkos_backend<host_exec> be{};
-  run_recurrence(st, [&](const float* a, const float* b, float* h, std::int64_t B, std::int64_t T, std::int64_t D) {
-    weft::linear_recurrence(be, weft::make_view(a, B, T, D), weft::make_view(b, B, T, D), weft::make_view(h, B, T, D));
-  });
+  run_recurrence(
+      st, [&](const float* a, const float* b, float* h, std::int64_t B, std::int64_t T, std::int64_t D) {
+        weft::linear_recurrence(be, weft::make_view(a, B, T, D), weft::make_view(b, B, T, D),
+                                weft::make_view(h, B, T, D));
+      });
 }
 BENCHMARK(recurrence_weft)->Args({8, 8})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
 
 /// The loop engines write today: parallel over B, t sequential, d innermost (vectorised).
 void recurrence_loop_parallel_b(benchmark::State& st) {
-  run_recurrence(st, [&](const float* a, const float* b, float* h, std::int64_t B, std::int64_t T, std::int64_t D) {
+  run_recurrence(
+      st, [&](const float* a, const float* b, float* h, std::int64_t B, std::int64_t T, std::int64_t D) {
 #pragma omp parallel for schedule(static)
-    for (std::int64_t bi = 0; bi < B; ++bi) {
-      float s[64] = {};
-      for (std::int64_t t = 0; t < T; ++t) {
-        const std::int64_t o = (bi * T + t) * D;
+        for (std::int64_t bi = 0; bi < B; ++bi) {
+          float s[64] = {};
+          for (std::int64_t t = 0; t < T; ++t) {
+            const std::int64_t o = (bi * T + t) * D;
 #pragma omp simd
-        for (std::int64_t d = 0; d < D; ++d) {
-          s[d] = a[o + d] * s[d] + b[o + d];
-          h[o + d] = s[d];
+            for (std::int64_t d = 0; d < D; ++d) {
+              s[d] = a[o + d] * s[d] + b[o + d];
+              h[o + d] = s[d];
+            }
+          }
         }
-      }
-    }
-  });
+      });
 }
-BENCHMARK(recurrence_loop_parallel_b)->Args({8, 8})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(recurrence_loop_parallel_b)
+    ->Args({8, 8})
+    ->Args({1, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 }  // namespace

@@ -185,6 +185,33 @@ TEMPLATE_LIST_TEST_CASE("deer: non-convergence and non-finite values are reporte
   CHECK(hh[999] == 1000.0);
 }
 
+TEMPLATE_LIST_TEST_CASE("deer: starts from h0 whatever h holds; warm start reuses h", "[scan][deer]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t T = 2000, D = 3, Dx = 2;
+  const gru_weights<double> w(D, Dx, 6);
+  typename gru_weights<double>::template on<TestType> dw(be, w);
+  weft_test::rng r(1);
+  std::vector<double> x(static_cast<std::size_t>(T * Dx));
+  for (auto& v : x) v = r.normal();
+  buffer<TestType, double> dx(be, x), h0(be, std::vector<double>(D, 0.2)),
+      h(be, static_cast<std::size_t>(T * D), NAN);
+  const auto cold =
+      weft::deer(be, dw.cell, weft::make_view(dx.data(), 1, T, Dx), weft::make_view(h0.data(), 1, D),
+                 weft::make_view(h.data(), 1, T, D), {.tolerance = 1e-12});
+  CHECK(cold.converged);  // NaN in h beforehand does not matter: the first iterate is h0
+  CHECK(cold.iterations >= 2);
+  const auto warm =
+      weft::deer(be, dw.cell, weft::make_view(dx.data(), 1, T, Dx), weft::make_view(h0.data(), 1, D),
+                 weft::make_view(h.data(), 1, T, D), {.tolerance = 1e-12, .warm_start = true});
+  CHECK(warm.converged);
+  CHECK(warm.iterations == 0);  // h already solves the recurrence
+  const auto again =
+      weft::deer(be, dw.cell, weft::make_view(dx.data(), 1, T, Dx), weft::make_view(h0.data(), 1, D),
+                 weft::make_view(h.data(), 1, T, D), {.tolerance = 1e-12});
+  CHECK(again.iterations == cold.iterations);  // not warm: starts over from h0
+}
+
 TEMPLATE_LIST_TEST_CASE("deer: bad input throws and writes nothing; empty problems; determinism",
                         "[scan][deer][errors]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();

@@ -345,8 +345,8 @@ struct scan_impl<cuda_backend> {
     const SOp sop{op};
     const int L = k::lanes_for(D);
     const auto lay = k::make_layout(B, Tn, D, L, opts.reverse);
-    const k::segmented_runs<false, 0, SV, T, U> runs{in, out, static_cast<const unsigned char*>(fb.data()), lay,
-                                                  sop.identity()};
+    const k::segmented_runs<false, 0, SV, T, U> runs{in, out, static_cast<const unsigned char*>(fb.data()),
+                                                     lay, sop.identity()};
     k::scan_runs<false, SV>(be, runs, lay.runs(), L, Tn, sop);  // fences: hflags outlive the copy
   }
 };
@@ -432,6 +432,14 @@ __global__ void replay(const T* J, const T* c, const T* hin, tensor_view<T, 3> h
 }
 
 template <class T>
+__global__ void init_iterate(tensor_view<const T, 2> h0, tensor_view<T, 3> h) {
+  const i64 w = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const i64 Tn = h.extent(1), D = h.extent(2);
+  if (w >= h.size()) return;
+  h(w / (D * Tn), (w / D) % Tn, w % D) = h0(w / (D * Tn), w % D);
+}
+
+template <class T>
 __global__ void copy_2d(tensor_view<const T, 2> v, T* out) {
   const i64 i = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < v.size()) out[i] = v(i / v.extent(1), i % v.extent(1));
@@ -496,6 +504,11 @@ struct deer_impl<cuda_backend> {
     detail::workspace_carver cw(ws.data());
     const ptrs p = carve(cw);
     deer_result res;
+    if (!opts.warm_start) {
+      detail_cuda_deer::init_iterate<T>
+          <<<static_cast<unsigned>(ceil_div<i64>(B * Tn * D, 256)), 256, 0, be.stream>>>(h0, h);
+      be.check_launch("weft::deer_init");
+    }
     for (int it = 0;; ++it) {
       detail_cuda_deer::linearise<Cell, T>
           <<<static_cast<unsigned>(ceil_div<i64>(nitems, 128)), 128, 0, be.stream>>>(

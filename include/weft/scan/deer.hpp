@@ -12,11 +12,16 @@
 // practice in a handful. Convergence is judged on the defining equation itself:
 //   residual = max_{b,t,i} |f(h_{t-1}, x_t)_i - h_t,i|  <=  tolerance
 // and a run that does not get there (or goes non-finite) says so in deer_result.
+// The first iterate is h0 at every step, or h's own contents with {.warm_start = true} (e.g.
+// the previous training step's solution).
 //
 // A cell is a functor (host/device callable for the fast backends) with
 //   std::int64_t state_size() const;                           // D
 //   void operator()(const T* h_prev, const T* x, T* h) const;   // h[D] = f(h_prev, x)
 //   void jacobian(const T* h_prev, const T* x, T* J) const;     // J[i*D + j] = df_i/dh_prev_j
+// and optionally, computing both from one evaluation of the gates (DEER needs both at every
+// step of every iteration, so this halves the cost of a cell dominated by exp/tanh):
+//   void value_and_jacobian(const T* h_prev, const T* x, T* h, T* J) const;
 #pragma once
 
 #include <array>
@@ -42,6 +47,7 @@ struct deer_options {
   int max_iterations = 100;  ///< Newton steps at most (>= 1)
   double tolerance = 1e-5;   ///< max-abs residual of the defining equation
   deer_method method = deer_method::newton;
+  bool warm_start = false;  ///< start from h's contents instead of h0 at every step
   weft::workspace workspace = {};
 };
 
@@ -57,6 +63,19 @@ concept deer_cell = requires(const Cell& c, const T* hp, const T* x, T* out) {
   c(hp, x, out);
   c.jacobian(hp, x, out);
 };
+
+namespace detail {
+/// f and J at once: the cell's fused member when it has one.
+template <class Cell, class T>
+WEFT_INLINE void deer_eval(const Cell& cell, const T* hp, const T* x, T* f, T* J) {
+  if constexpr (requires { cell.value_and_jacobian(hp, x, f, J); }) {
+    cell.value_and_jacobian(hp, x, f, J);
+  } else {
+    cell(hp, x, f);
+    cell.jacobian(hp, x, J);
+  }
+}
+}  // namespace detail
 
 namespace impl {
 template <class Backend>
@@ -126,10 +145,11 @@ struct deer_impl<serial_backend> {
     std::vector<T> f(static_cast<std::size_t>(Tn * D)), J(static_cast<std::size_t>(Tn * D * D)), prev(D),
         next(D);
     deer_result res;
-    for (std::int64_t b = 0; b < B; ++b) {
-      // initial iterate: h0 everywhere
-      for (std::int64_t t = 0; t < Tn; ++t)
-        for (std::int64_t i = 0; i < D; ++i) h(b, t, i) = h0(b, i);
+    if (!opts.warm_start) {
+      for (std::int64_t b = 0; b < B; ++b) {  // initial iterate: h0 at every step
+        for (std::int64_t t = 0; t < Tn; ++t)
+          for (std::int64_t i = 0; i < D; ++i) h(b, t, i) = h0(b, i);
+      }
     }
     for (int k = 0;; ++k) {
       double residual = 0;
@@ -149,8 +169,7 @@ struct deer_impl<serial_backend> {
       for (std::int64_t b = 0; b < B; ++b) {
         for (std::int64_t t = 0; t < Tn; ++t) {
           const T* hp = t == 0 ? &h0(b, 0) : &h(b, t - 1, 0);
-          cell(hp, &x(b, t, 0), &f[t * D]);
-          cell.jacobian(hp, &x(b, t, 0), &J[t * D * D]);
+          detail::deer_eval(cell, hp, &x(b, t, 0), &f[t * D], &J[t * D * D]);
         }
         // h_t = J_t h_{t-1} + (f_t - J_t p_t), p_t = old h_{t-1}; J diagonal for quasi
         for (std::int64_t i = 0; i < D; ++i) prev[i] = h0(b, i);

@@ -55,9 +55,13 @@ struct gru {
   }
 
   /// J_ij = (1-z_i)(1-n_i^2)[hn_i r_i(1-r_i) Wh_r,ij + r_i Wh_n,ij] + (h_i-n_i) z_i(1-z_i) Wh_z,ij + z_i d_ij
-  WEFT_INLINE void jacobian(const T* h, const T* x, T* J) const {
+  WEFT_INLINE void jacobian(const T* h, const T* x, T* J) const { value_and_jacobian(h, x, nullptr, J); }
+
+  /// h' and J from one evaluation of the gates (out may be null).
+  WEFT_INLINE void value_and_jacobian(const T* h, const T* x, T* out, T* J) const {
     for (std::int64_t i = 0; i < D; ++i) {
       const row g = gates(i, h, x);
+      if (out) out[i] = (T(1) - g.z) * g.n + g.z * h[i];
       const T dn = (T(1) - g.z) * (T(1) - g.n * g.n);
       const T cr = dn * g.hn * g.r * (T(1) - g.r), cn = dn * g.r, cz = (h[i] - g.n) * g.z * (T(1) - g.z);
       for (std::int64_t j = 0; j < D; ++j) {
@@ -85,9 +89,11 @@ struct tanh_rnn {
   WEFT_INLINE void operator()(const T* h, const T* x, T* out) const {
     for (std::int64_t i = 0; i < D; ++i) out[i] = std::tanh(pre(i, h, x));
   }
-  WEFT_INLINE void jacobian(const T* h, const T* x, T* J) const {
+  WEFT_INLINE void jacobian(const T* h, const T* x, T* J) const { value_and_jacobian(h, x, nullptr, J); }
+  WEFT_INLINE void value_and_jacobian(const T* h, const T* x, T* out, T* J) const {
     for (std::int64_t i = 0; i < D; ++i) {
       const T y = std::tanh(pre(i, h, x));
+      if (out) out[i] = y;
       for (std::int64_t j = 0; j < D; ++j) J[i * D + j] = (T(1) - y * y) * W[i * D + j];
     }
   }

@@ -271,9 +271,12 @@ void dispatch_lanes(i64 D, bool unit_stride_lanes, bool unit_stride_t, bool reve
   using sixteen = std::integral_constant<int, 16>;
   using two = std::integral_constant<int, 2>;
   if (D == 1) {
-    if (unit_stride_t && !reverse) f(one{}, eight{}, std::true_type{}, std::integral_constant<int, 1>{});
-    else if (unit_stride_t) f(one{}, eight{}, std::true_type{}, std::integral_constant<int, -1>{});
-    else f(one{}, eight{}, std::true_type{}, std::integral_constant<int, 0>{});
+    if (unit_stride_t && !reverse)
+      f(one{}, eight{}, std::true_type{}, std::integral_constant<int, 1>{});
+    else if (unit_stride_t)
+      f(one{}, eight{}, std::true_type{}, std::integral_constant<int, -1>{});
+    else
+      f(one{}, eight{}, std::true_type{}, std::integral_constant<int, 0>{});
   } else if (unit_stride_lanes) {
     f(sixteen{}, two{}, std::true_type{}, std::integral_constant<int, 0>{});
   } else {
@@ -331,15 +334,17 @@ struct scan_impl<kokkos_backend<Exec>> {
     using V = monoid_value_t<Op>;
     const i64 B = in.extent(0), Tn = in.extent(1), D = in.extent(2);
     if (B == 0 || D == 0) return;
-    detail::kscan::dispatch_lanes(D, in.stride(2) == 1, in.stride(1) == 1, opts.reverse, [&](auto Lc, auto Wc, auto unit, auto ks) {
-      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
-      const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::kscan::plain_runs<decltype(unit)::value, decltype(ks)::value, V, T, V> runs{in, tensor_view<V, 3>(), lay,
-                                                                           op.identity()};
-      detail::kscan::reduce_runs<W, L, V>(
-          be, runs, lay.runs(), Tn, op,
-          KOKKOS_LAMBDA(i64 g, int l, const V& v) { out(lay.b_of(g), lay.d0_of(g) + l) = from_accum<U>(v); });
-    });
+    detail::kscan::dispatch_lanes(
+        D, in.stride(2) == 1, in.stride(1) == 1, opts.reverse, [&](auto Lc, auto Wc, auto unit, auto ks) {
+          constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+          const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
+          const detail::kscan::plain_runs<decltype(unit)::value, decltype(ks)::value, V, T, V> runs{
+              in, tensor_view<V, 3>(), lay, op.identity()};
+          detail::kscan::reduce_runs<W, L, V>(
+              be, runs, lay.runs(), Tn, op, KOKKOS_LAMBDA(i64 g, int l, const V& v) {
+                out(lay.b_of(g), lay.d0_of(g) + l) = from_accum<U>(v);
+              });
+        });
   }
 
   template <class T, class U, class Op, class V>
@@ -352,7 +357,8 @@ struct scan_impl<kokkos_backend<Exec>> {
     detail::kscan::dispatch_lanes(D, unit, unit_t, opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::kscan::plain_runs<decltype(unit_c)::value, decltype(ks)::value, V, T, U> runs{in, out, lay, init};
+      const detail::kscan::plain_runs<decltype(unit_c)::value, decltype(ks)::value, V, T, U> runs{in, out,
+                                                                                                  lay, init};
       if (kind == detail::scan_kind::exclusive)
         detail::kscan::scan_runs<true, W, L, V>(be, runs, lay.runs(), Tn, op);
       else
@@ -387,8 +393,8 @@ struct scan_impl<kokkos_backend<Exec>> {
     detail::kscan::dispatch_lanes(D, unit, unit_t, opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::runs::segmented_runs<decltype(unit_c)::value, decltype(ks)::value, SV, T, U> runs{in, out, flags, lay,
-                                                                                 sop.identity()};
+      const detail::runs::segmented_runs<decltype(unit_c)::value, decltype(ks)::value, SV, T, U> runs{
+          in, out, flags, lay, sop.identity()};
       detail::kscan::scan_runs<false, W, L, SV>(be, runs, lay.runs(), Tn, sop);
     });
     be.exec.fence();
@@ -415,8 +421,8 @@ struct recurrence_impl<kokkos_backend<Exec>> {
     detail::kscan::dispatch_lanes(D, unit, unit_t, opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
       constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
       const auto lay = detail::kscan::make_layout(B, Tn, D, L, opts.reverse);
-      const detail::runs::forward_runs<decltype(unit_c)::value, decltype(ks)::value, S, TA, TB, TH> runs{a, b, h,
-                                                                                    opts.initial_state, lay};
+      const detail::runs::forward_runs<decltype(unit_c)::value, decltype(ks)::value, S, TA, TB, TH> runs{
+          a, b, h, opts.initial_state, lay};
       detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
     });
   }
@@ -439,15 +445,17 @@ struct recurrence_impl<kokkos_backend<Exec>> {
     using V = typename affine<S>::value_type;
     const bool unit =
         a.stride(2) == 1 && h.stride(2) == 1 && dh.stride(2) == 1 && da.stride(2) == 1 && db.stride(2) == 1;
-    const bool unit_t = a.stride(1) == 1 && h.stride(1) == 1 && dh.stride(1) == 1 && da.stride(1) == 1 &&
-                        db.stride(1) == 1;
-    detail::kscan::dispatch_lanes(D, unit, unit_t, !opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
-      constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
-      const auto lay = detail::kscan::make_layout(B, Tn, D, L, !opts.reverse);
-      const detail::runs::backward_runs<decltype(unit_c)::value, decltype(ks)::value, S, TA, TH, TG, TDA, TDB> runs{
-          a, h, dh, da, db, opts.initial_state, opts.d_initial_state, lay};
-      detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
-    });
+    const bool unit_t =
+        a.stride(1) == 1 && h.stride(1) == 1 && dh.stride(1) == 1 && da.stride(1) == 1 && db.stride(1) == 1;
+    detail::kscan::dispatch_lanes(
+        D, unit, unit_t, !opts.reverse, [&](auto Lc, auto Wc, auto unit_c, auto ks) {
+          constexpr int L = decltype(Lc)::value, W = decltype(Wc)::value;
+          const auto lay = detail::kscan::make_layout(B, Tn, D, L, !opts.reverse);
+          const detail::runs::backward_runs<decltype(unit_c)::value, decltype(ks)::value, S, TA, TH, TG, TDA,
+                                            TDB>
+              runs{a, h, dh, da, db, opts.initial_state, opts.d_initial_state, lay};
+          detail::kscan::scan_runs<false, W, L, V>(be, runs, lay.runs(), Tn, affine<S>{});
+        });
   }
 };
 
@@ -514,6 +522,13 @@ struct deer_impl<kokkos_backend<Exec>> {
     detail::workspace_carver cw(ws.data());
     const auto p = carve(cw);
 
+    if (!opts.warm_start) {
+      Kokkos::parallel_for(
+          "weft::deer_init", Kokkos::RangePolicy<Exec>(be.exec, 0, B * Tn * D), KOKKOS_LAMBDA(i64 w) {
+            const i64 i = w % D, t = (w / D) % Tn, b = w / (D * Tn);
+            h(b, t, i) = h0(b, i);
+          });
+    }
     for (int k = 0;; ++k) {
       // f_t and J_t around the current iterate, the residual, c_t = f_t - J_t p_t (in c).
       double residual = 0;

@@ -16,6 +16,7 @@
 #include "weft/core/dtype.hpp"
 #include "weft/core/math.hpp"
 #include "weft/core/tensor.hpp"
+#include "weft/scan/deer.hpp"
 #include "weft/scan/monoid.hpp"
 
 namespace weft::detail::runs {
@@ -81,7 +82,9 @@ struct plain_runs {
     WEFT_INLINE int lanes() const { return dn; }
     WEFT_INLINE V initial(int) const { return init; }
     WEFT_INLINE V load(i64 k, int l) const { return static_cast<V>(x.template at<UnitL, KS>(k, l)); }
-    WEFT_INLINE void store(i64 k, int l, const V& v) const { y.template at<UnitL, KS>(k, l) = from_accum<U>(v); }
+    WEFT_INLINE void store(i64 k, int l, const V& v) const {
+      y.template at<UnitL, KS>(k, l) = from_accum<U>(v);
+    }
   };
   WEFT_INLINE run_t at(i64 g) const {
     return {lane_ptr_of(in, lay, g), lane_ptr_of(out, lay, g), lay.lanes_of(g), init};
@@ -155,7 +158,8 @@ struct forward_runs {
     WEFT_INLINE int lanes() const { return dn; }
     WEFT_INLINE V initial(int l) const { return {A(1), h0 ? h0[l * h0s] : A(0)}; }
     WEFT_INLINE V load(i64 k, int l) const {
-      return {static_cast<A>(pa.template at<UnitL, KS>(k, l)), static_cast<A>(pb.template at<UnitL, KS>(k, l))};
+      return {static_cast<A>(pa.template at<UnitL, KS>(k, l)),
+              static_cast<A>(pb.template at<UnitL, KS>(k, l))};
     }
     WEFT_INLINE void store(i64 k, int l, const V& v) const {
       ph.template at<UnitL, KS>(k, l) = from_accum<TH>(v.b);
@@ -202,7 +206,8 @@ struct backward_runs {
     }
     WEFT_INLINE void store(i64 k, int l, const V& v) const {
       const A g = v.b;
-      const A hp = k + 1 < n ? static_cast<A>(ph.template at<UnitL, KS>(k + 1, l)) : (h0 ? h0[l * h0s] : A(0));
+      const A hp =
+          k + 1 < n ? static_cast<A>(ph.template at<UnitL, KS>(k + 1, l)) : (h0 ? h0[l * h0s] : A(0));
       pdb.template at<UnitL, KS>(k, l) = from_accum<TDB>(g);
       pda.template at<UnitL, KS>(k, l) = from_accum<TDA>(g * hp);
       if (dh0 && k == n - 1) dh0[l * dh0s] = static_cast<A>(pa.template at<UnitL, KS>(k, l)) * g;
@@ -370,8 +375,7 @@ WEFT_INLINE double deer_linearise(const Cell& cell, tensor_view<const T, 3> x, t
     const T* hp = t == 0 ? &h0(b, 0) : &h(b, t - 1, 0);
     T* f = c + (b * Tn + t) * D;
     T* Jt = quasi ? scr : J + (b * Tn + t) * D * D;
-    cell(hp, &x(b, t, 0), f);
-    cell.jacobian(hp, &x(b, t, 0), Jt);
+    deer_eval(cell, hp, &x(b, t, 0), f, Jt);
     for (i64 i = 0; i < D; ++i) {
       const double r = std::fabs(static_cast<double>(f[i]) - static_cast<double>(h(b, t, i)));
       if (r != r)
