@@ -36,9 +36,13 @@ struct kokkos_backend {
   scratch_buffer allocate(std::size_t bytes) const {
     if (bytes == 0) return {};
     using view_t = Kokkos::View<char*, memory_space>;
+    // Kokkos aligns views to 64 bytes (Kokkos::Impl::MEMORY_ALIGNMENT); weft's carvers
+    // promise 256, so over-allocate and align the start.
+    constexpr std::size_t align = 256;
     auto owner = std::make_shared<view_t>(
-        Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("weft::scratch")), bytes);
-    void* data = owner->data();  // read before the move below
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("weft::scratch")), bytes + align);
+    const auto base = reinterpret_cast<std::uintptr_t>(owner->data());
+    void* data = reinterpret_cast<void*>((base + align - 1) / align * align);
     return scratch_buffer(data, bytes, std::move(owner));
   }
 };

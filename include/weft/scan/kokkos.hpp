@@ -59,6 +59,9 @@ constexpr i64 block_elems() {
   return W * (p2 + pad);
 }
 
+/// Accessors are only asked about active lanes (l < run.lanes()); inactive lanes of a tile
+/// carry the identity and are never loaded or stored.
+
 /// Pass 1: folds of W consecutive sub-runs of [t0, t0 + len). Chain j covers
 /// [t0 + j*sub, t0 + (j+1)*sub); the last chain also takes the tail.
 template <int W, int L, class V, class Op, class Run>
@@ -130,7 +133,7 @@ template <bool Exclusive, int W, int L, class V, class Op, class Run>
 WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n) {
   constexpr i64 S = block_elems<V, L, W>();
   V carry[L];
-  for (int l = 0; l < L; ++l) carry[l] = run.initial(l);
+  for (int l = 0; l < L; ++l) carry[l] = l < run.lanes() ? run.initial(l) : op.identity();
   for (i64 t0 = 0; t0 < n; t0 += S) {
     const i64 len = (n - t0) < S ? (n - t0) : S;
     V tot[W][L];
@@ -148,7 +151,7 @@ template <bool Exclusive, int L, class V, class Op, class Run>
 WEFT_INLINE void scan_run_single_pass(const Op& op, const Run& run, i64 n) {
   const int dn = run.lanes();
   V acc[L];
-  for (int l = 0; l < L; ++l) acc[l] = run.initial(l);
+  for (int l = 0; l < L; ++l) acc[l] = l < dn ? run.initial(l) : op.identity();
   for (i64 k = 0; k < n; ++k) {
 #pragma GCC unroll 16
     for (int l = 0; l < L; ++l) {
@@ -198,7 +201,7 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
         for (i64 g = 0; g < G; ++g) {
           const auto run = runs.at(g);
           V carry[L];
-          for (int l = 0; l < L; ++l) carry[l] = run.initial(l);
+          for (int l = 0; l < L; ++l) carry[l] = l < run.lanes() ? run.initial(l) : op.identity();
           for (i64 r = 0; r < rounds; ++r) {
             const i64 t0 = (r * np + tid) * S;
             const i64 len = t0 < n ? ((n - t0) < S ? (n - t0) : S) : 0;

@@ -63,8 +63,10 @@ template <class T, int R>
 WEFT_INLINE lane_ptr<T> lane_ptr_of(const tensor_view<T, R>& v, const btd_layout& lay, i64 g) {
   static_assert(R == 3);
   const i64 b = lay.b_of(g), d0 = lay.d0_of(g);
-  if (lay.T == 0) return {v.data(), 0, v.stride(2)};
-  return {&v(b, lay.t_first(), d0), lay.t_step() * v.stride(1), v.stride(2)};
+  // Pointer arithmetic, never a reference: unused outputs may be null views.
+  if (lay.T == 0 || v.data() == nullptr) return {v.data(), 0, v.stride(2)};
+  return {v.data() + (b * v.stride(0) + lay.t_first() * v.stride(1) + d0 * v.stride(2)),
+          lay.t_step() * v.stride(1), v.stride(2)};
 }
 
 /// inclusive / exclusive scans: load in(b,t,d) as V, store to out(b,t,d).

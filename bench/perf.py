@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Runs weft's benchmarks and reports them beside their peers (same run).
+
+  python3 bench/perf.py run    [--build build/default] [--out bench/results/run.json] [--filter REGEX]
+  python3 bench/perf.py report [bench/results/run.json] [--plots docs/perf]
+
+`run` executes every bench/*/bench_* binary of the build with 2 OpenMP threads bound one per
+core, Google Benchmark's JSON output merged into one file (with the machine's context).
+`report` prints markdown tables: each benchmark's time and rate, and the ratios that
+docs/perf.md quotes (weft / peer, weft / machine limit), all from the one file, because
+memory bandwidth on these machines varies up to 2x between processes. With --plots it
+writes PNG charts (matplotlib) into the given folder.
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+# (label, weft benchmark, peer benchmark, counter) -> ratio weft/peer of the counter
+RATIOS = [
+    ("reduce vs 2-thread copy (read bytes)", "reduce_weft_kokkos", "copy_2threads", "GB/s", 2.0),
+    ("reduce vs read-only bandwidth", "reduce_weft_kokkos", "read_2threads", "GB/s", 1.0),
+    ("reduce vs std::reduce", "reduce_weft_kokkos", "reduce_std_reduce", "GB/s", 1.0),
+    ("reduce vs TBB std::reduce(par)", "reduce_weft_kokkos", "reduce_std_reduce_par_tbb", "GB/s", 1.0),
+    ("reduce vs Kokkos::parallel_reduce", "reduce_weft_kokkos", "reduce_kokkos_parallel_reduce", "GB/s", 1.0),
+    ("reduce, user monoid vs weft::plus", "reduce_weft_kokkos_user_monoid", "reduce_weft_kokkos", "GB/s", 1.0),
+    ("scan vs 2-thread copy", "scan_weft_plus", "bench_scan:copy_2threads", "GB/s", 1.0),
+    ("scan vs std::inclusive_scan", "scan_weft_plus", "scan_std_inclusive_scan", "GB/s", 1.0),
+    ("scan vs TBB std::inclusive_scan(par)", "scan_weft_plus", "scan_tbb_par", "GB/s", 1.0),
+    ("scan vs Kokkos::parallel_scan", "scan_weft_plus", "scan_kokkos_parallel_scan", "GB/s", 1.0),
+    ("scan, user monoid vs weft::plus", "scan_weft_user_monoid", "scan_weft_plus", "GB/s", 1.0),
+    ("recurrence [8,2^20,8] vs 2-thread copy", "recurrence_weft/8/8", "bench_scan:copy_2threads", "GB/s", 1.0),
+    ("recurrence [8,2^20,8] vs loop parallel over B", "recurrence_weft/8/8", "recurrence_loop_parallel_b/8/8", "GB/s", 1.0),
+    ("recurrence [1,2^26,1] vs 2-thread copy", "recurrence_weft/1/1", "bench_scan:copy_2threads", "GB/s", 1.0),
+    ("recurrence [1,2^26,1] vs sequential loop", "recurrence_weft/1/1", "recurrence_loop_parallel_b/1/1", "GB/s", 1.0),
+]
+
+
+def run(args):
+    binaries = sorted(glob.glob(os.path.join(args.build, "bench", "*", "bench_*")))
+    binaries = [b for b in binaries if os.access(b, os.X_OK) and not b.endswith(".json")]
+    if not binaries:
+        sys.exit(f"no benchmark binaries under {args.build}/bench (build the default preset first)")
+    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_PROC_BIND="spread", OMP_PLACES="threads",
+               OPENBLAS_CORETYPE="SkylakeX")
+    env.pop("WEFT_BENCH_SMOKE", None)
+    merged = {"context": None, "benchmarks": []}
+    for b in binaries:
+        name = os.path.basename(b)
+        out = f"/tmp/weft_{name}.json"
+        cmd = [b, f"--benchmark_out={out}", "--benchmark_out_format=json", "--benchmark_repetitions=3",
+               "--benchmark_report_aggregates_only=true"]
+        if args.filter:
+            cmd.append(f"--benchmark_filter={args.filter}")
+        print("running", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        with open(out) as f:
+            data = json.load(f)
+        merged["context"] = merged["context"] or data["context"]
+        for bm in data["benchmarks"]:
+            bm["binary"] = name
+            merged["benchmarks"].append(bm)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(merged, f, indent=1)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def medians(data):
+    """name -> counters of the median aggregate (plain runs when there are no aggregates)."""
+    out = {}
+    for bm in data["benchmarks"]:
+        if bm.get("run_type") == "aggregate" and bm.get("aggregate_name") != "median":
+            continue
+        name = bm.get("run_name", bm["name"]).replace("/real_time", "")
+        out[name] = bm
+        out[bm["binary"] + ":" + name] = bm
+    return out
+
+
+def rate(bm):
+    for k in ("GB/s", "GFLOP/s"):
+        if k in bm:
+            return k, bm[k] / 1e9 if bm[k] > 1e6 else bm[k]
+    return None, None
+
+
+def report(args):
+    with open(args.file) as f:
+        data = json.load(f)
+    m = medians(data)
+    ctx = data["context"]
+    print(f"Run {ctx.get('date')} on {ctx.get('host_name')}, {ctx.get('num_cpus')} CPUs, "
+          f"threads={ctx.get('threads', '?')} (medians of 3 repetitions)\n")
+    print("| benchmark | time | rate |\n|---|---|---|")
+    seen = set()
+    for bm in data["benchmarks"]:
+        if bm.get("run_type") == "aggregate" and bm.get("aggregate_name") != "median":
+            continue
+        name = bm.get("run_name", bm["name"]).replace("/real_time", "")
+        key = bm["binary"] + ":" + name
+        if key in seen:
+            continue
+        seen.add(key)
+        unit, r = rate(bm)
+        t = bm["real_time"]
+        print(f"| {bm['binary']}: {name} | {t:.3g} {bm['time_unit']} | {r:.3g} {unit} |" if unit else
+              f"| {bm['binary']}: {name} | {t:.3g} {bm['time_unit']} | |")
+    print("\n| ratio (same run) | value |\n|---|---|")
+    for label, a, b, counter, scale in RATIOS:
+        if a in m and b in m and counter in m[a] and counter in m[b]:
+            print(f"| {label} | {scale * m[a][counter] / m[b][counter]:.2f}x |")
+    if args.plots:
+        plot(m, args.plots)
+
+
+def plot(m, folder):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plots", file=sys.stderr)
+        return
+    os.makedirs(folder, exist_ok=True)
+    groups = {
+        "scan": ["bench_scan:copy_2threads", "scan_weft_plus", "scan_weft_user_monoid", "scan_std_inclusive_scan",
+                 "scan_tbb_par", "scan_kokkos_parallel_scan"],
+        "reduce": ["copy_2threads", "read_2threads", "reduce_weft_kokkos", "reduce_weft_kokkos_user_monoid",
+                   "reduce_std_reduce", "reduce_std_reduce_par_tbb", "reduce_kokkos_parallel_reduce"],
+        "recurrence": ["bench_scan:copy_2threads", "recurrence_weft/8/8", "recurrence_loop_parallel_b/8/8",
+                       "recurrence_weft/1/1", "recurrence_loop_parallel_b/1/1"],
+    }
+    for gname, names in groups.items():
+        names = [n for n in names if n in m and "GB/s" in m[n]]
+        if not names:
+            continue
+        vals = [m[n]["GB/s"] / 1e9 if m[n]["GB/s"] > 1e6 else m[n]["GB/s"] for n in names]
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
+        colors = ["tab:blue" if ("weft" in n) else "tab:gray" for n in names]
+        ax.barh([n.split(":")[-1] for n in names], vals, color=colors)
+        ax.invert_yaxis()
+        ax.set_xlabel("GB/s (bytes read + written), 2 threads")
+        ax.set_title(f"weft {gname} (blue) vs peers (grey), one run")
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.1f}", va="center")
+        fig.tight_layout()
+        path = os.path.join(folder, f"{gname}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--build", default="build/default")
+    r.add_argument("--out", default="bench/results/run.json")
+    r.add_argument("--filter", default="")
+    q = sub.add_parser("report")
+    q.add_argument("file", nargs="?", default="bench/results/run.json")
+    q.add_argument("--plots", default="")
+    args = p.parse_args()
+    run(args) if args.cmd == "run" else report(args)
+
+
+if __name__ == "__main__":
+    main()
