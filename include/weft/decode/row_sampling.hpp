@@ -43,6 +43,7 @@
 #include "weft/core/dtype.hpp"
 #include "weft/core/math.hpp"
 #include "weft/core/workspace.hpp"
+#include "weft/decode/lanes.hpp"
 #include "weft/decode/math.hpp"
 
 namespace weft::detail::decode {
@@ -72,16 +73,35 @@ WEFT_INLINE std::int64_t num_groups(std::int64_t n) {
 // ---------------------------------------------------------------------------------------
 // Keys: x = key(v), monotone non-decreasing in v.
 // ---------------------------------------------------------------------------------------
+// lower_raw(m, l): a value below every v with key(v) - m >= l (rounding included), so that a
+// plain compare of the raw values finds the candidates of the min-p test.
+WEFT_INLINE float lower_margin(float m, float l) {
+  return 1e-5f * ((m < 0.0f ? -m : m) + (l < 0.0f ? -l : l)) + 1e-30f;
+}
 struct logits_key {  // x = v / T
   float inv_t;
   WEFT_INLINE float operator()(float v) const { return v * inv_t; }
+  WEFT_INLINE float lower_raw(float m, float l) const {
+    if (l == -bits_float(0x7f800000u)) return l;
+    const float t = (m + l - lower_margin(m, l)) / inv_t;
+    return t - (t < 0.0f ? -t : t) * 1e-5f;
+  }
 };
 struct probs_key {  // x = log(v) / T
   float inv_t;
   WEFT_INLINE float operator()(float v) const { return fast_log(v) * inv_t; }
+  WEFT_INLINE float lower_raw(float m, float l) const {
+    if (l == -bits_float(0x7f800000u)) return l;
+    return fast_exp((m + l - lower_margin(m, l)) / inv_t) * 0.9999f;
+  }
 };
 struct inf_key {  // rows with +inf logits: the +inf entries share the whole probability
-  WEFT_INLINE float operator()(float v) const { return v == pos_inf() ? 0.0f : neg_inf(); }
+  WEFT_INLINE float operator()(float v) const {
+    return v == bits_float(0x7f800000u) ? 0.0f : -bits_float(0x7f800000u);
+  }
+  WEFT_INLINE float lower_raw(float, float l) const {
+    return l == -bits_float(0x7f800000u) ? l : bits_float(0x7f800000u);
+  }
 };
 
 // ---------------------------------------------------------------------------------------
@@ -180,6 +200,35 @@ WEFT_INLINE void select_first(U* a, std::int64_t n, std::int64_t k, const Less& 
 #endif
 }
 
+WEFT_INLINE int popcount32(std::uint32_t m) {
+#if WEFT_ON_DEVICE
+  return __popc(m);
+#else
+  return __builtin_popcount(m);
+#endif
+}
+WEFT_INLINE int popcount64(std::uint64_t m) {
+#if WEFT_ON_DEVICE
+  return __popcll(m);
+#else
+  return __builtin_popcountll(m);
+#endif
+}
+WEFT_INLINE int ctz64(std::uint64_t m) {  // m != 0
+#if WEFT_ON_DEVICE
+  return __ffsll(static_cast<long long>(m)) - 1;
+#else
+  return __builtin_ctzll(m);
+#endif
+}
+WEFT_INLINE int ctz32(std::uint32_t m) {  // m != 0
+#if WEFT_ON_DEVICE
+  return __ffs(static_cast<int>(m)) - 1;
+#else
+  return __builtin_ctz(m);
+#endif
+}
+
 // ---------------------------------------------------------------------------------------
 // Pass 1: group maxima and flags.
 // ---------------------------------------------------------------------------------------
@@ -192,34 +241,38 @@ struct scan_result {
 template <class T>
 WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
   const std::int64_t full = n / group;
-  float mall[lanes];
-  std::uint32_t amax[lanes];  // largest |bits|: > 0x7f800000 means NaN
-  for (int l = 0; l < lanes; ++l) {
-    mall[l] = neg_inf();
-    amax[l] = 0;
-  }
-  for (std::int64_t g = 0; g < full; ++g) {
-    const T* p = row + g * group;
-    float acc[lanes];
-    for (int l = 0; l < lanes; ++l) acc[l] = neg_inf();
-    for (int j = 0; j < group / lanes; ++j) {
-      for (int l = 0; l < lanes; ++l) {
-        const float v = load(p, j * lanes + l);
-        acc[l] = v > acc[l] ? v : acc[l];
-        const std::uint32_t a = float_bits(v) & 0x7fffffffu;
-        amax[l] = a > amax[l] ? a : amax[l];
-      }
-    }
-    for (int l = 0; l < lanes; ++l) mall[l] = acc[l] > mall[l] ? acc[l] : mall[l];
-    for (int s = lanes / 2; s > 0; s /= 2)
-      for (int l = 0; l < s; ++l) acc[l] = acc[l + s] > acc[l] ? acc[l + s] : acc[l];
-    gmax[g] = acc[0];
-  }
   float m = neg_inf();
-  std::uint32_t a = 0;
-  for (int l = 0; l < lanes; ++l) {
-    m = mall[l] > m ? mall[l] : m;
-    a = amax[l] > a ? amax[l] : a;
+  std::uint32_t a = 0;  // largest |bits|: > 0x7f800000 means NaN
+  bool done = false;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    vfloat mall = vsplat(neg_inf());
+    vuint am = vuint{};
+    for (std::int64_t g = 0; g < full; ++g) {
+      const T* p = row + g * group;
+      const vfloat a0 = vload(p), a1 = vload(p + 16), a2 = vload(p + 32), a3 = vload(p + 48);
+      am = vmax(am, vmax(vmax(vabs_bits(a0), vabs_bits(a1)), vmax(vabs_bits(a2), vabs_bits(a3))));
+      const vfloat gm = vmax(vmax(a0, a1), vmax(a2, a3));
+      mall = vmax(gm, mall);
+      gmax[g] = hmax(gm);
+    }
+    m = hmax(mall);
+    a = hmax(am);
+    done = true;
+  }
+#endif
+  if (!done) {
+    for (std::int64_t g = 0; g < full; ++g) {
+      float gm = neg_inf();
+      for (int j = 0; j < group; ++j) {
+        const float v = load(row, g * group + j);
+        gm = v > gm ? v : gm;
+        const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+        a = b > a ? b : a;
+      }
+      gmax[g] = gm;
+      m = gm > m ? gm : m;
+    }
   }
   if (full * group < n) {
     float gm = neg_inf();
@@ -256,73 +309,109 @@ struct argmax_result {
   float value;
 };
 
+/// Largest value and NaN flag of a row.
+template <class T>
+WEFT_INLINE scan_result row_max(const T* row, std::int64_t n) {
+  const std::int64_t full = n / lanes * lanes;
+  float m = neg_inf();
+  std::uint32_t a = 0;
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    vfloat mx = vsplat(neg_inf());
+    vuint am = vuint{};
+    for (; i < full; i += lanes) {
+      const vfloat v = vload(row + i);
+      mx = vmax(v, mx);
+      am = vmax(am, vabs_bits(v));
+    }
+    m = hmax(mx);
+    a = hmax(am);
+  }
+#endif
+  for (; i < n; ++i) {
+    const float v = load(row, i);
+    m = v > m ? v : m;
+    const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+    a = b > a ? b : a;
+  }
+  return {m, a > 0x7f800000u};
+}
+
+/// The first id of the largest value (-1 when the row has a NaN; 0 when every value is -inf).
 template <class T>
 WEFT_INLINE argmax_result argmax_row(const T* row, std::int64_t n) {
-  const std::int64_t full = n / lanes * lanes;
-  float bv[lanes];
-  std::int64_t bi[lanes];
-  std::uint32_t amax[lanes];
-  for (int l = 0; l < lanes; ++l) {
-    bv[l] = neg_inf();
-    bi[l] = -1;
-    amax[l] = 0;
-  }
-  for (std::int64_t i = 0; i < full; i += lanes) {
-    for (int l = 0; l < lanes; ++l) {
-      const float v = load(row, i + l);
-      const bool better = v > bv[l];  // strict: the first occurrence stays
-      bv[l] = better ? v : bv[l];
-      bi[l] = better ? i + l : bi[l];
-      const std::uint32_t a = float_bits(v) & 0x7fffffffu;
-      amax[l] = a > amax[l] ? a : amax[l];
-    }
-  }
   float best = neg_inf();
   std::int64_t idx = -1;
   std::uint32_t a = 0;
-  for (int l = 0; l < lanes; ++l) {
-    a = amax[l] > a ? amax[l] : a;
-    if (bi[l] >= 0 && (bv[l] > best || (bv[l] == best && bi[l] < idx))) {
-      best = bv[l];
-      idx = bi[l];
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    // Lane l keeps its maximum and the first block (of 16) where it occurred.
+    const std::int64_t full = n / lanes * lanes;
+    vfloat mx = vsplat(neg_inf());
+    vint blk = vint{} - 1, cur = vint{}, nan = vint{};
+    for (std::int64_t j = 0; j < full; j += lanes) {
+      const vfloat v = vload(row + j);
+      const vint gt = v > mx;
+      mx = gt ? v : mx;
+      blk = gt ? cur : blk;
+      cur += 1;
+      nan |= v != v;
     }
+    i = full;
+    float m[lanes];
+    std::int32_t b[lanes];
+    std::memcpy(m, &mx, sizeof m);
+    std::memcpy(b, &blk, sizeof b);
+    for (int l = 0; l < lanes; ++l) {
+      if (b[l] < 0) continue;
+      const std::int64_t id = static_cast<std::int64_t>(b[l]) * lanes + l;
+      if (m[l] > best || (m[l] == best && id < idx)) {
+        best = m[l];
+        idx = id;
+      }
+    }
+    a = vmask(nan) ? 0xffffffffu : 0u;
   }
-  for (std::int64_t i = full; i < n; ++i) {
+#endif
+  for (; i < n; ++i) {
     const float v = load(row, i);
-    const std::uint32_t b = float_bits(v) & 0x7fffffffu;
-    a = b > a ? b : a;
     if (v > best) {
       best = v;
       idx = i;
     }
+    const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+    a = b > a ? b : a;
   }
   if (a > 0x7f800000u) return {-1, best};
-  if (idx < 0) idx = 0;  // every value is -inf: the first one
-  return {idx, best};
+  return {idx < 0 ? 0 : idx, best};
 }
 
 // ---------------------------------------------------------------------------------------
 // Compaction: ids of a group whose predicate holds, as bit masks of 16 lanes.
 // ---------------------------------------------------------------------------------------
 WEFT_INLINE std::uint32_t mask16(const std::uint8_t* keep) {
-  std::uint32_t m = 0;
-  for (int j = 0; j < lanes; ++j) m |= static_cast<std::uint32_t>(keep[j]) << j;
-  return m;
+  // Eight 0/1 bytes to eight bits: the multiply gathers byte i into bit 56 + i.
+  std::uint64_t lo, hi;
+  std::memcpy(&lo, keep, 8);
+  std::memcpy(&hi, keep + 8, 8);
+  return static_cast<std::uint32_t>((lo * 0x0102040810204080ull) >> 56) |
+         (static_cast<std::uint32_t>((hi * 0x0102040810204080ull) >> 56) << 8);
 }
 
-WEFT_INLINE int popcount32(std::uint32_t m) {
-#if WEFT_ON_DEVICE
-  return __popc(m);
-#else
-  return __builtin_popcount(m);
+/// Bit j set when row[base + j] >= t, for j < len (len may exceed 16 or be <= 0).
+template <class T>
+WEFT_INLINE std::uint32_t ge_mask16(const T* row, std::int64_t base, int len, float t) {
+  if (len <= 0) return 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    if (len >= lanes) return vmask(vload(row + base) >= vsplat(t));
+  }
 #endif
-}
-WEFT_INLINE int ctz32(std::uint32_t m) {  // m != 0
-#if WEFT_ON_DEVICE
-  return __ffs(static_cast<int>(m)) - 1;
-#else
-  return __builtin_ctz(m);
-#endif
+  std::uint32_t m = 0;
+  for (int j = 0; j < lanes && j < len; ++j) m |= static_cast<std::uint32_t>(load(row, base + j) >= t) << j;
+  return m;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,13 +428,20 @@ WEFT_INLINE void race_offer(race_best& b, float score, std::int64_t i) {
   }
 }
 
-/// k with -log(E(r)) <= k ln 2: from the exponent of t = 1 - u on the upper half, 1 below.
-WEFT_INLINE int neglog_e_bound(std::uint32_t r) {
+/// An upper bound of -log(E(r)) from integer bits only (no logarithm):
+///   u < 1/2:  E >= ln 2, so -log E <= -log(ln 2) < 0.3666;
+///   u >= 1/2: E = -log(1 - t) >= t, so -log E <= -log t <= -ln2 * (e + f), where
+///             t = 2^e (1 + f) and e + f = bits(t) / 2^23 - 127 <= log2 t (log2(1 + f) >= f).
+/// The bound is within 0.06 + log(E / t) nats of the truth, tight for the large scores that
+/// decide the race.
+WEFT_INLINE float neglog_e_bound(std::uint32_t r) {
   const std::uint32_t flip = static_cast<std::uint32_t>(static_cast<std::int32_t>(r) >> 31);
   const float t = static_cast<float>(static_cast<std::int32_t>(r ^ flip)) * 2.3283064365386963e-10f +
                   1.16415321826934814e-10f;
-  const int et = static_cast<int>((float_bits(t) >> 23) & 0xffu) - 127;  // t >= 2^et
-  return static_cast<int>(flip & 1u) * (-et - 1) + 1;
+  const float log2t =
+      static_cast<float>(static_cast<std::int32_t>(float_bits(t))) * 1.1920928955078125e-7f - 127.0f;
+  const float up = static_cast<float>(flip & 1u);
+  return up * (-0.693147181f * log2t) + (1.0f - up) * 0.36651293f;
 }
 
 /// Slack between the bound and a computed score (rounding of x, log and E).
@@ -358,9 +454,9 @@ WEFT_INLINE float race_ceiling(float x) {
   return x + 23.0f;
 }
 
-/// Dense race over one aligned group [base, base + group): x[j] the keys, keep[j] the set.
+/// Dense race over one aligned group [base, base + group): x[j] the keys, -inf outside the set.
 WEFT_INLINE void race_group(const row_key& rk, stream s, std::uint32_t position, std::int64_t base,
-                            const float* x, const std::uint8_t* keep, race_best& best) {
+                            const float* x, race_best& best) {
   std::uint32_t r[group];
   for (int q = 0; q < group / 4; ++q) {
     const philox_u32x4 w = draw4(rk, s, position, static_cast<std::uint32_t>((base >> 2) + q));
@@ -369,14 +465,14 @@ WEFT_INLINE void race_group(const row_key& rk, stream s, std::uint32_t position,
     r[4 * q + 2] = w.v[2];
     r[4 * q + 3] = w.v[3];
   }
-  std::uint8_t hit[group];
-  const float floor_score = best.score;
+  float reach[group];  // the largest score entry j can have, rounding included
   for (int j = 0; j < group; ++j) {
-    const float bound = x[j] + static_cast<float>(neglog_e_bound(r[j])) * 0.693147181f;
-    hit[j] = static_cast<std::uint8_t>(keep[j] & (bound + race_slack(bound) >= floor_score ? 1 : 0));
+    const float bound = x[j] + neglog_e_bound(r[j]);
+    reach[j] = bound + race_slack(bound);
   }
+  const float floor_score = best.score;
   for (int c = 0; c < group / lanes; ++c) {
-    std::uint32_t m = mask16(hit + c * lanes);
+    std::uint32_t m = ge_mask16(reach, c * lanes, lanes, floor_score);
     while (m) {
       const int j = c * lanes + ctz32(m);
       m &= m - 1;
@@ -385,21 +481,35 @@ WEFT_INLINE void race_group(const row_key& rk, stream s, std::uint32_t position,
   }
 }
 
-/// Race over a list of up to 16 ids (any ids) with keys x: Philox per id.
-WEFT_INLINE void race_list16(const row_key& rk, stream s, std::uint32_t position, const std::int32_t* ids,
-                             const float* x, int n, race_best& best) {
-  float sc[lanes];
+/// Race over a list of up to 16 ids (any ids) with keys x: Philox per id, exact scores only
+/// where the bound can beat the best. ids / x hold 16 slots; slots from n on are overwritten.
+WEFT_INLINE void race_list16(const row_key& rk, stream s, std::uint32_t position, std::int32_t* ids, float* x,
+                             int n, race_best& best) {
+  for (int l = n; l < lanes; ++l) {
+    ids[l] = 0;
+    x[l] = neg_inf();
+  }
+  std::uint32_t r[lanes];
+  float reach[lanes];
+  const float floor_score = best.score;
   for (int l = 0; l < lanes; ++l) {
-    const std::int32_t id = l < n ? ids[l] : 0;
+    const std::int32_t id = ids[l];
     const philox_u32x4 w = draw4(rk, s, position, static_cast<std::uint32_t>(id >> 2));
     const int sel = id & 3;
-    std::uint32_t r = w.v[0];
-    r = sel == 1 ? w.v[1] : r;
-    r = sel == 2 ? w.v[2] : r;
-    r = sel == 3 ? w.v[3] : r;
-    sc[l] = race_score(l < n ? x[l] : 0.0f, r);
+    std::uint32_t v = w.v[0];
+    v = sel == 1 ? w.v[1] : v;
+    v = sel == 2 ? w.v[2] : v;
+    v = sel == 3 ? w.v[3] : v;
+    r[l] = v;
+    const float bound = x[l] + neglog_e_bound(v);
+    reach[l] = bound + race_slack(bound);
   }
-  for (int l = 0; l < n; ++l) race_offer(best, sc[l], ids[l]);
+  std::uint32_t m = ge_mask16(reach, 0, lanes, floor_score) & ((1u << n) - 1u);
+  while (m) {
+    const int l = ctz32(m);
+    m &= m - 1;
+    race_offer(best, race_score(x[l], r[l]), ids[l]);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,8 +521,8 @@ struct sample_scratch {
   cand* cands;            // [n]
   double* hmass;          // [bins + 1]
   std::uint32_t* hcount;  // [bins + 1]
-  std::int32_t* ids;      // [lanes] pending sparse race entries
-  float* xs;              // [lanes]
+  std::int32_t* ids;      // [2 lanes] pending sparse race entries
+  float* xs;              // [2 lanes]
 };
 
 WEFT_INLINE sample_scratch carve_sample_scratch(void* base, std::int64_t n) {
@@ -424,8 +534,8 @@ WEFT_INLINE sample_scratch carve_sample_scratch(void* base, std::int64_t n) {
   s.cands = c.take<cand>(static_cast<std::size_t>(n));
   s.hmass = c.take<double>(bins + 1);
   s.hcount = c.take<std::uint32_t>(bins + 1);
-  s.ids = c.take<std::int32_t>(lanes);
-  s.xs = c.take<float>(lanes);
+  s.ids = c.take<std::int32_t>(2 * lanes);
+  s.xs = c.take<float>(2 * lanes);
   return s;
 }
 
@@ -437,8 +547,8 @@ inline std::size_t sample_scratch_bytes(std::int64_t n) {
   c.take<cand>(static_cast<std::size_t>(n));
   c.take<double>(bins + 1);
   c.take<std::uint32_t>(bins + 1);
-  c.take<std::int32_t>(lanes);
-  c.take<float>(lanes);
+  c.take<std::int32_t>(2 * lanes);
+  c.take<float>(2 * lanes);
   return c.bytes();
 }
 
@@ -499,26 +609,27 @@ WEFT_INLINE void collect_top_k(const T* row, std::int64_t n, std::int64_t k, con
   select_first(s.cands, count, k, cand_before{});
 }
 
-/// Keys and predicate "v >= lower && key(v) - m >= log_min_p" for one group (padded with 0).
+/// x[j] = key(v[base + j]) for one group, -inf past the row's end; returns the group's length.
 template <class T, class Key>
-WEFT_INLINE int group_keys(const T* row, std::int64_t n, std::int64_t g, const Key& key, float m, float lower,
-                           float log_min_p, float* x, std::uint8_t* keep) {
-  const std::int64_t base = g * group;
-  const int len = static_cast<int>(n - base < group ? n - base : group);
-  if (len == group) {
-    for (int j = 0; j < group; ++j) {
-      const float v = load(row, base + j);
-      x[j] = key(v);
-      keep[j] = static_cast<std::uint8_t>((v >= lower ? 1 : 0) & (x[j] - m >= log_min_p ? 1 : 0));
-    }
-  } else {
-    for (int j = 0; j < group; ++j) {
-      const float v = j < len ? load(row, base + j) : neg_inf();
-      x[j] = key(v);
-      keep[j] = static_cast<std::uint8_t>(j < len && v >= lower && x[j] - m >= log_min_p);
-    }
+WEFT_INLINE int group_x(const T* row, std::int64_t n, std::int64_t base, const Key& key, float* x) {
+  if (n - base >= group) {
+    for (int j = 0; j < group; ++j) x[j] = key(load(row, base + j));
+    return group;
   }
+  const int len = static_cast<int>(n - base);
+  for (int j = 0; j < group; ++j) x[j] = j < len ? key(load(row, base + j)) : neg_inf();
   return len;
+}
+
+/// Keys of one full group, -inf where "v >= lower && key(v) - m >= log_min_p" fails.
+template <class T, class Key>
+WEFT_INLINE void group_keys(const T* row, std::int64_t base, const Key& key, float m, float lower,
+                            float log_min_p, float* x) {
+  for (int j = 0; j < group; ++j) {
+    const float v = load(row, base + j);
+    const float k = key(v);
+    x[j] = (v >= lower && k - m >= log_min_p) ? k : neg_inf();
+  }
 }
 
 /// The top-p threshold over the whole row (every entry in K): the smallest value kept.
@@ -531,23 +642,19 @@ WEFT_INLINE float top_p_threshold_row(const T* row, std::int64_t n, const Key& k
     s.hcount[b] = 0;
   }
   // Level 1: mass per bin of d = m - x (1/64 nat each, the last bin holds d >= 32).
-  float w[group];
+  float x[group], w[group];
   std::int32_t bin[group];
   for (std::int64_t g = 0; g < ng; ++g) {
     if (key(s.gmax[g]) - m < -87.3f) continue;  // every weight of the group is 0
     const std::int64_t base = g * group;
-    const int len = static_cast<int>(n - base < group ? n - base : group);
+    const int len = group_x(row, n, base, key, x);
     for (int j = 0; j < group; ++j) {
-      const float x = key(j < len ? load(row, base + j) : neg_inf());
-      const float d = m - x;
+      const float d = m - x[j];
       const float dc = d < 32.0f ? d : 32.0f;
-      w[j] = fast_exp(x - m);
+      w[j] = fast_exp(x[j] - m);
       bin[j] = static_cast<std::int32_t>(dc * bins_per_nat);
     }
-    for (int j = 0; j < len; ++j) {
-      s.hmass[bin[j]] += static_cast<double>(w[j]);
-      s.hcount[bin[j]] += 1;
-    }
+    for (int j = 0; j < len; ++j) s.hmass[bin[j]] += static_cast<double>(w[j]);
   }
   double z = 0.0;
   for (int b = 0; b <= bins; ++b) z += s.hmass[b];
@@ -567,13 +674,13 @@ WEFT_INLINE float top_p_threshold_row(const T* row, std::int64_t n, const Key& k
   for (std::int64_t g = 0; g < ng; ++g) {
     if (key(s.gmax[g]) - m < -87.3f && cross < bins) continue;
     const std::int64_t base = g * group;
-    const int len = static_cast<int>(n - base < group ? n - base : group);
+    const int len = group_x(row, n, base, key, x);
     for (int j = 0; j < group; ++j) {
-      const float x = key(j < len ? load(row, base + j) : neg_inf());
-      const float d = m - x;
+      const float d = m - x[j];
       const float dc = d < 32.0f ? d : 32.0f;
-      keep[j] = static_cast<std::uint8_t>(j < len && static_cast<std::int32_t>(dc * bins_per_nat) == cross);
+      keep[j] = static_cast<std::uint8_t>(static_cast<std::int32_t>(dc * bins_per_nat) == cross ? 1 : 0);
     }
+    for (int j = len; j < group; ++j) keep[j] = 0;
     count = append_kept(row, base, len, keep, s.cands, count);
   }
   // Refine: sub-bins of the exact d (in double) until few entries remain.
@@ -685,35 +792,51 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
     s.xs[0] = m;
     race_list16(rk, stream::sample, 0, s.ids, s.xs, 1, best);
   }
+  // Candidates by a raw compare (v >= lower and v >= the min-p bound), then the exact test.
+  const float raw_minp = key.lower_raw(m, P.log_min_p);
+  const float lo_raw = lower > raw_minp ? lower : raw_minp;
   float x[group];
-  std::uint8_t keep[group];
   int pending = 0;
-  for (std::int64_t g = 0; g < ng; ++g) {
-    const float kg = key(s.gmax[g]);
-    if (!(s.gmax[g] >= lower) || !(kg - m >= P.log_min_p)) continue;
-    const float ceiling = race_ceiling(kg);
-    if (ceiling + race_slack(ceiling) < best.score) continue;
-    const int len = group_keys(row, n, g, key, m, lower, P.log_min_p, x, keep);
-    int kept = 0;
-    for (int c = 0; c < group / lanes; ++c) kept += popcount32(mask16(keep + c * lanes));
-    if (kept > 8 && len == group) {
-      race_group(rk, stream::sample, 0, g * group, x, keep, best);
-      continue;
-    }
-    for (int c = 0; c < group / lanes; ++c) {
-      std::uint32_t mk = mask16(keep + c * lanes);
-      while (mk) {
-        const int j = c * lanes + ctz32(mk);
-        mk &= mk - 1;
-        s.ids[pending] = static_cast<std::int32_t>(g * group + j);
-        s.xs[pending] = x[j];
-        if (++pending == lanes) {
-          race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
-          pending = 0;
-        }
+  std::int64_t count = 0;  // sparse candidates (ids in s.cands) waiting for the exact test
+  const auto flush = [&] {
+    for (std::int64_t c = 0; c < count; ++c) {
+      const std::int32_t id = s.cands[c].i;
+      const float v = load(row, id);
+      const float xj = key(v);
+      s.ids[pending] = id;
+      s.xs[pending] = xj;
+      pending += (v >= lower && xj - m >= P.log_min_p) ? 1 : 0;
+      if (pending == lanes) {
+        race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
+        pending = 0;
       }
     }
+    count = 0;
+  };
+  for (std::int64_t g = 0; g < ng; ++g) {
+    if (!(s.gmax[g] >= lo_raw)) continue;
+    const float kg = key(s.gmax[g]);
+    if (!(kg - m >= P.log_min_p)) continue;
+    const float ceiling = race_ceiling(kg);
+    if (ceiling + race_slack(ceiling) < best.score) continue;
+    const std::int64_t base = g * group;
+    const int len = static_cast<int>(n - base < group ? n - base : group);
+    std::uint64_t mk = 0;
+    for (int c = 0; c < group / lanes; ++c)
+      mk |= static_cast<std::uint64_t>(ge_mask16(row, base + c * lanes, len - c * lanes, lo_raw))
+            << (c * lanes);
+    if (len == group && popcount64(mk) > 8) {
+      group_keys(row, base, key, m, lower, P.log_min_p, x);
+      race_group(rk, stream::sample, 0, base, x, best);
+      continue;
+    }
+    while (mk) {
+      s.cands[count++].i = static_cast<std::int32_t>(base + ctz64(mk));
+      mk &= mk - 1;
+    }
+    if (count >= 1024) flush();
   }
+  flush();
   if (pending) race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
   return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
 }

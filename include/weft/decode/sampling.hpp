@@ -88,34 +88,43 @@ struct sample_rows_fn {
 };
 
 /// Row check of probabilities: 1 = a negative, NaN or infinite entry, 2 = sum off by > tol.
+/// The sum is in double, in the lane order of row_exp_sum.
 template <class T>
 WEFT_INLINE int check_probs_row(const T* p, std::int64_t n, float tol) {
-  double sum[lanes];
-  std::uint32_t bad[lanes];
-  for (int l = 0; l < lanes; ++l) {
-    sum[l] = 0.0;
-    bad[l] = 0;
-  }
   const std::int64_t full = n / lanes * lanes;
-  for (std::int64_t i = 0; i < full; i += lanes) {
-    for (int l = 0; l < lanes; ++l) {
-      const float v = load(p, i + l);
-      bad[l] |= (v >= 0.0f && v < pos_inf()) ? 0u : 1u;
-      sum[l] += static_cast<double>(v);
-    }
-  }
   double s = 0.0;
-  std::uint32_t b = 0;
-  for (int l = 0; l < lanes; ++l) {
-    s += sum[l];
-    b |= bad[l];
+  bool bad = false;
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    vdouble lo = vdouble{}, hi = vdouble{};
+    vint b = vint{};
+    for (; i < full; i += lanes) {
+      const vfloat v = vload(p + i);
+      b |= ~((v >= 0.0f) & (v < pos_inf()));
+      vadd_wide(lo, hi, v);
+    }
+    s = hsum(lo, hi);
+    bad = vmask(b) != 0;
   }
-  for (std::int64_t i = full; i < n; ++i) {
+#endif
+  if (i == 0 && full > 0) {
+    double acc[lanes] = {};
+    for (; i < full; i += lanes) {
+      for (int l = 0; l < lanes; ++l) {
+        const float v = load(p, i + l);
+        bad |= !(v >= 0.0f && v < pos_inf());
+        acc[l] += static_cast<double>(v);
+      }
+    }
+    for (int l = 0; l < lanes; ++l) s += acc[l];
+  }
+  for (; i < n; ++i) {
     const float v = load(p, i);
-    b |= (v >= 0.0f && v < pos_inf()) ? 0u : 1u;
+    bad |= !(v >= 0.0f && v < pos_inf());
     s += static_cast<double>(v);
   }
-  if (b) return 1;
+  if (bad) return 1;
   const double d = s - 1.0;
   return (d <= tol && -d <= tol) ? 0 : 2;
 }
@@ -131,49 +140,37 @@ inline const char* probs_failure_text(int code) {
   return code == 1 ? "a negative, NaN or infinite probability" : "a row sum outside the tolerance";
 }
 
-/// Largest value and NaN flag of a row (lane-wise, then combined).
-template <class T>
-WEFT_INLINE scan_result row_max(const T* row, std::int64_t n) {
-  float mx[lanes];
-  std::uint32_t amax[lanes];
-  for (int l = 0; l < lanes; ++l) {
-    mx[l] = neg_inf();
-    amax[l] = 0;
-  }
-  const std::int64_t full = n / lanes * lanes;
-  for (std::int64_t i = 0; i < full; i += lanes) {
-    for (int l = 0; l < lanes; ++l) {
-      const float v = load(row, i + l);
-      mx[l] = v > mx[l] ? v : mx[l];
-      const std::uint32_t a = float_bits(v) & 0x7fffffffu;
-      amax[l] = a > amax[l] ? a : amax[l];
-    }
-  }
-  float m = neg_inf();
-  std::uint32_t a = 0;
-  for (int l = 0; l < lanes; ++l) {
-    m = mx[l] > m ? mx[l] : m;
-    a = amax[l] > a ? amax[l] : a;
-  }
-  for (std::int64_t i = full; i < n; ++i) {
-    const float v = load(row, i);
-    m = v > m ? v : m;
-    const std::uint32_t b = float_bits(v) & 0x7fffffffu;
-    a = b > a ? b : a;
-  }
-  return {m, a > 0x7f800000u};
-}
-
-/// sum_i exp(key(v_i) - m) in double lanes.
+/// sum_i exp(key(v_i) - m): lane l (of 16) adds the ids = l mod 16 in order, the lanes are
+/// added in order, then the tail - the same order on every path.
 template <class T, class Key>
 WEFT_INLINE double row_exp_sum(const T* row, std::int64_t n, const Key& key, float m) {
-  double acc[lanes];
-  for (int l = 0; l < lanes; ++l) acc[l] = 0.0;
   const std::int64_t full = n / lanes * lanes;
-  for (std::int64_t i = 0; i < full; i += lanes)
-    for (int l = 0; l < lanes; ++l) acc[l] += static_cast<double>(fast_exp(key(load(row, i + l)) - m));
+  float w[group];
   double z = 0.0;
+#if WEFT_DECODE_LANES
+  vdouble lo = vdouble{}, hi = vdouble{};
+#else
+  double acc[lanes] = {};
+#endif
+  for (std::int64_t c = 0; c < full; c += group) {
+    const int len = static_cast<int>(full - c < group ? full - c : group);  // a multiple of 16
+    for (int j = 0; j < len; ++j) w[j] = fast_exp(key(load(row, c + j)) - m);
+#if WEFT_DECODE_LANES
+    for (int j = 0; j < len; j += lanes) {
+      vfloat x;
+      std::memcpy(&x, w + j, sizeof x);
+      vadd_wide(lo, hi, x);
+    }
+#else
+    for (int j = 0; j < len; j += lanes)
+      for (int l = 0; l < lanes; ++l) acc[l] += static_cast<double>(w[j + l]);
+#endif
+  }
+#if WEFT_DECODE_LANES
+  z = hsum(lo, hi);
+#else
   for (int l = 0; l < lanes; ++l) z += acc[l];
+#endif
   for (std::int64_t i = full; i < n; ++i) z += static_cast<double>(fast_exp(key(load(row, i)) - m));
   return z;
 }
