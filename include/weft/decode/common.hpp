@@ -96,6 +96,12 @@ void check_optional_rows(std::string_view fn, std::string_view name, const tenso
   require_shape(fn, name, v, std::array<std::int64_t, 1>{B});
 }
 
+template <class Opts>
+void check_seed_views(std::string_view fn, const Opts& o, std::int64_t B) {
+  check_optional_rows(fn, "seeds", o.seeds, B, false);
+  check_optional_rows(fn, "offsets", o.offsets, B, false);
+}
+
 template <class T, int R>
 void check_rows_view(std::string_view fn, std::string_view name, const tensor_view<T, R>& v) {
   check_view(fn, name, v);

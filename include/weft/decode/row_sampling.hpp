@@ -388,6 +388,52 @@ WEFT_INLINE argmax_result argmax_row(const T* row, std::int64_t n) {
   return {idx < 0 ? 0 : idx, best};
 }
 
+/// Row check of probabilities: 1 = a negative, NaN or infinite entry, 2 = sum off by > tol.
+/// The sum is in double, in the lane order of row_exp_sum.
+template <class T>
+WEFT_INLINE int check_probs_row(const T* p, std::int64_t n, float tol) {
+  const std::int64_t full = n / lanes * lanes;
+  double s = 0.0;
+  bool bad = false;
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    vdouble lo = vdouble{}, hi = vdouble{};
+    vint b = vint{};
+    for (; i < full; i += lanes) {
+      const vfloat v = vload(p + i);
+      b |= ~((v >= 0.0f) & (v < pos_inf()));
+      vadd_wide(lo, hi, v);
+    }
+    s = hsum(lo, hi);
+    bad = vmask(b) != 0;
+  }
+#endif
+  if (i == 0 && full > 0) {
+    double acc[lanes] = {};
+    for (; i < full; i += lanes) {
+      for (int l = 0; l < lanes; ++l) {
+        const float v = load(p, i + l);
+        bad |= !(v >= 0.0f && v < pos_inf());
+        acc[l] += static_cast<double>(v);
+      }
+    }
+    for (int l = 0; l < lanes; ++l) s += acc[l];
+  }
+  for (; i < n; ++i) {
+    const float v = load(p, i);
+    bad |= !(v >= 0.0f && v < pos_inf());
+    s += static_cast<double>(v);
+  }
+  if (bad) return 1;
+  const double d = s - 1.0;
+  return (d <= tol && -d <= tol) ? 0 : 2;
+}
+
+inline const char* probs_failure_text(int code) {
+  return code == 1 ? "a negative, NaN or infinite probability" : "a row sum outside the tolerance";
+}
+
 // ---------------------------------------------------------------------------------------
 // Compaction: ids of a group whose predicate holds, as bit masks of 16 lanes.
 // ---------------------------------------------------------------------------------------
@@ -556,12 +602,14 @@ inline std::size_t sample_scratch_bytes(std::int64_t n) {
 // Sampling one row.
 // ---------------------------------------------------------------------------------------
 struct sample_params {
-  bool greedy;         // temperature 0 or top_k 1: the first maximum
-  float inv_t;         // 1 / temperature
-  std::int64_t top_k;  // 0 = off
-  float top_p;         // 1 = off
-  float log_min_p;     // -inf = off
-  bool probs;          // values are probabilities (key = log v / T)
+  bool greedy;                      // temperature 0 or top_k 1: the first maximum
+  float inv_t;                      // 1 / temperature
+  std::int64_t top_k;               // 0 = off
+  float top_p;                      // 1 = off
+  float log_min_p;                  // -inf = off
+  bool probs;                       // values are probabilities (key = log v / T)
+  stream purpose = stream::sample;  // the random stream and position of the race
+  std::uint32_t position = 0;
 };
 
 struct sample_result {
@@ -775,11 +823,11 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
       s.ids[pending] = s.cands[c].i;
       s.xs[pending] = x;
       if (++pending == lanes) {
-        race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
+        race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
         pending = 0;
       }
     }
-    if (pending) race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
+    if (pending) race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
     return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
   }
 
@@ -790,7 +838,7 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
     const std::int32_t id = static_cast<std::int32_t>(first_max);
     s.ids[0] = id;
     s.xs[0] = m;
-    race_list16(rk, stream::sample, 0, s.ids, s.xs, 1, best);
+    race_list16(rk, P.purpose, P.position, s.ids, s.xs, 1, best);
   }
   // Candidates by a raw compare (v >= lower and v >= the min-p bound), then the exact test.
   const float raw_minp = key.lower_raw(m, P.log_min_p);
@@ -807,7 +855,7 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
       s.xs[pending] = xj;
       pending += (v >= lower && xj - m >= P.log_min_p) ? 1 : 0;
       if (pending == lanes) {
-        race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
+        race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
         pending = 0;
       }
     }
@@ -827,7 +875,7 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
             << (c * lanes);
     if (len == group && popcount64(mk) > 8) {
       group_keys(row, base, key, m, lower, P.log_min_p, x);
-      race_group(rk, stream::sample, 0, base, x, best);
+      race_group(rk, P.purpose, P.position, base, x, best);
       continue;
     }
     while (mk) {
@@ -837,7 +885,7 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
     if (count >= 1024) flush();
   }
   flush();
-  if (pending) race_list16(rk, stream::sample, 0, s.ids, s.xs, pending, best);
+  if (pending) race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
   return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
 }
 

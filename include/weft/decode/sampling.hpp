@@ -87,58 +87,12 @@ struct sample_rows_fn {
   }
 };
 
-/// Row check of probabilities: 1 = a negative, NaN or infinite entry, 2 = sum off by > tol.
-/// The sum is in double, in the lane order of row_exp_sum.
-template <class T>
-WEFT_INLINE int check_probs_row(const T* p, std::int64_t n, float tol) {
-  const std::int64_t full = n / lanes * lanes;
-  double s = 0.0;
-  bool bad = false;
-  std::int64_t i = 0;
-#if WEFT_DECODE_LANES
-  if constexpr (has_lanes<T>) {
-    vdouble lo = vdouble{}, hi = vdouble{};
-    vint b = vint{};
-    for (; i < full; i += lanes) {
-      const vfloat v = vload(p + i);
-      b |= ~((v >= 0.0f) & (v < pos_inf()));
-      vadd_wide(lo, hi, v);
-    }
-    s = hsum(lo, hi);
-    bad = vmask(b) != 0;
-  }
-#endif
-  if (i == 0 && full > 0) {
-    double acc[lanes] = {};
-    for (; i < full; i += lanes) {
-      for (int l = 0; l < lanes; ++l) {
-        const float v = load(p, i + l);
-        bad |= !(v >= 0.0f && v < pos_inf());
-        acc[l] += static_cast<double>(v);
-      }
-    }
-    for (int l = 0; l < lanes; ++l) s += acc[l];
-  }
-  for (; i < n; ++i) {
-    const float v = load(p, i);
-    bad |= !(v >= 0.0f && v < pos_inf());
-    s += static_cast<double>(v);
-  }
-  if (bad) return 1;
-  const double d = s - 1.0;
-  return (d <= tol && -d <= tol) ? 0 : 2;
-}
-
 template <class T>
 struct probs_rows_check_fn {
   tensor_view<const T, 2> p;
   float tol;
   WEFT_INLINE int operator()(std::int64_t r) const { return check_probs_row(&p(r, 0), p.extent(1), tol); }
 };
-
-inline const char* probs_failure_text(int code) {
-  return code == 1 ? "a negative, NaN or infinite probability" : "a row sum outside the tolerance";
-}
 
 /// sum_i exp(key(v_i) - m): lane l (of 16) adds the ids = l mod 16 in order, the lanes are
 /// added in order, then the tail - the same order on every path.
