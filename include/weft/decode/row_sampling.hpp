@@ -571,31 +571,35 @@ struct sample_scratch {
   float* xs;              // [2 lanes]
 };
 
-WEFT_INLINE sample_scratch carve_sample_scratch(void* base, std::int64_t n) {
-  workspace_carver c(base);
-  sample_scratch s;
+/// Lays out the scratch of one row from `base` (nullptr: only measures); returns the bytes.
+WEFT_INLINE std::size_t layout_sample_scratch(void* base, std::int64_t n, sample_scratch* s) {
+  std::size_t used = 0;
+  const auto take = [&](std::size_t bytes) {
+    const std::size_t off = (used + 63) / 64 * 64;
+    used = off + bytes;
+    return base ? static_cast<void*>(static_cast<char*>(base) + off) : nullptr;
+  };
   const std::size_t ng = static_cast<std::size_t>(num_groups(n));
-  s.gmax = c.take<float>(ng);
-  s.gsel = c.take<float>(ng);
-  s.cands = c.take<cand>(static_cast<std::size_t>(n));
-  s.hmass = c.take<double>(bins + 1);
-  s.hcount = c.take<std::uint32_t>(bins + 1);
-  s.ids = c.take<std::int32_t>(2 * lanes);
-  s.xs = c.take<float>(2 * lanes);
+  sample_scratch t;
+  t.gmax = static_cast<float*>(take(ng * sizeof(float)));
+  t.gsel = static_cast<float*>(take(ng * sizeof(float)));
+  t.cands = static_cast<cand*>(take(static_cast<std::size_t>(n) * sizeof(cand)));
+  t.hmass = static_cast<double*>(take((bins + 1) * sizeof(double)));
+  t.hcount = static_cast<std::uint32_t*>(take((bins + 1) * sizeof(std::uint32_t)));
+  t.ids = static_cast<std::int32_t*>(take(2 * lanes * sizeof(std::int32_t)));
+  t.xs = static_cast<float*>(take(2 * lanes * sizeof(float)));
+  if (s) *s = t;
+  return (used + 63) / 64 * 64;
+}
+
+WEFT_INLINE sample_scratch carve_sample_scratch(void* base, std::int64_t n) {
+  sample_scratch s;
+  layout_sample_scratch(base, n, &s);
   return s;
 }
 
 inline std::size_t sample_scratch_bytes(std::int64_t n) {
-  workspace_carver c(nullptr);
-  const std::size_t ng = static_cast<std::size_t>(num_groups(n));
-  c.take<float>(ng);
-  c.take<float>(ng);
-  c.take<cand>(static_cast<std::size_t>(n));
-  c.take<double>(bins + 1);
-  c.take<std::uint32_t>(bins + 1);
-  c.take<std::int32_t>(2 * lanes);
-  c.take<float>(2 * lanes);
-  return c.bytes();
+  return layout_sample_scratch(nullptr, n, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------
