@@ -312,12 +312,12 @@ struct argmax_result {
 /// Largest value and NaN flag of a row.
 template <class T>
 WEFT_INLINE scan_result row_max(const T* row, std::int64_t n) {
-  const std::int64_t full = n / lanes * lanes;
   float m = neg_inf();
   std::uint32_t a = 0;
   std::int64_t i = 0;
 #if WEFT_DECODE_LANES
   if constexpr (has_lanes<T>) {
+    const std::int64_t full = n / lanes * lanes;
     vfloat mx = vsplat(neg_inf());
     vuint am = vuint{};
     for (; i < full; i += lanes) {

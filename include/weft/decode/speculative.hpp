@@ -58,7 +58,34 @@ struct jacobi_options {
 
 namespace detail::decode {
 
-/// Greedy chain: accepted drafts, then the target's argmax at the first mismatch (or the bonus).
+/// The greedy chain rule for sequence b; argmax_at(t) is the target's argmax at position t (-1
+/// for a NaN row), asked for in order and only as far as needed.
+template <class Argmax>
+WEFT_INLINE void greedy_chain_rule(std::int64_t b, const tensor_view<const std::int32_t, 2>& draft,
+                                   const tensor_view<const std::int32_t, 1>& lengths, const Argmax& argmax_at,
+                                   const tensor_view<std::int32_t, 2>& out,
+                                   const tensor_view<std::int32_t, 1>& accepted,
+                                   const tensor_view<std::uint8_t, 1>& valid) {
+  const std::int64_t L = draft.extent(1);
+  const std::int64_t len = lengths.data() ? lengths(b) : L;
+  std::int64_t a = 0, written = 0;
+  bool ok = true;
+  for (std::int64_t t = 0; t <= len; ++t) {
+    const std::int64_t y = argmax_at(t);
+    if (y < 0) {
+      ok = false;
+      break;
+    }
+    out(b, written++) = static_cast<std::int32_t>(y);
+    if (t == len || draft(b, t) != y) break;
+    ++a;
+  }
+  for (std::int64_t t = written; t <= L; ++t) out(b, t) = -1;
+  accepted(b) = static_cast<std::int32_t>(a);
+  if (valid.data()) valid(b) = ok ? 1 : 0;
+}
+
+/// Greedy chain, argmax computed here (CPU backends).
 template <class T>
 struct verify_greedy_fn {
   tensor_view<const std::int32_t, 2> draft;
@@ -68,23 +95,25 @@ struct verify_greedy_fn {
   tensor_view<const std::int32_t, 1> lengths;
   tensor_view<std::uint8_t, 1> valid;
   WEFT_INLINE void operator()(std::int64_t b, void*) const {
-    const std::int64_t L = draft.extent(1), V = target.extent(2);
-    const std::int64_t len = lengths.data() ? lengths(b) : L;
-    std::int64_t a = 0, written = 0;
-    bool ok = true;
-    for (std::int64_t t = 0; t <= len; ++t) {
-      const argmax_result y = argmax_row(&target(b, t, 0), V);
-      if (y.index < 0) {
-        ok = false;
-        break;
-      }
-      out(b, written++) = static_cast<std::int32_t>(y.index);
-      if (t == len || draft(b, t) != y.index) break;
-      ++a;
-    }
-    for (std::int64_t t = written; t <= L; ++t) out(b, t) = -1;
-    accepted(b) = static_cast<std::int32_t>(a);
-    if (valid.data()) valid(b) = ok ? 1 : 0;
+    const auto argmax_at = [&](std::int64_t t) {
+      return argmax_row(&target(b, t, 0), target.extent(2)).index;
+    };
+    greedy_chain_rule(b, draft, lengths, argmax_at, out, accepted, valid);
+  }
+};
+
+/// Greedy chain from argmaxes computed beforehand: am[b * positions + t] (GPU backend).
+struct greedy_chain_fn {
+  tensor_view<const std::int32_t, 2> draft;
+  const std::int32_t* am;
+  std::int64_t positions;
+  tensor_view<std::int32_t, 2> out;
+  tensor_view<std::int32_t, 1> accepted;
+  tensor_view<const std::int32_t, 1> lengths;
+  tensor_view<std::uint8_t, 1> valid;
+  WEFT_INLINE void operator()(std::int64_t b, void*) const {
+    const auto argmax_at = [&](std::int64_t t) { return static_cast<std::int64_t>(am[b * positions + t]); };
+    greedy_chain_rule(b, draft, lengths, argmax_at, out, accepted, valid);
   }
 };
 

@@ -97,7 +97,50 @@ struct tree_mask_fn {
   }
 };
 
-/// Greedy tree verification of one sequence; scratch: argmax [N] int32, accepted [N], depth [N].
+/// The greedy tree rule for sequence b; argmax_at(i) is the target's argmax after node i (-1 for a
+/// NaN row); scratch: depth [N] and accepted [N] int32.
+template <class Argmax>
+WEFT_INLINE void greedy_tree_rule(std::int64_t b, const tensor_view<const std::int32_t, 2>& tokens,
+                                  const tensor_view<const std::int32_t, 2>& parents, const Argmax& argmax_at,
+                                  const tensor_view<std::int32_t, 2>& out,
+                                  const tensor_view<std::int32_t, 2>& path,
+                                  const tensor_view<std::int32_t, 1>& accepted,
+                                  const tensor_view<std::uint8_t, 1>& valid, std::int32_t* depth,
+                                  std::int32_t* ok) {
+  const std::int64_t N = tokens.extent(1);
+  bool good = true;
+  std::int64_t deepest = 0;
+  ok[0] = 1;
+  depth[0] = 0;
+  for (std::int64_t i = 1; i < N && good; ++i) {
+    const std::int32_t p = parents(b, i);
+    depth[i] = depth[p] + 1;
+    ok[i] = 0;
+    if (!ok[p]) continue;
+    const std::int64_t y = argmax_at(p);
+    if (y < 0) good = false;
+    ok[i] = tokens(b, i) == y ? 1 : 0;
+    if (ok[i] && depth[i] > depth[deepest]) deepest = i;
+  }
+  const std::int64_t last = good ? argmax_at(deepest) : -1;
+  if (last < 0) good = false;
+  const std::int64_t a = good ? depth[deepest] : 0;
+  for (std::int64_t j = 0; j < N; ++j) {
+    out(b, j) = -1;
+    path(b, j) = -1;
+  }
+  if (good) {
+    for (std::int64_t i = deepest, j = a - 1; j >= 0; i = parents(b, i), --j) {
+      path(b, j) = static_cast<std::int32_t>(i);
+      out(b, j) = tokens(b, i);
+    }
+    if (a < N) out(b, a) = static_cast<std::int32_t>(last);
+  }
+  accepted(b) = static_cast<std::int32_t>(a);
+  if (valid.data()) valid(b) = good ? 1 : 0;
+}
+
+/// Greedy tree verification with the argmaxes computed here, once per node (CPU backends).
 template <class T>
 struct verify_tree_greedy_fn {
   tensor_view<const std::int32_t, 2> tokens, parents;
@@ -109,43 +152,28 @@ struct verify_tree_greedy_fn {
   WEFT_INLINE void operator()(std::int64_t b, void* scratch) const {
     const std::int64_t N = tokens.extent(1), V = target.extent(2);
     std::int32_t* am = static_cast<std::int32_t*>(scratch);  // argmax after node i, -2 = not yet
-    std::int32_t* depth = am + N;
-    std::int32_t* ok = depth + N;  // node accepted
-    bool good = true;
+    for (std::int64_t i = 0; i < N; ++i) am[i] = -2;
     const auto argmax_at = [&](std::int64_t i) {
       if (am[i] == -2) am[i] = static_cast<std::int32_t>(argmax_row(&target(b, i, 0), V).index);
-      return am[i];
+      return static_cast<std::int64_t>(am[i]);
     };
-    for (std::int64_t i = 0; i < N; ++i) am[i] = -2;
-    std::int64_t deepest = 0;
-    ok[0] = 1;
-    depth[0] = 0;
-    for (std::int64_t i = 1; i < N && good; ++i) {
-      const std::int32_t p = parents(b, i);
-      depth[i] = depth[p] + 1;
-      ok[i] = 0;
-      if (!ok[p]) continue;
-      const std::int32_t y = argmax_at(p);
-      if (y < 0) good = false;
-      ok[i] = tokens(b, i) == y ? 1 : 0;
-      if (ok[i] && depth[i] > depth[deepest]) deepest = i;
-    }
-    std::int32_t last = good ? argmax_at(deepest) : -1;
-    if (last < 0) good = false;
-    const std::int64_t a = good ? depth[deepest] : 0;
-    for (std::int64_t j = 0; j < N; ++j) {
-      out(b, j) = -1;
-      path(b, j) = -1;
-    }
-    if (good) {
-      for (std::int64_t i = deepest, j = a - 1; j >= 0; i = parents(b, i), --j) {
-        path(b, j) = static_cast<std::int32_t>(i);
-        out(b, j) = tokens(b, i);
-      }
-      if (a < N) out(b, a) = last;
-    }
-    accepted(b) = static_cast<std::int32_t>(a);
-    if (valid.data()) valid(b) = good ? 1 : 0;
+    greedy_tree_rule(b, tokens, parents, argmax_at, out, path, accepted, valid, am + N, am + 2 * N);
+  }
+};
+
+/// Greedy tree verification from argmaxes computed beforehand: am[b * N + i] (GPU backend).
+struct greedy_tree_fn {
+  tensor_view<const std::int32_t, 2> tokens, parents;
+  const std::int32_t* am;
+  tensor_view<std::int32_t, 2> out, path;
+  tensor_view<std::int32_t, 1> accepted;
+  tensor_view<std::uint8_t, 1> valid;
+  static std::size_t scratch_bytes(std::int64_t N) { return static_cast<std::size_t>(N) * 8 + 64; }
+  WEFT_INLINE void operator()(std::int64_t b, void* scratch) const {
+    const std::int64_t N = tokens.extent(1);
+    std::int32_t* depth = static_cast<std::int32_t*>(scratch);
+    const auto argmax_at = [&](std::int64_t i) { return static_cast<std::int64_t>(am[b * N + i]); };
+    greedy_tree_rule(b, tokens, parents, argmax_at, out, path, accepted, valid, depth, depth + N);
   }
 };
 
@@ -343,12 +371,13 @@ struct tree_rowwise {
               "verify_tree", F{tokens, parents, target, out, path, accepted, o.valid});
   }
 
+  /// Value checks of sampled tree verification.
   template <class TD, class TT>
-  static void verify_tree_sampled(const Backend& be, tensor_view<const std::int32_t, 2> tokens,
-                                  tensor_view<const std::int32_t, 2> parents, tensor_view<const TD, 3> draft,
-                                  tensor_view<const TT, 3> target, tensor_view<std::int32_t, 2> out,
-                                  tensor_view<std::int32_t, 2> path, tensor_view<std::int32_t, 1> accepted,
-                                  const tree_verify_options& o) {
+  static void check_tree_sampled_values(const Backend& be, const tensor_view<const std::int32_t, 2>& tokens,
+                                        const tensor_view<const std::int32_t, 2>& parents,
+                                        const tensor_view<const TD, 3>& draft,
+                                        const tensor_view<const TT, 3>& target,
+                                        const tree_verify_options& o) {
     namespace dd = detail::decode;
     check_parents(be, "verify_tree", parents);
     check_tokens(be, "verify_tree", tokens, target.extent(2));
@@ -366,6 +395,16 @@ struct tree_rowwise {
           detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
           detail::concat(dd::probs_failure_text(f.code), " at node ", f.row % tokens.extent(1)));
     }
+  }
+
+  template <class TD, class TT>
+  static void verify_tree_sampled(const Backend& be, tensor_view<const std::int32_t, 2> tokens,
+                                  tensor_view<const std::int32_t, 2> parents, tensor_view<const TD, 3> draft,
+                                  tensor_view<const TT, 3> target, tensor_view<std::int32_t, 2> out,
+                                  tensor_view<std::int32_t, 2> path, tensor_view<std::int32_t, 1> accepted,
+                                  const tree_verify_options& o) {
+    namespace dd = detail::decode;
+    check_tree_sampled_values(be, tokens, parents, draft, target, o);
     using F = dd::verify_tree_sampled_fn<TD, TT>;
     Rows::run(be, "weft::verify_tree", tokens.extent(0), F::scratch_bytes(target.extent(2)), o.workspace,
               "verify_tree",
@@ -373,8 +412,10 @@ struct tree_rowwise {
   }
 
   template <class T>
-  static void kv_compact(const Backend& be, tensor_view<T, 4> cache, tensor_view<const std::int32_t, 2> path,
-                         tensor_view<const std::int32_t, 1> accepted, const kv_compact_options& o) {
+  static void check_kv_compact(const Backend& be, const tensor_view<T, 4>& cache,
+                               const tensor_view<const std::int32_t, 2>& path,
+                               const tensor_view<const std::int32_t, 1>& accepted,
+                               const kv_compact_options& o) {
     namespace dd = detail::decode;
     const auto f = Rows::first_failure(be, "weft::kv_compact(check)", cache.extent(0),
                                        dd::kv_compact_check_fn{path, accepted, o.start, cache.extent(1)});
@@ -388,6 +429,13 @@ struct tree_rowwise {
       dd::throw_failure("kv_compact", "start", f,
                         detail::concat("slots start + node within [0, ", cache.extent(1), ")"),
                         "a slot out of range");
+  }
+
+  template <class T>
+  static void kv_compact(const Backend& be, tensor_view<T, 4> cache, tensor_view<const std::int32_t, 2> path,
+                         tensor_view<const std::int32_t, 1> accepted, const kv_compact_options& o) {
+    namespace dd = detail::decode;
+    check_kv_compact(be, cache, path, accepted, o);
     Rows::run(be, "weft::kv_compact", cache.extent(0), 0, {}, "kv_compact",
               dd::kv_compact_fn<T>{cache, path, accepted, o.start});
   }

@@ -177,11 +177,20 @@ namespace impl {
 
 template <class Backend, class Rows>
 struct unmask_rowwise {
-  template <class T>
-  static void unmask(const Backend& be, tensor_view<const T, 3> logits, tensor_view<std::int32_t, 2> tokens,
-                     const unmask_options& o) {
+  /// Predictions and confidences of one step, in backend memory.
+  struct unmask_state {
+    scratch_buffer buffer;
+    std::int32_t* x0;
+    float* conf;
+    detail::decode::sample_params params;
+    std::int64_t begin, end;
+  };
+
+  /// Value checks, then the state buffer.
+  static unmask_state unmask_prepare(const Backend& be, std::int64_t V,
+                                     const tensor_view<std::int32_t, 2>& tokens, const unmask_options& o) {
     namespace dd = detail::decode;
-    const std::int64_t B = tokens.extent(0), T_ = tokens.extent(1), V = logits.extent(2);
+    const std::int64_t B = tokens.extent(0), T_ = tokens.extent(1);
     const auto f = Rows::first_failure(be, "weft::unmask_by_confidence(check)", B,
                                        dd::unmask_check_fn{tokens, o.counts, V});
     if (f.code == 1)
@@ -189,29 +198,47 @@ struct unmask_rowwise {
                         "a token out of range");
     if (f.code == 2)
       dd::throw_failure("unmask_by_confidence", "counts", f, "values >= 0", "a negative count");
-    const std::int64_t begin = o.block_start;
-    const std::int64_t end = o.block_length > 0 ? begin + o.block_length : T_;
-    scratch_buffer pred =
-        be.allocate(static_cast<std::size_t>(B * T_) * (sizeof(std::int32_t) + sizeof(float)) + 256);
-    auto* x0 = static_cast<std::int32_t*>(pred.data());
-    auto* conf =
-        reinterpret_cast<float*>(static_cast<char*>(pred.data()) +
-                                 detail::align_up(static_cast<std::size_t>(B * T_) * sizeof(std::int32_t)));
+    unmask_state st;
+    const std::size_t n = static_cast<std::size_t>(B * T_);
+    st.buffer = be.allocate(detail::align_up(n * sizeof(std::int32_t)) + n * sizeof(float) + 64);
+    st.x0 = static_cast<std::int32_t*>(st.buffer.data());
+    st.conf = reinterpret_cast<float*>(static_cast<char*>(st.buffer.data()) +
+                                       detail::align_up(n * sizeof(std::int32_t)));
     sample_options so;
     so.temperature = o.temperature;
-    const dd::sample_params p = [&] {
-      dd::sample_params q = dd::make_sample_params(so, false);
-      q.purpose = dd::stream::predict;
-      return q;
-    }();
-    Rows::run(be, "weft::unmask_by_confidence(predict)", B * T_, dd::sample_scratch_bytes(V), o.workspace,
-              "unmask_by_confidence",
-              dd::unmask_predict_fn<T>{logits, tokens, o.mask_id, begin, end, o.strategy, p, o.seed, o.offset,
-                                       o.seeds, o.offsets, x0, conf});
-    Rows::run(be, "weft::unmask_by_confidence(commit)", B, static_cast<std::size_t>(T_) * sizeof(dd::cand),
-              {}, "unmask_by_confidence",
-              dd::unmask_commit_fn{tokens, x0, conf, o.strategy, o.threshold, o.count, o.counts, o.confidence,
-                                   o.committed, o.valid});
+    st.params = dd::make_sample_params(so, false);
+    st.params.purpose = dd::stream::predict;
+    st.begin = o.block_start;
+    st.end = o.block_length > 0 ? o.block_start + o.block_length : T_;
+    return st;
+  }
+
+  template <class T>
+  static detail::decode::unmask_predict_fn<T> unmask_predictor(const tensor_view<const T, 3>& logits,
+                                                               const tensor_view<std::int32_t, 2>& tokens,
+                                                               const unmask_options& o,
+                                                               const unmask_state& st) {
+    return {logits, tokens,   o.mask_id, st.begin,  st.end, o.strategy, st.params,
+            o.seed, o.offset, o.seeds,   o.offsets, st.x0,  st.conf};
+  }
+
+  static void unmask_commit(const Backend& be, const tensor_view<std::int32_t, 2>& tokens,
+                            const unmask_options& o, const unmask_state& st) {
+    namespace dd = detail::decode;
+    Rows::run(be, "weft::unmask_by_confidence(commit)", tokens.extent(0),
+              static_cast<std::size_t>(tokens.extent(1)) * sizeof(dd::cand), {}, "unmask_by_confidence",
+              dd::unmask_commit_fn{tokens, st.x0, st.conf, o.strategy, o.threshold, o.count, o.counts,
+                                   o.confidence, o.committed, o.valid});
+  }
+
+  template <class T>
+  static void unmask(const Backend& be, tensor_view<const T, 3> logits, tensor_view<std::int32_t, 2> tokens,
+                     const unmask_options& o) {
+    const unmask_state st = unmask_prepare(be, logits.extent(2), tokens, o);
+    Rows::run(be, "weft::unmask_by_confidence(predict)", tokens.extent(0) * tokens.extent(1),
+              detail::decode::sample_scratch_bytes(logits.extent(2)), o.workspace, "unmask_by_confidence",
+              unmask_predictor(logits, tokens, o, st));
+    unmask_commit(be, tokens, o, st);
   }
 };
 
