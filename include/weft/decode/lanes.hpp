@@ -15,10 +15,23 @@
 #include "weft/core/config.hpp"
 #include "weft/core/dtype.hpp"
 
-#if defined(__GNUC__) && !defined(__CUDACC__)
+#if defined(__GNUC__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__)
 #define WEFT_DECODE_LANES 1
 #else
 #define WEFT_DECODE_LANES 0
+#endif
+
+// GCC's AddressSanitizer places locals on a "fake stack" (detect_stack_use_after_return) that
+// does not honour the 64-byte alignment GCC's vectoriser gives local arrays, so AVX-512 builds
+// fault there. ASan builds therefore use the scalar paths and no loop vectorisation in the
+// decode headers (WEFT_DECODE_NO_VECTORIZE_BEGIN / _END); results are the same by construction.
+#if defined(__SANITIZE_ADDRESS__) && defined(__GNUC__) && !defined(__clang__)
+#define WEFT_DECODE_NO_VECTORIZE_BEGIN \
+  _Pragma("GCC push_options") _Pragma("GCC optimize(\"no-tree-vectorize\")")
+#define WEFT_DECODE_NO_VECTORIZE_END _Pragma("GCC pop_options")
+#else
+#define WEFT_DECODE_NO_VECTORIZE_BEGIN
+#define WEFT_DECODE_NO_VECTORIZE_END
 #endif
 
 namespace weft::detail::decode {
@@ -28,12 +41,14 @@ template <class T>
 inline constexpr bool has_lanes = WEFT_DECODE_LANES && (std::is_same_v<T, float> || std::is_same_v<T, bf16>);
 
 #if WEFT_DECODE_LANES
-typedef float vfloat __attribute__((vector_size(64)));         // 16 floats
-typedef std::int32_t vint __attribute__((vector_size(64)));    // 16 int32
-typedef std::uint32_t vuint __attribute__((vector_size(64)));  // 16 uint32
-typedef std::uint16_t vhalf __attribute__((vector_size(32)));  // 16 uint16
-typedef double vdouble __attribute__((vector_size(64)));       // 8 doubles
-typedef float vfloat8 __attribute__((vector_size(32)));        // 8 floats
+// Element alignment only: these never need 64-byte alignment in memory (the compiler then uses
+// unaligned moves, as fast on current CPUs), and ASan's fake stack would not provide it.
+typedef float vfloat __attribute__((vector_size(64), aligned(4)));         // 16 floats
+typedef std::int32_t vint __attribute__((vector_size(64), aligned(4)));    // 16 int32
+typedef std::uint32_t vuint __attribute__((vector_size(64), aligned(4)));  // 16 uint32
+typedef std::uint16_t vhalf __attribute__((vector_size(32), aligned(2)));  // 16 uint16
+typedef double vdouble __attribute__((vector_size(64), aligned(8)));       // 8 doubles
+typedef float vfloat8 __attribute__((vector_size(32), aligned(4)));        // 8 floats
 
 inline vfloat vload(const float* p) {
   vfloat v;
@@ -73,8 +88,8 @@ inline std::uint32_t hmax(vuint a) {
   for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
   return m;
 }
-typedef std::int32_t vint8 __attribute__((vector_size(32)));
-typedef std::int32_t vint4 __attribute__((vector_size(16)));
+typedef std::int32_t vint8 __attribute__((vector_size(32), aligned(4)));
+typedef std::int32_t vint4 __attribute__((vector_size(16), aligned(4)));
 /// Bit l set when lane l of a compare result is true (an OR tree over the lane bits).
 inline std::uint32_t vmask(vint m) {
   const vint bits = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};

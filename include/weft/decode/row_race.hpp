@@ -17,6 +17,8 @@
 #include "weft/decode/math.hpp"
 #include "weft/decode/row_sampling.hpp"
 
+WEFT_DECODE_NO_VECTORIZE_BEGIN
+
 namespace weft::detail::decode {
 
 /// Exact draw from weights w(i) >= 0, i in [0, n) (see the header comment).
@@ -97,3 +99,5 @@ struct prob_rows3_check_fn {
 };
 
 }  // namespace weft::detail::decode
+
+WEFT_DECODE_NO_VECTORIZE_END

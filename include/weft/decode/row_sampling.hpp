@@ -46,6 +46,8 @@
 #include "weft/decode/lanes.hpp"
 #include "weft/decode/math.hpp"
 
+WEFT_DECODE_NO_VECTORIZE_BEGIN
+
 namespace weft::detail::decode {
 
 inline constexpr int lanes = 16;   // width of the lane arrays the compiler vectorises
@@ -907,3 +909,5 @@ WEFT_INLINE sample_result sample_row(const T* row, std::int64_t n, const sample_
 }
 
 }  // namespace weft::detail::decode
+
+WEFT_DECODE_NO_VECTORIZE_END

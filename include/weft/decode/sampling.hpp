@@ -23,7 +23,10 @@
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/common.hpp"
+#include "weft/decode/lanes.hpp"
 #include "weft/decode/row_sampling.hpp"
+
+WEFT_DECODE_NO_VECTORIZE_BEGIN
 
 namespace weft {
 
@@ -371,3 +374,5 @@ void top_k_renorm(const Backend& be, tensor_view<T, 2> probs, tensor_view<U, 2> 
 }
 
 }  // namespace weft
+
+WEFT_DECODE_NO_VECTORIZE_END

@@ -33,8 +33,11 @@
 #include "weft/core/error.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/decode/common.hpp"
+#include "weft/decode/lanes.hpp"
 #include "weft/decode/row_race.hpp"
 #include "weft/decode/row_sampling.hpp"
+
+WEFT_DECODE_NO_VECTORIZE_BEGIN
 
 namespace weft {
 
@@ -367,3 +370,5 @@ void jacobi_accept(const Backend& be, tensor_view<TD, 3> draft_probs,
 }
 
 }  // namespace weft
+
+WEFT_DECODE_NO_VECTORIZE_END

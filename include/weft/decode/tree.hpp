@@ -33,9 +33,12 @@
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/common.hpp"
+#include "weft/decode/lanes.hpp"
 #include "weft/decode/row_race.hpp"
 #include "weft/decode/row_sampling.hpp"
 #include "weft/decode/speculative.hpp"
+
+WEFT_DECODE_NO_VECTORIZE_BEGIN
 
 namespace weft {
 
@@ -531,3 +534,5 @@ void kv_compact(const Backend& be, tensor_view<T, 3> cache, tensor_view<const st
 }
 
 }  // namespace weft
+
+WEFT_DECODE_NO_VECTORIZE_END

@@ -29,8 +29,11 @@
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/common.hpp"
+#include "weft/decode/lanes.hpp"
 #include "weft/decode/row_sampling.hpp"
 #include "weft/decode/sampling.hpp"
+
+WEFT_DECODE_NO_VECTORIZE_BEGIN
 
 namespace weft {
 
@@ -279,3 +282,5 @@ void unmask_by_confidence(const Backend& be, tensor_view<T, 3> logits, tensor_vi
 }
 
 }  // namespace weft
+
+WEFT_DECODE_NO_VECTORIZE_END
