@@ -354,6 +354,17 @@ TEMPLATE_LIST_TEST_CASE("sample: bitwise repeatable, batch invariant with per-ro
     o.offsets = weft::make_view(static_cast<const std::uint64_t*>(dof.data()), B);
     const auto first = run_sample(be, x, B, V, o);
     CHECK(weft_test::bitwise_equal(first, run_sample(be, x, B, V, o)));
+    // a caller-provided workspace of sample_workspace_size bytes gives the same tokens
+    const std::size_t bytes = weft::sample_workspace_size(be, B, V);
+    if (bytes > 0) {
+      const weft::scratch_buffer ws = be.allocate(bytes + 256);  // rounded up to 256-byte alignment
+      void* base = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(ws.data()) + 255) / 256 * 256);
+      auto ow = o;
+      ow.workspace = {base, bytes};
+      CHECK(weft_test::bitwise_equal(first, run_sample(be, x, B, V, ow)));
+      ow.workspace = {base, bytes - 1};
+      CHECK_THROWS_AS(run_sample(be, x, B, V, ow), weft::invalid_argument);
+    }
     // the serial reference gives the same tokens (CPU backends share the row code)
     if constexpr (TestType::host_accessible) {
       auto os = o;

@@ -54,14 +54,17 @@ inline check_failure decode_failure(std::int64_t e) {
 
 /// Runs rows one after the other on the calling thread.
 struct serial_rows {
-  static std::size_t scratch_bytes(const serial_backend&, std::size_t per_row) { return align_up(per_row); }
+  /// Scratch run() needs for rows of per_row bytes (one worker: one row's worth).
+  static std::size_t scratch_bytes(const serial_backend&, std::int64_t, std::size_t per_row) {
+    return per_row == 0 ? 0 : align_up(per_row);
+  }
 
   /// f(row, scratch) for every row; scratch is per_row bytes owned by this worker.
   template <class F>
   static void run(const serial_backend& be, const char*, std::int64_t n, std::size_t per_row,
                   const workspace& ws, const char* fn, const F& f) {
     if (n <= 0) return;
-    scratch_buffer s = acquire_scratch(be, ws, scratch_bytes(be, per_row), fn);
+    scratch_buffer s = acquire_scratch(be, ws, scratch_bytes(be, n, per_row), fn);
     for (std::int64_t i = 0; i < n; ++i) f(i, s.data());
   }
 

@@ -529,6 +529,10 @@ __global__ void check_kernel(F f, std::int64_t n, unsigned long long* first) {
 
 /// Rows on the GPU: a thread per row.
 struct cuda_rows {
+  static std::size_t scratch_bytes(const cuda_backend&, std::int64_t n, std::size_t per_row) {
+    return per_row == 0 ? 0 : align_up(per_row, 64) * static_cast<std::size_t>(n > 0 ? n : 0);
+  }
+
   template <class F>
   static void run(const cuda_backend& be, const char* label, std::int64_t n, std::size_t per_row,
                   const workspace& ws, const char* fn, const F& f) {
@@ -569,6 +573,16 @@ struct decode_impl<cuda_backend> : decode_rowwise<cuda_backend, detail::decode::
   using rows = detail::decode::cuda_rows;
 
   static unsigned grid(std::int64_t n) { return static_cast<unsigned>(n); }
+
+  // The block kernels of sample / sample_probs / top_k_renorm / unmask need no scratch.
+  static std::size_t sample_workspace(const cuda_backend&, std::int64_t, std::int64_t) { return 0; }
+  static std::size_t tree_workspace(const cuda_backend& be, std::int64_t batch, std::int64_t nodes,
+                                    std::int64_t vocab) {
+    const std::size_t greedy =
+        rows::scratch_bytes(be, batch, detail::decode::greedy_tree_fn::scratch_bytes(nodes));
+    const std::size_t sampled = static_cast<std::size_t>(batch * vocab) * sizeof(float);
+    return greedy > sampled ? greedy : sampled;
+  }
 
   template <class T>
   static void argmax(const cuda_backend& be, tensor_view<const T, 2> in, tensor_view<std::int32_t, 1> tokens,

@@ -23,7 +23,7 @@ template <class Exec>
 struct kokkos_rows {
   using backend_t = kokkos_backend<Exec>;
 
-  static std::size_t scratch_bytes(const backend_t& be, std::size_t per_row) {
+  static std::size_t scratch_bytes(const backend_t& be, std::int64_t, std::size_t per_row) {
     return per_row == 0 ? 0
                         : static_cast<std::size_t>(Kokkos::Experimental::UniqueToken<Exec>(be.exec).size()) *
                               align_up(per_row);
