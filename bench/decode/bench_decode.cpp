@@ -9,7 +9,7 @@
 //   temperature/weft       plain sampling (no truncation) for scale
 //
 // Two logit laws: N(0,1) ("flat": top-p 0.9 keeps 61% of the vocabulary, the hardest case for a
-// threshold search) and N(0,5)·("peaked": a few hundred tokens hold the mass, closer to an LLM).
+// threshold search) and N(0,5) ("peaked": a few hundred tokens hold the mass, closer to an LLM).
 // Peers run one row per thread with the same OpenMP schedule.
 #include <weft/weft.hpp>
 #if WEFT_BENCH_KOKKOS
@@ -55,11 +55,9 @@ void name_law(benchmark::State& st) {
   st.SetLabel(st.range(0) == 0 ? "N(0,1)" : "N(0,5)");
 }
 
+/// GB/s of logits read; items_per_second counts rows.
 void set_rate(benchmark::State& st) {
   weft_bench::set_bandwidth(st, 4.0 * static_cast<double>(B * V), static_cast<double>(B));
-  st.counters["us/row"] =
-      benchmark::Counter(1e6 / static_cast<double>(B) * static_cast<double>(st.iterations()),
-                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void copy_2threads(benchmark::State& st) {
