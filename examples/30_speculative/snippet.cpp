@@ -1,3 +1,4 @@
+// snippet: examples/30_speculative/snippet.cpp
 // docs/decode.md quotes this file: sample a batch of logits with top-k / top-p, then verify a
 // chain of drafts with speculative sampling.
 #include <weft/weft.hpp>
