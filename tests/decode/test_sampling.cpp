@@ -565,3 +565,52 @@ TEMPLATE_LIST_TEST_CASE("sampling: bad input throws invalid_argument naming the 
   for (auto v : t.to_host()) CHECK(v == -7);
   for (auto v : val.to_host()) CHECK(v == 9);
 }
+
+TEMPLATE_LIST_TEST_CASE("sample: adversarial rows never give an out-of-range or zero-probability token",
+                        "[decode][sample]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 99, V = 1000;
+  std::vector<float> p(B * V, 0.0f);
+  for (std::int64_t b = 0; b < B; ++b) {
+    float* row = &p[b * V];
+    switch (b % 4) {
+      case 0:  // all mass on the last id, the rest subnormal or zero
+        for (std::int64_t i = 0; i < V - 1; ++i) row[i] = i % 2 ? 1e-41f : 0.0f;
+        row[V - 1] = 1.0f;
+        break;
+      case 1:  // a row summing to 1 - 9e-4 (inside the tolerance): mass on the first and last ids
+        row[0] = 0.5f;
+        row[V - 1] = 0.4991f;
+        break;
+      case 2:  // many equal tiny values and one large one
+        for (std::int64_t i = 0; i < V; ++i) row[i] = 1e-7f;
+        row[V / 2] = 1.0f - 1e-7f * (V - 1);
+        break;
+      default:  // uniform
+        for (std::int64_t i = 0; i < V; ++i) row[i] = 1.0f / V;
+    }
+  }
+  for (const auto& s : specs) {
+    for (std::uint64_t offset = 0; offset < 5; ++offset) {
+      const auto tok = run_sample(be, p, B, V, to_options(s, 9, offset), true);
+      for (std::int64_t b = 0; b < B; ++b) {
+        REQUIRE(tok[b] >= 0);
+        REQUIRE(tok[b] < V);
+        REQUIRE(p[b * V + tok[b]] > 0.0f);
+      }
+    }
+  }
+  // bf16 logits: every token in the sort-based set of the rounded values
+  const auto x = weft_test::make_logits(9, 4099, weft_test::law::gumbel, 44);
+  std::vector<weft::bf16> xb(x.size());
+  std::vector<float> xr(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) xr[i] = xb[i] = weft::bf16(x[i]);
+  buffer<TestType, weft::bf16> db(be, xb);
+  buffer<TestType, std::int32_t> t(be, 9);
+  for (const auto& s : specs) {
+    weft::sample(be, weft::make_view(db.data(), 9, 4099), weft::make_view(t.data(), 9), to_options(s, 3, 1));
+    const auto tok = t.to_host();
+    for (std::int64_t b = 0; b < 9; ++b)
+      REQUIRE(weft_test::oracle_support(weft_test::row_of(xr, 4099, b), s, false).possible[tok[b]]);
+  }
+}
