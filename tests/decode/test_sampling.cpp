@@ -223,7 +223,8 @@ TEMPLATE_LIST_TEST_CASE("sample: tokens follow the renormalised law (chi-square,
                         "[decode][sample][distribution]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   // One row repeated over a batch of 989 rows (shared seed: every row draws its own stream),
-  // over several offsets: 989 * reps independent draws per law.
+  // over several offsets: 989 * reps (9890 or 19780) independent draws per law; one chi-square
+  // test per law at alpha = 1e-6 (about 40 tests here: false-failure probability < 5e-5).
   struct setup {
     std::int64_t V;
     law l;
@@ -325,7 +326,7 @@ TEMPLATE_LIST_TEST_CASE("sample: NaN, -inf and +inf rows", "[decode][sample]", w
     CHECK(tok[4] == 123);
     for (std::int64_t b = 2; b < B; ++b) CHECK(valid[b] == 1);
   }
-  // the two +inf entries of row 3 are equally likely
+  // the two +inf entries of row 3 are equally likely: 500 draws, chi-square at alpha = 1e-6
   std::vector<float> rows;
   for (int b = 0; b < 500; ++b) rows.insert(rows.end(), x.begin() + 3 * V, x.begin() + 4 * V);
   const auto tok = run_sample(be, rows, 500, V, {});
@@ -405,6 +406,7 @@ TEMPLATE_LIST_TEST_CASE("sample_probs: the law of the probabilities, zeros never
     const auto one = weft_test::softmax_rows(weft_test::make_logits(1, V, law::normal1, 31, zeros), 1, V);
     std::vector<float> x;
     for (std::int64_t b = 0; b < B; ++b) x.insert(x.end(), one.begin(), one.end());
+    // 989 * 10 = 9890 draws per law, chi-square at alpha = 1e-6 (9 tests).
     for (const auto& s : {weft_test::sample_spec{1.0, 0, 1.0, 0.0}, weft_test::sample_spec{1.0, 10, 0.9, 0.0},
                           weft_test::sample_spec{0.5, 0, 0.8, 0.01}}) {
       const auto sup = weft_test::oracle_support(one, s, true);

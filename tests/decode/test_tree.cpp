@@ -144,6 +144,8 @@ TEMPLATE_LIST_TEST_CASE(
     "[decode][tree][distribution]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   // root 0 -> children 1, 2, 3; node 1 -> children 4, 5; node 2 -> child 6; others leaves.
+  // 989 trees x 12 calls = 11868 verifications; three chi-square tests at alpha = 1e-6: the first
+  // token ~ p_root, the token after node 1 ~ p_1 and after node 2 ~ p_2 (given those accepted).
   const std::int64_t B = 989, N = 7, V = 6;
   const std::vector<std::int32_t> tree = {-1, 0, 0, 0, 1, 1, 2};
   weft_test::rng r(77);
