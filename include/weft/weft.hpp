@@ -10,6 +10,7 @@
 #include "weft/core/random.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
+#include "weft/decode/decode.hpp"
 #include "weft/scan/deer.hpp"
 #include "weft/scan/deer_cells.hpp"
 #include "weft/scan/monoid.hpp"

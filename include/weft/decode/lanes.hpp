@@ -1,0 +1,126 @@
+// weft/decode/lanes.hpp - 16-lane vectors for the streaming reductions of the row functions.
+//
+// A lane-wise maximum or sum over a row is in-order per lane, which compilers will not
+// vectorise from scalar code without -ffast-math (they may not reassociate a float max or sum).
+// With GCC/Clang vector extensions the lanes are explicit, so the reduction runs at memory
+// bandwidth on any x86/ARM target. Every operation used here is exact (max, compares, integer
+// ops) or has a fixed order (sums per lane, then lanes in order), so the scalar fallback (other
+// compilers, CUDA device code, nvcc translation units) gives bitwise identical results.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "weft/core/config.hpp"
+#include "weft/core/dtype.hpp"
+
+#if defined(__GNUC__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__)
+#define WEFT_DECODE_LANES 1
+#else
+#define WEFT_DECODE_LANES 0
+#endif
+
+// GCC's AddressSanitizer places locals on a "fake stack" (detect_stack_use_after_return) that
+// does not honour the 64-byte alignment GCC's vectoriser gives local arrays, so AVX-512 builds
+// fault there. ASan builds therefore use the scalar paths and no loop vectorisation in the
+// decode headers (WEFT_DECODE_NO_VECTORIZE_BEGIN / _END); results are the same by construction.
+#if defined(__SANITIZE_ADDRESS__) && defined(__GNUC__) && !defined(__clang__)
+#define WEFT_DECODE_NO_VECTORIZE_BEGIN \
+  _Pragma("GCC push_options") _Pragma("GCC optimize(\"no-tree-vectorize\")")
+#define WEFT_DECODE_NO_VECTORIZE_END _Pragma("GCC pop_options")
+#else
+#define WEFT_DECODE_NO_VECTORIZE_BEGIN
+#define WEFT_DECODE_NO_VECTORIZE_END
+#endif
+
+namespace weft::detail::decode {
+
+/// True when the vector path handles element type T.
+template <class T>
+inline constexpr bool has_lanes = WEFT_DECODE_LANES && (std::is_same_v<T, float> || std::is_same_v<T, bf16>);
+
+#if WEFT_DECODE_LANES
+// Element alignment only: these never need 64-byte alignment in memory (the compiler then uses
+// unaligned moves, as fast on current CPUs), and ASan's fake stack would not provide it.
+typedef float vfloat __attribute__((vector_size(64), aligned(4)));         // 16 floats
+typedef std::int32_t vint __attribute__((vector_size(64), aligned(4)));    // 16 int32
+typedef std::uint32_t vuint __attribute__((vector_size(64), aligned(4)));  // 16 uint32
+typedef std::uint16_t vhalf __attribute__((vector_size(32), aligned(2)));  // 16 uint16
+typedef double vdouble __attribute__((vector_size(64), aligned(8)));       // 8 doubles
+typedef float vfloat8 __attribute__((vector_size(32), aligned(4)));        // 8 floats
+
+inline vfloat vload(const float* p) {
+  vfloat v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vfloat vload(const bf16* p) {  // bf16 is the upper half of an fp32
+  vhalf h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<vfloat>(__builtin_convertvector(h, vuint) << 16);
+}
+inline vfloat vsplat(float x) {
+  return vfloat{} + x;
+}
+/// a > b ? a : b per lane (b when either is NaN), as x86 maxps.
+inline vfloat vmax(vfloat a, vfloat b) {
+  return a > b ? a : b;
+}
+inline vuint vmax(vuint a, vuint b) {
+  return a > b ? a : b;
+}
+/// |bits| of each lane: > 0x7f800000 means NaN.
+inline vuint vabs_bits(vfloat a) {
+  return reinterpret_cast<vuint>(a) & 0x7fffffffu;
+}
+inline float hmax(vfloat a) {
+  float t[16];
+  std::memcpy(t, &a, sizeof t);
+  float m = t[0];
+  for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
+  return m;
+}
+inline std::uint32_t hmax(vuint a) {
+  std::uint32_t t[16];
+  std::memcpy(t, &a, sizeof t);
+  std::uint32_t m = t[0];
+  for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
+  return m;
+}
+typedef std::int32_t vint8 __attribute__((vector_size(32), aligned(4)));
+typedef std::int32_t vint4 __attribute__((vector_size(16), aligned(4)));
+/// Bit l set when lane l of a compare result is true (an OR tree over the lane bits).
+inline std::uint32_t vmask(vint m) {
+  const vint bits = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+  const vint b = m & bits;
+  vint8 lo, hi;
+  std::memcpy(&lo, &b, sizeof lo);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&b) + sizeof lo, sizeof hi);
+  lo |= hi;
+  vint4 l4, h4;
+  std::memcpy(&l4, &lo, sizeof l4);
+  std::memcpy(&h4, reinterpret_cast<const char*>(&lo) + sizeof l4, sizeof h4);
+  l4 |= h4;
+  return static_cast<std::uint32_t>(l4[0] | l4[1] | l4[2] | l4[3]);
+}
+/// Adds 16 floats to two 8-lane double accumulators (lanes 0-7 and 8-15).
+inline void vadd_wide(vdouble& lo, vdouble& hi, vfloat x) {
+  vfloat8 a, b;
+  std::memcpy(&a, &x, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const char*>(&x) + sizeof a, sizeof b);
+  lo += __builtin_convertvector(a, vdouble);
+  hi += __builtin_convertvector(b, vdouble);
+}
+/// The 16 lane sums in lane order.
+inline double hsum(vdouble lo, vdouble hi) {
+  double t[16];
+  std::memcpy(t, &lo, sizeof lo);
+  std::memcpy(t + 8, &hi, sizeof hi);
+  double s = 0.0;
+  for (int l = 0; l < 16; ++l) s += t[l];
+  return s;
+}
+#endif
+
+}  // namespace weft::detail::decode

@@ -1,0 +1,913 @@
+// weft/decode/row_sampling.hpp - one row of argmax / sample / top-k, shared by the CPU backends.
+//
+// The serial backend runs these functions row after row, the Kokkos backend runs the same
+// functions on many rows at once, so both give bitwise identical results for any thread count.
+// Everything is host/device code without allocation: scratch comes from the caller
+// (sample_scratch_bytes).
+//
+// Definitions (docs/decode.md has the full text):
+//   x_i = key(v_i)           v_i the row's value; key = v / T (logits) or log(v) / T (probs)
+//   w_i = exp(x_i - max x)   the unnormalised weight; Z = sum of w over the set considered
+//   order                    by value descending, then vocabulary id ascending
+//   top-k set K              the first k entries in that order (ties cut by lowest id)
+//   top-p set P              i in K with  sum_{j in K, v_j > v_i} w_j < top_p * Z_K
+//                            (a tie group is kept or dropped whole)
+//   min-p set M              i with  x_i - max x >= log(min_p)
+//   S = K ∩ P ∩ M            the token is argmax_{i in S} (x_i - log E_i), ties to the lowest
+//                            id, E_i ~ Exp(1) from Philox keyed by (seed, offset, id): the
+//                            exponential race, an exact sample of w restricted to S.
+//
+// How, without sorting the row (V = vocabulary size, G = 64):
+//   pass 1   group maxima gmax[V/G] of the raw values, NaN / +inf flags (one streaming pass).
+//   top-k    the k-th largest group maximum is a lower bound of the k-th largest value: only
+//            groups above it are visited and their entries above it collected (a few k
+//            candidates), then selected exactly.
+//   top-p    over a top-k list: sorted (k entries) and walked. Over the whole row: one pass
+//            bins the mass by d = max x - x in 1/64-nat bins; the bin where the cumulative mass
+//            crosses top_p * Z is collected and refined (2048 sub-bins per level) until a few
+//            hundred entries remain, which are sorted and walked.
+//   race     over groups that can hold a winner: a group whose largest possible score
+//            (gmax key + 23) is below the best so far is skipped without drawing a random
+//            number; within a group an entry is scored exactly only when the bound
+//            x + (lz + 1) ln 2 >= -log E (computed from the integer bits) can beat the best.
+//            Sparse groups go to a list scored 16 at a time.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#if !WEFT_ON_DEVICE
+#include <algorithm>
+#endif
+
+#include "weft/core/config.hpp"
+#include "weft/core/dtype.hpp"
+#include "weft/core/math.hpp"
+#include "weft/core/workspace.hpp"
+#include "weft/decode/lanes.hpp"
+#include "weft/decode/math.hpp"
+
+WEFT_DECODE_NO_VECTORIZE_BEGIN
+
+namespace weft::detail::decode {
+
+inline constexpr int lanes = 16;   // width of the lane arrays the compiler vectorises
+inline constexpr int group = 64;   // entries per group maximum
+inline constexpr int bins = 2048;  // histogram bins per refinement level
+inline constexpr float bins_per_nat = 64.0f;
+inline constexpr std::int64_t sort_max = 512;  // candidates sorted directly below this
+
+WEFT_INLINE float neg_inf() {
+  return -bits_float(0x7f800000u);
+}
+WEFT_INLINE float pos_inf() {
+  return bits_float(0x7f800000u);
+}
+
+template <class T>
+WEFT_INLINE float load(const T* p, std::int64_t i) {
+  return static_cast<float>(p[i]);
+}
+
+WEFT_INLINE std::int64_t num_groups(std::int64_t n) {
+  return (n + group - 1) / group;
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys: x = key(v), monotone non-decreasing in v.
+// ---------------------------------------------------------------------------------------
+// lower_raw(m, l): a value below every v with key(v) - m >= l (rounding included), so that a
+// plain compare of the raw values finds the candidates of the min-p test.
+WEFT_INLINE float lower_margin(float m, float l) {
+  return 1e-5f * ((m < 0.0f ? -m : m) + (l < 0.0f ? -l : l)) + 1e-30f;
+}
+struct logits_key {  // x = v / T
+  float inv_t;
+  WEFT_INLINE float operator()(float v) const { return v * inv_t; }
+  WEFT_INLINE float lower_raw(float m, float l) const {
+    if (l == -bits_float(0x7f800000u)) return l;
+    const float t = (m + l - lower_margin(m, l)) / inv_t;
+    return t - (t < 0.0f ? -t : t) * 1e-5f;
+  }
+};
+struct probs_key {  // x = log(v) / T
+  float inv_t;
+  WEFT_INLINE float operator()(float v) const { return fast_log(v) * inv_t; }
+  WEFT_INLINE float lower_raw(float m, float l) const {
+    if (l == -bits_float(0x7f800000u)) return l;
+    return fast_exp((m + l - lower_margin(m, l)) / inv_t) * 0.9999f;
+  }
+};
+struct inf_key {  // rows with +inf logits: the +inf entries share the whole probability
+  WEFT_INLINE float operator()(float v) const {
+    return v == bits_float(0x7f800000u) ? 0.0f : -bits_float(0x7f800000u);
+  }
+  WEFT_INLINE float lower_raw(float, float l) const {
+    return l == -bits_float(0x7f800000u) ? l : bits_float(0x7f800000u);
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Candidates (value, id) in the order "value descending, id ascending".
+// ---------------------------------------------------------------------------------------
+struct cand {
+  float v;
+  std::int32_t i;
+};
+WEFT_INLINE bool before(const cand& a, const cand& b) {
+  return a.v > b.v || (a.v == b.v && a.i < b.i);
+}
+struct cand_before {
+  WEFT_INLINE bool operator()(const cand& a, const cand& b) const { return before(a, b); }
+};
+struct float_after {  // descending floats
+  WEFT_INLINE bool operator()(float a, float b) const { return a > b; }
+};
+
+template <class U, class Less>
+WEFT_INLINE void sift_down(U* a, std::int64_t root, std::int64_t n, const Less& less) {
+  for (;;) {
+    std::int64_t c = 2 * root + 1;
+    if (c >= n) return;
+    if (c + 1 < n && less(a[c], a[c + 1])) ++c;
+    if (!less(a[root], a[c])) return;
+    const U t = a[root];
+    a[root] = a[c];
+    a[c] = t;
+    root = c;
+  }
+}
+
+/// Sorts a[0, n) by `less` (a strict total order, so the result is unique on any backend).
+template <class U, class Less>
+WEFT_INLINE void sort_by(U* a, std::int64_t n, const Less& less) {
+#if WEFT_ON_DEVICE
+  for (std::int64_t i = n / 2 - 1; i >= 0; --i) sift_down(a, i, n, less);
+  for (std::int64_t e = n - 1; e > 0; --e) {
+    const U t = a[0];
+    a[0] = a[e];
+    a[e] = t;
+    sift_down(a, 0, e, less);
+  }
+#else
+  std::sort(a, a + n, less);
+#endif
+}
+
+/// Moves the k first elements in `less` order into a[0, k) (in some order).
+template <class U, class Less>
+WEFT_INLINE void select_first(U* a, std::int64_t n, std::int64_t k, const Less& less) {
+  if (k <= 0 || k >= n) return;
+#if WEFT_ON_DEVICE
+  // Quickselect with a median-of-three pivot: expected O(n).
+  std::int64_t lo = 0, hi = n - 1;
+  while (hi > lo) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (less(a[mid], a[lo])) {
+      const U t = a[mid];
+      a[mid] = a[lo];
+      a[lo] = t;
+    }
+    if (less(a[hi], a[lo])) {
+      const U t = a[hi];
+      a[hi] = a[lo];
+      a[lo] = t;
+    }
+    if (less(a[hi], a[mid])) {
+      const U t = a[hi];
+      a[hi] = a[mid];
+      a[mid] = t;
+    }
+    const U pivot = a[mid];
+    std::int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (less(a[i], pivot)) ++i;
+      while (less(pivot, a[j])) --j;
+      if (i <= j) {
+        const U t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        ++i;
+        --j;
+      }
+    }
+    if (k - 1 <= j)
+      hi = j;
+    else if (k - 1 >= i)
+      lo = i;
+    else
+      return;
+  }
+#else
+  std::nth_element(a, a + (k - 1), a + n, less);
+#endif
+}
+
+WEFT_INLINE int popcount32(std::uint32_t m) {
+#if WEFT_ON_DEVICE
+  return __popc(m);
+#else
+  return __builtin_popcount(m);
+#endif
+}
+WEFT_INLINE int popcount64(std::uint64_t m) {
+#if WEFT_ON_DEVICE
+  return __popcll(m);
+#else
+  return __builtin_popcountll(m);
+#endif
+}
+WEFT_INLINE int ctz64(std::uint64_t m) {  // m != 0
+#if WEFT_ON_DEVICE
+  return __ffsll(static_cast<long long>(m)) - 1;
+#else
+  return __builtin_ctzll(m);
+#endif
+}
+WEFT_INLINE int ctz32(std::uint32_t m) {  // m != 0
+#if WEFT_ON_DEVICE
+  return __ffs(static_cast<int>(m)) - 1;
+#else
+  return __builtin_ctz(m);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
+// Pass 1: group maxima and flags.
+// ---------------------------------------------------------------------------------------
+struct scan_result {
+  float max;  // largest value (meaningless when nan)
+  bool nan;   // some value is NaN
+};
+
+/// gmax[g] = max of v over group g (raw values, the last group partial).
+template <class T>
+WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
+  const std::int64_t full = n / group;
+  float m = neg_inf();
+  std::uint32_t a = 0;  // largest |bits|: > 0x7f800000 means NaN
+  bool done = false;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    vfloat mall = vsplat(neg_inf());
+    vuint am = vuint{};
+    for (std::int64_t g = 0; g < full; ++g) {
+      const T* p = row + g * group;
+      const vfloat a0 = vload(p), a1 = vload(p + 16), a2 = vload(p + 32), a3 = vload(p + 48);
+      am = vmax(am, vmax(vmax(vabs_bits(a0), vabs_bits(a1)), vmax(vabs_bits(a2), vabs_bits(a3))));
+      const vfloat gm = vmax(vmax(a0, a1), vmax(a2, a3));
+      mall = vmax(gm, mall);
+      gmax[g] = hmax(gm);
+    }
+    m = hmax(mall);
+    a = hmax(am);
+    done = true;
+  }
+#endif
+  if (!done) {
+    for (std::int64_t g = 0; g < full; ++g) {
+      float gm = neg_inf();
+      for (int j = 0; j < group; ++j) {
+        const float v = load(row, g * group + j);
+        gm = v > gm ? v : gm;
+        const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+        a = b > a ? b : a;
+      }
+      gmax[g] = gm;
+      m = gm > m ? gm : m;
+    }
+  }
+  if (full * group < n) {
+    float gm = neg_inf();
+    for (std::int64_t i = full * group; i < n; ++i) {
+      const float v = load(row, i);
+      gm = v > gm ? v : gm;
+      const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+      a = b > a ? b : a;
+    }
+    gmax[full] = gm;
+    m = gm > m ? gm : m;
+  }
+  return {m, a > 0x7f800000u};
+}
+
+/// The lowest id i with v_i == target (a value present in the row).
+template <class T>
+WEFT_INLINE std::int64_t find_first(const T* row, std::int64_t n, const float* gmax, float target) {
+  const std::int64_t ng = num_groups(n);
+  for (std::int64_t g = 0; g < ng; ++g) {
+    if (gmax[g] != target) continue;
+    const std::int64_t end = (g + 1) * group < n ? (g + 1) * group : n;
+    for (std::int64_t i = g * group; i < end; ++i)
+      if (load(row, i) == target) return i;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// argmax of one row: lane-wise (max, first id), then the lowest id among equal maxima.
+// ---------------------------------------------------------------------------------------
+struct argmax_result {
+  std::int64_t index;  // -1 when the row has a NaN
+  float value;
+};
+
+/// Largest value and NaN flag of a row.
+template <class T>
+WEFT_INLINE scan_result row_max(const T* row, std::int64_t n) {
+  float m = neg_inf();
+  std::uint32_t a = 0;
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    const std::int64_t full = n / lanes * lanes;
+    vfloat mx = vsplat(neg_inf());
+    vuint am = vuint{};
+    for (; i < full; i += lanes) {
+      const vfloat v = vload(row + i);
+      mx = vmax(v, mx);
+      am = vmax(am, vabs_bits(v));
+    }
+    m = hmax(mx);
+    a = hmax(am);
+  }
+#endif
+  for (; i < n; ++i) {
+    const float v = load(row, i);
+    m = v > m ? v : m;
+    const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+    a = b > a ? b : a;
+  }
+  return {m, a > 0x7f800000u};
+}
+
+/// The first id of the largest value (-1 when the row has a NaN; 0 when every value is -inf).
+template <class T>
+WEFT_INLINE argmax_result argmax_row(const T* row, std::int64_t n) {
+  float best = neg_inf();
+  std::int64_t idx = -1;
+  std::uint32_t a = 0;
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    // Lane l keeps its maximum and the first block (of 16) where it occurred.
+    const std::int64_t full = n / lanes * lanes;
+    vfloat mx = vsplat(neg_inf());
+    vint blk = vint{} - 1, cur = vint{}, nan = vint{};
+    for (std::int64_t j = 0; j < full; j += lanes) {
+      const vfloat v = vload(row + j);
+      const vint gt = v > mx;
+      mx = gt ? v : mx;
+      blk = gt ? cur : blk;
+      cur += 1;
+      nan |= v != v;
+    }
+    i = full;
+    float m[lanes];
+    std::int32_t b[lanes];
+    std::memcpy(m, &mx, sizeof m);
+    std::memcpy(b, &blk, sizeof b);
+    for (int l = 0; l < lanes; ++l) {
+      if (b[l] < 0) continue;
+      const std::int64_t id = static_cast<std::int64_t>(b[l]) * lanes + l;
+      if (m[l] > best || (m[l] == best && id < idx)) {
+        best = m[l];
+        idx = id;
+      }
+    }
+    a = vmask(nan) ? 0xffffffffu : 0u;
+  }
+#endif
+  for (; i < n; ++i) {
+    const float v = load(row, i);
+    if (v > best) {
+      best = v;
+      idx = i;
+    }
+    const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+    a = b > a ? b : a;
+  }
+  if (a > 0x7f800000u) return {-1, best};
+  return {idx < 0 ? 0 : idx, best};
+}
+
+/// Row check of probabilities: 1 = a negative, NaN or infinite entry, 2 = sum off by > tol.
+/// The sum is in double, in the lane order of row_exp_sum.
+template <class T>
+WEFT_INLINE int check_probs_row(const T* p, std::int64_t n, float tol) {
+  const std::int64_t full = n / lanes * lanes;
+  double s = 0.0;
+  bool bad = false;
+  std::int64_t i = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    vdouble lo = vdouble{}, hi = vdouble{};
+    vint b = vint{};
+    for (; i < full; i += lanes) {
+      const vfloat v = vload(p + i);
+      b |= ~((v >= 0.0f) & (v < pos_inf()));
+      vadd_wide(lo, hi, v);
+    }
+    s = hsum(lo, hi);
+    bad = vmask(b) != 0;
+  }
+#endif
+  if (i == 0 && full > 0) {
+    double acc[lanes] = {};
+    for (; i < full; i += lanes) {
+      for (int l = 0; l < lanes; ++l) {
+        const float v = load(p, i + l);
+        bad |= !(v >= 0.0f && v < pos_inf());
+        acc[l] += static_cast<double>(v);
+      }
+    }
+    for (int l = 0; l < lanes; ++l) s += acc[l];
+  }
+  for (; i < n; ++i) {
+    const float v = load(p, i);
+    bad |= !(v >= 0.0f && v < pos_inf());
+    s += static_cast<double>(v);
+  }
+  if (bad) return 1;
+  const double d = s - 1.0;
+  return (d <= tol && -d <= tol) ? 0 : 2;
+}
+
+inline const char* probs_failure_text(int code) {
+  return code == 1 ? "a negative, NaN or infinite probability" : "a row sum outside the tolerance";
+}
+
+// ---------------------------------------------------------------------------------------
+// Compaction: ids of a group whose predicate holds, as bit masks of 16 lanes.
+// ---------------------------------------------------------------------------------------
+WEFT_INLINE std::uint32_t mask16(const std::uint8_t* keep) {
+  // Eight 0/1 bytes to eight bits: the multiply gathers byte i into bit 56 + i.
+  std::uint64_t lo, hi;
+  std::memcpy(&lo, keep, 8);
+  std::memcpy(&hi, keep + 8, 8);
+  return static_cast<std::uint32_t>((lo * 0x0102040810204080ull) >> 56) |
+         (static_cast<std::uint32_t>((hi * 0x0102040810204080ull) >> 56) << 8);
+}
+
+/// Bit j set when row[base + j] >= t, for j < len (len may exceed 16 or be <= 0).
+template <class T>
+WEFT_INLINE std::uint32_t ge_mask16(const T* row, std::int64_t base, int len, float t) {
+  if (len <= 0) return 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    if (len >= lanes) return vmask(vload(row + base) >= vsplat(t));
+  }
+#endif
+  std::uint32_t m = 0;
+  for (int j = 0; j < lanes && j < len; ++j) m |= static_cast<std::uint32_t>(load(row, base + j) >= t) << j;
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------
+// The exponential race.
+// ---------------------------------------------------------------------------------------
+struct race_best {
+  float score;
+  std::int64_t index;
+};
+WEFT_INLINE void race_offer(race_best& b, float score, std::int64_t i) {
+  if (score > b.score || (score == b.score && i < b.index)) {
+    b.score = score;
+    b.index = i;
+  }
+}
+
+/// An upper bound of -log(E(r)) from integer bits only (no logarithm):
+///   u < 1/2:  E >= ln 2, so -log E <= -log(ln 2) < 0.3666;
+///   u >= 1/2: E = -log(1 - t) >= t, so -log E <= -log t <= -ln2 * (e + f), where
+///             t = 2^e (1 + f) and e + f = bits(t) / 2^23 - 127 <= log2 t (log2(1 + f) >= f).
+/// The bound is within 0.06 + log(E / t) nats of the truth, tight for the large scores that
+/// decide the race.
+WEFT_INLINE float neglog_e_bound(std::uint32_t r) {
+  const std::uint32_t flip = static_cast<std::uint32_t>(static_cast<std::int32_t>(r) >> 31);
+  const float t = static_cast<float>(static_cast<std::int32_t>(r ^ flip)) * 2.3283064365386963e-10f +
+                  1.16415321826934814e-10f;
+  const float log2t =
+      static_cast<float>(static_cast<std::int32_t>(float_bits(t))) * 1.1920928955078125e-7f - 127.0f;
+  const float up = static_cast<float>(flip & 1u);
+  return up * (-0.693147181f * log2t) + (1.0f - up) * 0.36651293f;
+}
+
+/// Slack between the bound and a computed score (rounding of x, log and E).
+WEFT_INLINE float race_slack(float bound) {
+  return 1e-4f + 1e-5f * (bound < 0.0f ? -bound : bound);
+}
+
+/// The largest score any entry with key x can reach (E >= 1.16e-10 > e^-23).
+WEFT_INLINE float race_ceiling(float x) {
+  return x + 23.0f;
+}
+
+/// Dense race over one aligned group [base, base + group): x[j] the keys, -inf outside the set.
+WEFT_INLINE void race_group(const row_key& rk, stream s, std::uint32_t position, std::int64_t base,
+                            const float* x, race_best& best) {
+  std::uint32_t r[group];
+  for (int q = 0; q < group / 4; ++q) {
+    const philox_u32x4 w = draw4(rk, s, position, static_cast<std::uint32_t>((base >> 2) + q));
+    r[4 * q] = w.v[0];
+    r[4 * q + 1] = w.v[1];
+    r[4 * q + 2] = w.v[2];
+    r[4 * q + 3] = w.v[3];
+  }
+  float reach[group];  // the largest score entry j can have, rounding included
+  for (int j = 0; j < group; ++j) {
+    const float bound = x[j] + neglog_e_bound(r[j]);
+    reach[j] = bound + race_slack(bound);
+  }
+  const float floor_score = best.score;
+  for (int c = 0; c < group / lanes; ++c) {
+    std::uint32_t m = ge_mask16(reach, c * lanes, lanes, floor_score);
+    while (m) {
+      const int j = c * lanes + ctz32(m);
+      m &= m - 1;
+      race_offer(best, race_score(x[j], r[j]), base + j);
+    }
+  }
+}
+
+/// Race over a list of up to 16 ids (any ids) with keys x: Philox per id, exact scores only
+/// where the bound can beat the best. ids / x hold 16 slots; slots from n on are overwritten.
+WEFT_INLINE void race_list16(const row_key& rk, stream s, std::uint32_t position, std::int32_t* ids, float* x,
+                             int n, race_best& best) {
+  for (int l = n; l < lanes; ++l) {
+    ids[l] = 0;
+    x[l] = neg_inf();
+  }
+  std::uint32_t r[lanes];
+  float reach[lanes];
+  const float floor_score = best.score;
+  for (int l = 0; l < lanes; ++l) {
+    const std::int32_t id = ids[l];
+    const philox_u32x4 w = draw4(rk, s, position, static_cast<std::uint32_t>(id >> 2));
+    const int sel = id & 3;
+    std::uint32_t v = w.v[0];
+    v = sel == 1 ? w.v[1] : v;
+    v = sel == 2 ? w.v[2] : v;
+    v = sel == 3 ? w.v[3] : v;
+    r[l] = v;
+    const float bound = x[l] + neglog_e_bound(v);
+    reach[l] = bound + race_slack(bound);
+  }
+  std::uint32_t m = ge_mask16(reach, 0, lanes, floor_score) & ((1u << n) - 1u);
+  while (m) {
+    const int l = ctz32(m);
+    m &= m - 1;
+    race_offer(best, race_score(x[l], r[l]), ids[l]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Row scratch.
+// ---------------------------------------------------------------------------------------
+struct sample_scratch {
+  float* gmax;            // [groups]
+  float* gsel;            // [groups]
+  cand* cands;            // [n]
+  double* hmass;          // [bins + 1]
+  std::uint32_t* hcount;  // [bins + 1]
+  std::int32_t* ids;      // [2 lanes] pending sparse race entries
+  float* xs;              // [2 lanes]
+};
+
+/// Lays out the scratch of one row from `base` (nullptr: only measures); returns the bytes.
+WEFT_INLINE std::size_t layout_sample_scratch(void* base, std::int64_t n, sample_scratch* s) {
+  std::size_t used = 0;
+  const auto take = [&](std::size_t bytes) {
+    const std::size_t off = (used + 63) / 64 * 64;
+    used = off + bytes;
+    return base ? static_cast<void*>(static_cast<char*>(base) + off) : nullptr;
+  };
+  const std::size_t ng = static_cast<std::size_t>(num_groups(n));
+  sample_scratch t;
+  t.gmax = static_cast<float*>(take(ng * sizeof(float)));
+  t.gsel = static_cast<float*>(take(ng * sizeof(float)));
+  t.cands = static_cast<cand*>(take(static_cast<std::size_t>(n) * sizeof(cand)));
+  t.hmass = static_cast<double*>(take((bins + 1) * sizeof(double)));
+  t.hcount = static_cast<std::uint32_t*>(take((bins + 1) * sizeof(std::uint32_t)));
+  t.ids = static_cast<std::int32_t*>(take(2 * lanes * sizeof(std::int32_t)));
+  t.xs = static_cast<float*>(take(2 * lanes * sizeof(float)));
+  if (s) *s = t;
+  return (used + 63) / 64 * 64;
+}
+
+WEFT_INLINE sample_scratch carve_sample_scratch(void* base, std::int64_t n) {
+  sample_scratch s;
+  layout_sample_scratch(base, n, &s);
+  return s;
+}
+
+inline std::size_t sample_scratch_bytes(std::int64_t n) {
+  return layout_sample_scratch(nullptr, n, nullptr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sampling one row.
+// ---------------------------------------------------------------------------------------
+struct sample_params {
+  bool greedy;                      // temperature 0 or top_k 1: the first maximum
+  float inv_t;                      // 1 / temperature
+  std::int64_t top_k;               // 0 = off
+  float top_p;                      // 1 = off
+  float log_min_p;                  // -inf = off
+  bool probs;                       // values are probabilities (key = log v / T)
+  stream purpose = stream::sample;  // the random stream and position of the race
+  std::uint32_t position = 0;
+};
+
+struct sample_result {
+  std::int32_t token;  // -1 when invalid
+  bool valid;
+};
+
+/// Appends the ids of group g whose predicate keep[] holds to the candidate list.
+template <class T>
+WEFT_INLINE std::int64_t append_kept(const T* row, std::int64_t base, int len, const std::uint8_t* keep,
+                                     cand* out, std::int64_t count) {
+  for (int c = 0; c * lanes < len; ++c) {
+    std::uint32_t m = mask16(keep + c * lanes);
+    while (m) {
+      const int j = c * lanes + ctz32(m);
+      m &= m - 1;
+      out[count++] = cand{load(row, base + j), static_cast<std::int32_t>(base + j)};
+    }
+  }
+  return count;
+}
+
+/// Fills s.cands[0, k) with the top-k entries of a row (value descending, id ascending; not
+/// sorted), using the group maxima in s.gmax. 0 < k < n.
+template <class T>
+WEFT_INLINE void collect_top_k(const T* row, std::int64_t n, std::int64_t k, const sample_scratch& s) {
+  const std::int64_t ng = num_groups(n);
+  float lower = neg_inf();
+  if (ng >= k) {
+    for (std::int64_t g = 0; g < ng; ++g) s.gsel[g] = s.gmax[g];
+    select_first(s.gsel, ng, k, float_after{});
+    lower = s.gsel[0];
+    for (std::int64_t g = 1; g < k; ++g) lower = s.gsel[g] < lower ? s.gsel[g] : lower;
+  }
+  std::int64_t count = 0;
+  std::uint8_t keep[group];
+  for (std::int64_t g = 0; g < ng; ++g) {
+    if (!(s.gmax[g] >= lower)) continue;
+    const std::int64_t base = g * group;
+    const int len = static_cast<int>(n - base < group ? n - base : group);
+    for (int j = 0; j < group; ++j)
+      keep[j] = static_cast<std::uint8_t>(j < len && load(row, base + j) >= lower);
+    count = append_kept(row, base, len, keep, s.cands, count);
+  }
+  select_first(s.cands, count, k, cand_before{});
+}
+
+/// x[j] = key(v[base + j]) for one group, -inf past the row's end; returns the group's length.
+template <class T, class Key>
+WEFT_INLINE int group_x(const T* row, std::int64_t n, std::int64_t base, const Key& key, float* x) {
+  if (n - base >= group) {
+    for (int j = 0; j < group; ++j) x[j] = key(load(row, base + j));
+    return group;
+  }
+  const int len = static_cast<int>(n - base);
+  for (int j = 0; j < group; ++j) x[j] = j < len ? key(load(row, base + j)) : neg_inf();
+  return len;
+}
+
+/// Keys of one full group, -inf where "v >= lower && key(v) - m >= log_min_p" fails.
+template <class T, class Key>
+WEFT_INLINE void group_keys(const T* row, std::int64_t base, const Key& key, float m, float lower,
+                            float log_min_p, float* x) {
+  for (int j = 0; j < group; ++j) {
+    const float v = load(row, base + j);
+    const float k = key(v);
+    x[j] = (v >= lower && k - m >= log_min_p) ? k : neg_inf();
+  }
+}
+
+/// The top-p threshold over the whole row (every entry in K): the smallest value kept.
+template <class T, class Key>
+WEFT_INLINE float top_p_threshold_row(const T* row, std::int64_t n, const Key& key, float m, float top_p,
+                                      const sample_scratch& s) {
+  const std::int64_t ng = num_groups(n);
+  for (int b = 0; b <= bins; ++b) {
+    s.hmass[b] = 0.0;
+    s.hcount[b] = 0;
+  }
+  // Level 1: mass per bin of d = m - x (1/64 nat each, the last bin holds d >= 32).
+  float x[group], w[group];
+  std::int32_t bin[group];
+  for (std::int64_t g = 0; g < ng; ++g) {
+    if (key(s.gmax[g]) - m < -87.3f) continue;  // every weight of the group is 0
+    const std::int64_t base = g * group;
+    const int len = group_x(row, n, base, key, x);
+    for (int j = 0; j < group; ++j) {
+      const float d = m - x[j];
+      const float dc = d < 32.0f ? d : 32.0f;
+      w[j] = fast_exp(x[j] - m);
+      bin[j] = static_cast<std::int32_t>(dc * bins_per_nat);
+    }
+    for (int j = 0; j < len; ++j) s.hmass[bin[j]] += static_cast<double>(w[j]);
+  }
+  double z = 0.0;
+  for (int b = 0; b <= bins; ++b) z += s.hmass[b];
+  const double target = static_cast<double>(top_p) * z;
+  double above = 0.0;  // mass of the bins before the crossing bin
+  int cross = bins;
+  for (int b = 0; b <= bins; ++b) {
+    if (above + s.hmass[b] >= target) {
+      cross = b;
+      break;
+    }
+    above += s.hmass[b];
+  }
+  // Collect the crossing bin's entries.
+  std::int64_t count = 0;
+  std::uint8_t keep[group];
+  for (std::int64_t g = 0; g < ng; ++g) {
+    if (key(s.gmax[g]) - m < -87.3f && cross < bins) continue;
+    const std::int64_t base = g * group;
+    const int len = group_x(row, n, base, key, x);
+    for (int j = 0; j < group; ++j) {
+      const float d = m - x[j];
+      const float dc = d < 32.0f ? d : 32.0f;
+      keep[j] = static_cast<std::uint8_t>(static_cast<std::int32_t>(dc * bins_per_nat) == cross ? 1 : 0);
+    }
+    for (int j = len; j < group; ++j) keep[j] = 0;
+    count = append_kept(row, base, len, keep, s.cands, count);
+  }
+  // Refine: sub-bins of the exact d (in double) until few entries remain.
+  double origin = static_cast<double>(cross) / bins_per_nat;
+  double width = 1.0 / bins_per_nat;
+  for (int level = 0; level < 2 && count > sort_max; ++level) {
+    width /= bins;
+    for (int b = 0; b < bins; ++b) {
+      s.hmass[b] = 0.0;
+      s.hcount[b] = 0;
+    }
+    for (std::int64_t c = 0; c < count; ++c) {
+      const float x = key(s.cands[c].v);
+      const double d = static_cast<double>(m) - static_cast<double>(x);
+      double f = (d - origin) / width;
+      f = f < 0.0 ? 0.0 : (f > bins - 1 ? bins - 1 : f);
+      const int b = static_cast<int>(f);
+      s.hmass[b] += static_cast<double>(fast_exp(x - m));
+      s.hcount[b] += 1;
+    }
+    int sub = -1;
+    double acc = above;
+    for (int b = 0; b < bins; ++b) {
+      if (s.hcount[b] == 0) continue;
+      sub = b;
+      if (acc + s.hmass[b] >= target) break;
+      acc += s.hmass[b];
+    }
+    // Mass before the chosen sub-bin, and its entries.
+    for (int b = 0; b < sub; ++b) above += s.hmass[b];
+    std::int64_t kept = 0;
+    for (std::int64_t c = 0; c < count; ++c) {
+      const float x = key(s.cands[c].v);
+      const double d = static_cast<double>(m) - static_cast<double>(x);
+      double f = (d - origin) / width;
+      f = f < 0.0 ? 0.0 : (f > bins - 1 ? bins - 1 : f);
+      if (static_cast<int>(f) == sub) s.cands[kept++] = s.cands[c];
+    }
+    count = kept;
+    origin += sub * width;
+  }
+  // Walk the (few) remaining entries in order, a tie group at a time.
+  sort_by(s.cands, count, cand_before{});
+  float threshold = count > 0 ? s.cands[0].v : neg_inf();
+  for (std::int64_t c = 0; c < count;) {
+    if (!(above < target)) break;
+    threshold = s.cands[c].v;
+    std::int64_t e = c;
+    while (e < count && s.cands[e].v == s.cands[c].v)
+      above += static_cast<double>(fast_exp(key(s.cands[e++].v) - m));
+    c = e;
+  }
+  return threshold;
+}
+
+/// Samples one row (the definitions are in the header comment).
+template <class T, class Key>
+WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sample_params& P,
+                                          const Key& key, float vmax, const row_key& rk,
+                                          const sample_scratch& s) {
+  const std::int64_t ng = num_groups(n);
+  const float m = key(vmax);
+  const std::int64_t first_max = find_first(row, n, s.gmax, vmax);
+  race_best best{neg_inf(), -1};
+
+  if (P.top_k > 0 && P.top_k < n) {
+    // ---- top-k: candidates above the k-th largest group maximum, then exact selection.
+    const std::int64_t k = P.top_k;
+    collect_top_k(row, n, k, s);
+    std::int64_t count = k;
+    // ---- top-p within K: sort K and walk tie groups.
+    if (P.top_p < 1.0f) {
+      sort_by(s.cands, count, cand_before{});
+      double z = 0.0;
+      for (std::int64_t c = 0; c < count; ++c) z += static_cast<double>(fast_exp(key(s.cands[c].v) - m));
+      const double target = static_cast<double>(P.top_p) * z;
+      double above = 0.0;
+      std::int64_t kept = 0;
+      while (kept < count && above < target) {
+        std::int64_t e = kept;
+        while (e < count && s.cands[e].v == s.cands[kept].v)
+          above += static_cast<double>(fast_exp(key(s.cands[e++].v) - m));
+        kept = e;
+      }
+      count = kept;
+    }
+    // ---- min-p, then the race over the list, 16 at a time.
+    int pending = 0;
+    for (std::int64_t c = 0; c < count; ++c) {
+      const float x = key(s.cands[c].v);
+      if (!(x - m >= P.log_min_p)) continue;
+      s.ids[pending] = s.cands[c].i;
+      s.xs[pending] = x;
+      if (++pending == lanes) {
+        race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
+        pending = 0;
+      }
+    }
+    if (pending) race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
+    return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
+  }
+
+  // ---- whole row: top-p threshold (a value), min-p predicate, race over the groups.
+  const float lower = P.top_p < 1.0f ? top_p_threshold_row(row, n, key, m, P.top_p, s) : neg_inf();
+  {
+    // The first maximum is always in S: its score starts the race and prunes the rest.
+    const std::int32_t id = static_cast<std::int32_t>(first_max);
+    s.ids[0] = id;
+    s.xs[0] = m;
+    race_list16(rk, P.purpose, P.position, s.ids, s.xs, 1, best);
+  }
+  // Candidates by a raw compare (v >= lower and v >= the min-p bound), then the exact test.
+  const float raw_minp = key.lower_raw(m, P.log_min_p);
+  const float lo_raw = lower > raw_minp ? lower : raw_minp;
+  float x[group];
+  int pending = 0;
+  std::int64_t count = 0;  // sparse candidates (ids in s.cands) waiting for the exact test
+  const auto flush = [&] {
+    for (std::int64_t c = 0; c < count; ++c) {
+      const std::int32_t id = s.cands[c].i;
+      const float v = load(row, id);
+      const float xj = key(v);
+      s.ids[pending] = id;
+      s.xs[pending] = xj;
+      pending += (v >= lower && xj - m >= P.log_min_p) ? 1 : 0;
+      if (pending == lanes) {
+        race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
+        pending = 0;
+      }
+    }
+    count = 0;
+  };
+  for (std::int64_t g = 0; g < ng; ++g) {
+    if (!(s.gmax[g] >= lo_raw)) continue;
+    const float kg = key(s.gmax[g]);
+    if (!(kg - m >= P.log_min_p)) continue;
+    const float ceiling = race_ceiling(kg);
+    if (ceiling + race_slack(ceiling) < best.score) continue;
+    const std::int64_t base = g * group;
+    const int len = static_cast<int>(n - base < group ? n - base : group);
+    std::uint64_t mk = 0;
+    for (int c = 0; c < group / lanes; ++c)
+      mk |= static_cast<std::uint64_t>(ge_mask16(row, base + c * lanes, len - c * lanes, lo_raw))
+            << (c * lanes);
+    if (len == group && popcount64(mk) > 8) {
+      group_keys(row, base, key, m, lower, P.log_min_p, x);
+      race_group(rk, P.purpose, P.position, base, x, best);
+      continue;
+    }
+    while (mk) {
+      s.cands[count++].i = static_cast<std::int32_t>(base + ctz64(mk));
+      mk &= mk - 1;
+    }
+    if (count >= 1024) flush();
+  }
+  flush();
+  if (pending) race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
+  return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
+}
+
+/// Samples one row of logits (probs = false) or probabilities (probs = true).
+template <class T>
+WEFT_INLINE sample_result sample_row(const T* row, std::int64_t n, const sample_params& P, const row_key& rk,
+                                     const sample_scratch& s) {
+  const scan_result sc = scan_groups(row, n, s.gmax);
+  if (sc.nan || n == 0) return {-1, false};
+  if (P.probs ? !(sc.max > 0.0f) : sc.max == neg_inf()) return {-1, false};  // no mass anywhere
+  if (P.greedy) return {static_cast<std::int32_t>(find_first(row, n, s.gmax, sc.max)), true};
+  if (!P.probs && sc.max == pos_inf()) return {sample_row_keyed(row, n, P, inf_key{}, sc.max, rk, s), true};
+  if (P.probs) return {sample_row_keyed(row, n, P, probs_key{P.inv_t}, sc.max, rk, s), true};
+  return {sample_row_keyed(row, n, P, logits_key{P.inv_t}, sc.max, rk, s), true};
+}
+
+}  // namespace weft::detail::decode
+
+WEFT_DECODE_NO_VECTORIZE_END

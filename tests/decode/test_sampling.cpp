@@ -1,0 +1,618 @@
+// argmax, sample, sample_probs, softmax, log_softmax, top_k_renorm on every backend, against
+// fp64 sort-based oracles (tests/decode/oracle.hpp, which also states the statistical test):
+// vocabularies 1, 7, 111, 32000, 128256, 256000; logits N(0,1), N(0,5), Gumbel; rows with 50% and
+// 90% zero probability; batches 1, 99, 989; NaN / inf rows; bad input; determinism.
+#include <catch2/catch_template_test_macros.hpp>
+#include <catch2/catch_test_macros.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "decode/data.hpp"
+#include "decode/oracle.hpp"
+#include "support/backends.hpp"
+
+using weft_test::buffer;
+using weft_test::law;
+
+namespace {
+
+template <class B>
+std::vector<std::int32_t> run_sample(const B& be, const std::vector<float>& x, std::int64_t rows,
+                                     std::int64_t V, weft::sample_options o, bool probs = false,
+                                     std::vector<std::uint8_t>* valid = nullptr) {
+  buffer<B, float> d(be, x);
+  buffer<B, std::int32_t> t(be, static_cast<std::size_t>(rows), -7);
+  buffer<B, std::uint8_t> v(be, static_cast<std::size_t>(rows), 9);
+  o.valid = weft::make_view(v.data(), rows);
+  if (probs)
+    weft::sample_probs(be, weft::make_view(d.data(), rows, V), weft::make_view(t.data(), rows), o);
+  else
+    weft::sample(be, weft::make_view(d.data(), rows, V), weft::make_view(t.data(), rows), o);
+  if (valid) *valid = v.to_host();
+  return t.to_host();
+}
+
+weft::sample_options to_options(const weft_test::sample_spec& s, std::uint64_t seed, std::uint64_t offset) {
+  weft::sample_options o;
+  o.temperature = static_cast<float>(s.temperature);
+  o.top_k = s.top_k;
+  o.top_p = static_cast<float>(s.top_p);
+  o.min_p = static_cast<float>(s.min_p);
+  o.seed = seed;
+  o.offset = offset;
+  return o;
+}
+
+const weft_test::sample_spec specs[] = {{1.0, 0, 1.0, 0.0},   {0.7, 0, 1.0, 0.0},    {1.0, 40, 1.0, 0.0},
+                                        {1.0, 0, 0.9, 0.0},   {1.0, 0, 1.0, 0.1},    {1.3, 40, 0.9, 0.0},
+                                        {0.8, 0, 0.9, 0.05},  {1.0, 50, 0.8, 0.02},  {2.0, 5, 0.5, 0.0},
+                                        {1.0, 0, 0.999, 0.0}, {0.5, 1000, 0.95, 0.0}};
+
+std::string spec_name(const weft_test::sample_spec& s) {
+  return "T=" + std::to_string(s.temperature) + " k=" + std::to_string(s.top_k) +
+         " p=" + std::to_string(s.top_p) + " min_p=" + std::to_string(s.min_p);
+}
+
+}  // namespace
+
+TEST_CASE("decode math: fast_exp / fast_log / exponential variates", "[decode][math]") {
+  namespace dd = weft::detail::decode;
+  double worst_exp = 0, worst_log = 0;
+  for (float x = -87.0f; x < 88.7f; x += 0.0173f) {
+    const double want = std::exp(static_cast<double>(x));
+    const float wf = static_cast<float>(want);
+    const double ulp = std::nextafter(wf, INFINITY) - wf;
+    worst_exp = std::max(worst_exp, std::abs(dd::fast_exp(x) - want) / ulp);
+  }
+  for (std::uint32_t b = 1; b < 0x7f800000u; b += 104729) {
+    float x;
+    std::memcpy(&x, &b, 4);
+    const double want = std::log(static_cast<double>(x));
+    if (std::abs(want) < 1e-3) continue;
+    const float wf = static_cast<float>(want);
+    const double ulp = std::nextafter(std::abs(wf), INFINITY) - std::abs(wf);
+    worst_log = std::max(worst_log, std::abs(dd::fast_log(x) - want) / ulp);
+  }
+  CHECK(worst_exp <= 2.0);
+  CHECK(worst_log <= 2.0);
+  CHECK(dd::fast_exp(-INFINITY) == 0.0f);
+  CHECK(std::isinf(dd::fast_exp(89.0f)));
+  CHECK(std::isnan(dd::fast_exp(NAN)));
+  CHECK(dd::fast_log(0.0f) == -INFINITY);
+  CHECK(std::isnan(dd::fast_log(-1.0f)));
+  CHECK(dd::fast_log(INFINITY) == INFINITY);
+  // E(r) = -log((r + 1/2) / 2^32) to 4e-7 relative over the whole word range, never 0.
+  for (std::uint64_t r = 0; r <= 0xffffffffull; r += 65537) {
+    const double u = (static_cast<double>(r) + 0.5) / 4294967296.0;
+    const double want = -std::log(u);
+    const float got = dd::exponential_from_bits(static_cast<std::uint32_t>(r));
+    REQUIRE(std::abs(got - want) <= 4e-7 * want);
+    // the pruning bound of the race holds for the computed E
+    REQUIRE(-std::log(static_cast<double>(got)) <= dd::neglog_e_bound(static_cast<std::uint32_t>(r)) + 1e-6);
+  }
+  for (std::uint32_t r : {0u, 1u, 0x7fffffffu, 0x80000000u, 0xfffffffeu, 0xffffffffu}) {
+    const double u = (static_cast<double>(r) + 0.5) / 4294967296.0;
+    CHECK(std::abs(dd::exponential_from_bits(r) + std::log1p(-(1 - u))) <= 4e-7 * -std::log(u));
+    // the pruning bound of the race: -log E <= k ln 2
+    CHECK(-std::log(static_cast<double>(dd::exponential_from_bits(r))) <=
+          dd::neglog_e_bound(r) + dd::race_slack(23.0f));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("argmax: lowest index of the maximum, NaN rows flagged", "[decode][argmax]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::array<std::int64_t, 2> shapes[] = {{1, 1},     {3, 7},      {99, 111}, {989, 7},
+                                                {2, 32000}, {1, 128256}, {2, 17}};
+  for (const auto& sh : shapes) {
+    const std::int64_t B = sh[0], V = sh[1];
+    INFO("B,V = " << B << "," << V);
+    auto x = weft_test::make_logits(B, V, law::normal1, static_cast<std::uint64_t>(B * 31 + V));
+    weft_test::rng r(5);
+    for (std::int64_t b = 0; b < B; ++b) {
+      // ties: copy the row maximum to a later and an earlier place in some rows
+      if (b % 3 == 1 && V > 2) {
+        const auto a = weft_test::oracle_argmax(&x[b * V], V);
+        x[b * V + (a + 1) % V] = x[b * V + a];
+        x[b * V + r.next() % V] = x[b * V + a];
+      }
+      if (b % 5 == 2) x[b * V + r.next() % V] = NAN;
+      if (b % 7 == 3)
+        for (std::int64_t i = 0; i < V; ++i) x[b * V + i] = -INFINITY;
+      if (b % 11 == 4) x[b * V + r.next() % V] = INFINITY;
+    }
+    buffer<TestType, float> d(be, x);
+    buffer<TestType, std::int32_t> t(be, static_cast<std::size_t>(B), -7);
+    buffer<TestType, std::uint8_t> v(be, static_cast<std::size_t>(B), 9);
+    weft::argmax(be, weft::make_view(d.data(), B, V), weft::make_view(t.data(), B),
+                 {.valid = weft::make_view(v.data(), B)});
+    const auto got = t.to_host();
+    const auto ok = v.to_host();
+    for (std::int64_t b = 0; b < B; ++b) {
+      bool nan = false;
+      for (std::int64_t i = 0; i < V; ++i) nan |= std::isnan(x[b * V + i]);
+      if (nan) {
+        REQUIRE(got[b] == -1);
+        REQUIRE(ok[b] == 0);
+      } else {
+        REQUIRE(got[b] == weft_test::oracle_argmax(&x[b * V], V));
+        REQUIRE(ok[b] == 1);
+      }
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("argmax: bf16 / f16 inputs and strided rows", "[decode][argmax]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 5, V = 1001, ld = 1040;
+  const auto x = weft_test::make_logits(B, ld, law::normal5, 3);
+  std::vector<weft::bf16> xb(x.size());
+  std::vector<weft::f16> xh(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xb[i] = weft::bf16(x[i]);
+    xh[i] = weft::f16(x[i] / 4);
+  }
+  buffer<TestType, weft::bf16> db(be, xb);
+  buffer<TestType, weft::f16> dh(be, xh);
+  buffer<TestType, std::int32_t> t(be, B), t2(be, B);
+  const std::array<std::int64_t, 2> ext{B, V}, str{ld, 1};
+  weft::argmax(be, weft::make_strided_view(db.data(), ext, str), weft::make_view(t.data(), B));
+  weft::argmax(be, weft::make_strided_view(dh.data(), ext, str), weft::make_view(t2.data(), B));
+  const auto g = t.to_host(), g2 = t2.to_host();
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::vector<float> rb(V), rh(V);
+    for (std::int64_t i = 0; i < V; ++i) {
+      rb[i] = xb[b * ld + i];
+      rh[i] = xh[b * ld + i];
+    }
+    CHECK(g[b] == weft_test::oracle_argmax(rb.data(), V));
+    CHECK(g2[b] == weft_test::oracle_argmax(rh.data(), V));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: every token lies in the sort-based top-k / top-p / min-p set",
+                        "[decode][sample]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  struct shape {
+    std::int64_t B, V;
+    law l;
+    double zeros;
+  };
+  const shape shapes[] = {
+      {1, 1, law::normal1, 0},       {99, 7, law::gumbel, 0},      {989, 7, law::normal5, 0},
+      {99, 111, law::normal1, 0.5},  {99, 111, law::normal5, 0.9}, {4, 32000, law::gumbel, 0},
+      {3, 32000, law::normal1, 0.9}, {2, 128256, law::normal1, 0}, {2, 128256, law::normal5, 0.5}};
+  for (const auto& sh : shapes) {
+    const auto x =
+        weft_test::make_logits(sh.B, sh.V, sh.l, static_cast<std::uint64_t>(sh.B + sh.V), sh.zeros);
+    for (const auto& s : specs) {
+      if (s.top_k > sh.V) continue;
+      INFO("B,V = " << sh.B << "," << sh.V << " " << weft_test::law_name(sh.l) << " zeros " << sh.zeros << " "
+                    << spec_name(s));
+      std::vector<std::uint8_t> valid;
+      const auto tok = run_sample(be, x, sh.B, sh.V, to_options(s, 42, 7), false, &valid);
+      for (std::int64_t b = 0; b < sh.B; ++b) {
+        REQUIRE(valid[b] == 1);
+        REQUIRE(tok[b] >= 0);
+        REQUIRE(tok[b] < sh.V);
+        const auto sup = weft_test::oracle_support(weft_test::row_of(x, sh.V, b), s, false);
+        REQUIRE(sup.possible[tok[b]]);
+      }
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: 256000-entry vocabulary", "[decode][sample]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 2, V = 256000;
+  const auto x = weft_test::make_logits(B, V, law::gumbel, 256);
+  for (const auto& s : {weft_test::sample_spec{1.0, 40, 0.9, 0.0}, weft_test::sample_spec{1.0, 0, 0.9, 0.0},
+                        weft_test::sample_spec{1.0, 0, 1.0, 0.1}}) {
+    const auto tok = run_sample(be, x, B, V, to_options(s, 1, 2));
+    for (std::int64_t b = 0; b < B; ++b)
+      REQUIRE(weft_test::oracle_support(weft_test::row_of(x, V, b), s, false).possible[tok[b]]);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: tokens follow the renormalised law (chi-square, alpha 1e-6)",
+                        "[decode][sample][distribution]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  // One row repeated over a batch of 989 rows (shared seed: every row draws its own stream),
+  // over several offsets: 989 * reps (9890 or 19780) independent draws per law; one chi-square
+  // test per law at alpha = 1e-6 (about 40 tests here: false-failure probability < 5e-5).
+  struct setup {
+    std::int64_t V;
+    law l;
+    double zeros;
+    int reps;
+  };
+  const setup setups[] = {{7, law::normal1, 0, 10},
+                          {111, law::normal5, 0, 20},
+                          {111, law::gumbel, 0.5, 20},
+                          {111, law::normal1, 0.9, 10}};
+  for (const auto& su : setups) {
+    const std::int64_t B = 989;
+    const auto one =
+        weft_test::make_logits(1, su.V, su.l, static_cast<std::uint64_t>(su.V * 3 + 1), su.zeros);
+    std::vector<float> x;
+    for (std::int64_t b = 0; b < B; ++b) x.insert(x.end(), one.begin(), one.end());
+    for (const auto& s : specs) {
+      if (s.top_k > su.V) continue;
+      const auto sup = weft_test::oracle_support(one, s, false);
+      if (sup.certain != sup.possible) continue;  // a threshold within rounding of a value
+      std::vector<std::int64_t> counts(su.V, 0);
+      for (int rep = 0; rep < su.reps; ++rep) {
+        const auto tok = run_sample(be, x, B, su.V, to_options(s, 2026, static_cast<std::uint64_t>(rep)));
+        for (auto t : tok) counts[t] += 1;
+      }
+      const auto r = weft_test::chi2_test(counts, sup.exact);
+      INFO("V " << su.V << " " << weft_test::law_name(su.l) << " zeros " << su.zeros << " " << spec_name(s)
+                << " chi2 " << r.statistic << " df " << r.df << " threshold " << r.threshold);
+      CHECK(r.pass);
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: top-40 law on 32000 and 128256 vocabularies (chi-square, alpha 1e-6)",
+                        "[decode][sample][distribution]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  for (const std::int64_t V : {std::int64_t(32000), std::int64_t(128256)}) {
+    const std::int64_t B = 64;
+    const auto one = weft_test::make_logits(1, V, law::normal1, static_cast<std::uint64_t>(V));
+    std::vector<float> x;
+    for (std::int64_t b = 0; b < B; ++b) x.insert(x.end(), one.begin(), one.end());
+    const weft_test::sample_spec s{1.0, 40, 1.0, 0.0};
+    const auto sup = weft_test::oracle_support(one, s, false);
+    std::vector<std::int64_t> counts(V, 0);
+    for (int rep = 0; rep < 40; ++rep)  // 2560 draws over 40 tokens
+      for (auto t : run_sample(be, x, B, V, to_options(s, 99, static_cast<std::uint64_t>(rep))))
+        counts[t] += 1;
+    const auto r = weft_test::chi2_test(counts, sup.exact);
+    INFO("V " << V << " chi2 " << r.statistic << " df " << r.df << " threshold " << r.threshold);
+    CHECK(r.pass);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: top_k = 1 and temperature 0 are argmax, ties included", "[decode][sample]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  for (const std::int64_t V : {std::int64_t(1), std::int64_t(7), std::int64_t(111), std::int64_t(32000)}) {
+    const std::int64_t B = 99;
+    auto x = weft_test::make_logits(B, V, law::normal1, static_cast<std::uint64_t>(V) + 5);
+    for (std::int64_t b = 0; b < B; b += 2) {  // ties at the maximum in every other row
+      const auto a = weft_test::oracle_argmax(&x[b * V], V);
+      for (std::int64_t i = 0; i < V; i += 3) x[b * V + i] = x[b * V + a];
+    }
+    weft::sample_options k1;
+    k1.top_k = 1;
+    k1.top_p = 0.5f;
+    weft::sample_options t0;
+    t0.temperature = 0;
+    const auto a = run_sample(be, x, B, V, k1);
+    const auto c = run_sample(be, x, B, V, t0);
+    for (std::int64_t b = 0; b < B; ++b) {
+      REQUIRE(a[b] == weft_test::oracle_argmax(&x[b * V], V));
+      REQUIRE(c[b] == a[b]);
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: NaN, -inf and +inf rows", "[decode][sample]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 6, V = 300;
+  auto x = weft_test::make_logits(B, V, law::normal1, 8);
+  x[0 * V + 17] = NAN;                                            // row 0: NaN
+  for (std::int64_t i = 0; i < V; ++i) x[1 * V + i] = -INFINITY;  // row 1: no mass
+  x[2 * V + 40] = INFINITY;                                       // row 2: one +inf
+  x[3 * V + 5] = x[3 * V + 250] = INFINITY;                       // row 3: two +inf
+  for (std::int64_t i = 0; i < V; ++i)                            // row 4: one finite value
+    if (i != 123) x[4 * V + i] = -INFINITY;
+  for (const auto& s : specs) {
+    if (s.top_k > V) continue;
+    std::vector<std::uint8_t> valid;
+    const auto tok = run_sample(be, x, B, V, to_options(s, 3, 4), false, &valid);
+    CHECK(tok[0] == -1);
+    CHECK(valid[0] == 0);
+    CHECK(tok[1] == -1);
+    CHECK(valid[1] == 0);
+    CHECK(tok[2] == 40);
+    CHECK((tok[3] == 5 || tok[3] == 250));
+    if (s.top_k == 1 || s.temperature == 0) CHECK(tok[3] == 5);
+    CHECK(tok[4] == 123);
+    for (std::int64_t b = 2; b < B; ++b) CHECK(valid[b] == 1);
+  }
+  // the two +inf entries of row 3 are equally likely: 500 draws, chi-square at alpha = 1e-6
+  std::vector<float> rows;
+  for (int b = 0; b < 500; ++b) rows.insert(rows.end(), x.begin() + 3 * V, x.begin() + 4 * V);
+  const auto tok = run_sample(be, rows, 500, V, {});
+  std::vector<std::int64_t> counts(V, 0);
+  for (auto t : tok) counts[t] += 1;
+  std::vector<double> p(V, 0.0);
+  p[5] = p[250] = 0.5;
+  CHECK(weft_test::chi2_test(counts, p).pass);
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: bitwise repeatable, batch invariant with per-row seeds, equal to serial",
+                        "[decode][sample][determinism]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 99, V = 4099;
+  const auto x = weft_test::make_logits(B, V, law::gumbel, 77);
+  std::vector<std::uint64_t> seeds(B), offsets(B);
+  for (std::int64_t b = 0; b < B; ++b) {
+    seeds[b] = 1000 + static_cast<std::uint64_t>(b) * 7919;
+    offsets[b] = static_cast<std::uint64_t>(b % 5);
+  }
+  for (const auto& s : specs) {
+    INFO(spec_name(s));
+    buffer<TestType, std::uint64_t> ds(be, seeds), dof(be, offsets);
+    auto o = to_options(s, 0, 0);
+    o.seeds = weft::make_view(static_cast<const std::uint64_t*>(ds.data()), B);
+    o.offsets = weft::make_view(static_cast<const std::uint64_t*>(dof.data()), B);
+    const auto first = run_sample(be, x, B, V, o);
+    CHECK(weft_test::bitwise_equal(first, run_sample(be, x, B, V, o)));
+    // a caller-provided workspace of sample_workspace_size bytes gives the same tokens
+    const std::size_t bytes = weft::sample_workspace_size(be, B, V);
+    if (bytes > 0) {
+      const weft::scratch_buffer ws = be.allocate(bytes + 256);  // rounded up to 256-byte alignment
+      void* base = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(ws.data()) + 255) / 256 * 256);
+      auto ow = o;
+      ow.workspace = {base, bytes};
+      CHECK(weft_test::bitwise_equal(first, run_sample(be, x, B, V, ow)));
+      ow.workspace = {base, bytes - 1};
+      CHECK_THROWS_AS(run_sample(be, x, B, V, ow), weft::invalid_argument);
+    }
+    // the serial reference gives the same tokens (CPU backends share the row code)
+    if constexpr (TestType::host_accessible) {
+      auto os = o;
+      os.seeds = weft::make_view(seeds.data(), B);
+      os.offsets = weft::make_view(offsets.data(), B);
+      CHECK(weft_test::bitwise_equal(first, run_sample(weft::serial_backend{}, x, B, V, os)));
+    }
+    // a row alone (batch of 1) gives the token it had in the batch, as does a reversed batch
+    for (std::int64_t b : {std::int64_t(0), std::int64_t(41), B - 1}) {
+      buffer<TestType, std::uint64_t> s1(be, std::vector<std::uint64_t>{seeds[b]});
+      buffer<TestType, std::uint64_t> o1(be, std::vector<std::uint64_t>{offsets[b]});
+      auto oo = o;
+      oo.seeds = weft::make_view(static_cast<const std::uint64_t*>(s1.data()), 1);
+      oo.offsets = weft::make_view(static_cast<const std::uint64_t*>(o1.data()), 1);
+      CHECK(run_sample(be, weft_test::row_of(x, V, b), 1, V, oo)[0] == first[b]);
+    }
+    std::vector<float> xr;
+    std::vector<std::uint64_t> sr, orr;
+    for (std::int64_t b = B - 1; b >= 0; --b) {
+      xr.insert(xr.end(), x.begin() + b * V, x.begin() + (b + 1) * V);
+      sr.push_back(seeds[b]);
+      orr.push_back(offsets[b]);
+    }
+    buffer<TestType, std::uint64_t> dsr(be, sr), dor(be, orr);
+    auto orv = o;
+    orv.seeds = weft::make_view(static_cast<const std::uint64_t*>(dsr.data()), B);
+    orv.offsets = weft::make_view(static_cast<const std::uint64_t*>(dor.data()), B);
+    const auto rev = run_sample(be, xr, B, V, orv);
+    for (std::int64_t b = 0; b < B; ++b) CHECK(rev[B - 1 - b] == first[b]);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sample_probs: the law of the probabilities, zeros never drawn",
+                        "[decode][sample_probs]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  for (double zeros : {0.0, 0.5, 0.9}) {
+    const std::int64_t B = 989, V = 111;
+    const auto one = weft_test::softmax_rows(weft_test::make_logits(1, V, law::normal1, 31, zeros), 1, V);
+    std::vector<float> x;
+    for (std::int64_t b = 0; b < B; ++b) x.insert(x.end(), one.begin(), one.end());
+    // 989 * 10 = 9890 draws per law, chi-square at alpha = 1e-6 (9 tests).
+    for (const auto& s : {weft_test::sample_spec{1.0, 0, 1.0, 0.0}, weft_test::sample_spec{1.0, 10, 0.9, 0.0},
+                          weft_test::sample_spec{0.5, 0, 0.8, 0.01}}) {
+      const auto sup = weft_test::oracle_support(one, s, true);
+      std::vector<std::int64_t> counts(V, 0);
+      for (int rep = 0; rep < 10; ++rep)
+        for (auto t : run_sample(be, x, B, V, to_options(s, 5, static_cast<std::uint64_t>(rep)), true)) {
+          REQUIRE(sup.possible[t]);
+          counts[t] += 1;
+        }
+      if (sup.certain != sup.possible) continue;
+      const auto r = weft_test::chi2_test(counts, sup.exact);
+      INFO("zeros " << zeros << " " << spec_name(s) << " chi2 " << r.statistic << " df " << r.df);
+      CHECK(r.pass);
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("softmax and log_softmax against fp64", "[decode][softmax]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::array<std::int64_t, 2> shapes[] = {{1, 1}, {99, 7}, {5, 111}, {2, 32000}};
+  for (const auto& sh : shapes) {
+    const std::int64_t B = sh[0], V = sh[1];
+    auto x = weft_test::make_logits(B, V, law::normal5, static_cast<std::uint64_t>(V), 0.5);
+    if (B > 3) {
+      x[1 * V] = NAN;
+      for (std::int64_t i = 0; i < V; ++i) x[2 * V + i] = -INFINITY;
+      x[3 * V + V / 2] = INFINITY;
+    }
+    for (float T : {1.0f, 0.6f}) {
+      INFO("B,V = " << B << "," << V << " T " << T);
+      buffer<TestType, float> d(be, x);
+      buffer<TestType, float> p(be, x.size(), -5.0f), lp(be, x.size(), -5.0f);
+      buffer<TestType, std::uint8_t> v1(be, B, 9), v2(be, B, 9);
+      weft::softmax(be, weft::make_view(d.data(), B, V), weft::make_view(p.data(), B, V),
+                    {.temperature = T, .valid = weft::make_view(v1.data(), B)});
+      weft::log_softmax(be, weft::make_view(d.data(), B, V), weft::make_view(lp.data(), B, V),
+                        {.temperature = T, .valid = weft::make_view(v2.data(), B)});
+      const auto gp = p.to_host(), glp = lp.to_host();
+      const auto ok1 = v1.to_host(), ok2 = v2.to_host();
+      for (std::int64_t b = 0; b < B; ++b) {
+        std::vector<double> ref(V);
+        bool nan = false, allneg = true, posinf = false;
+        for (std::int64_t i = 0; i < V; ++i) {
+          nan |= std::isnan(x[b * V + i]);
+          allneg &= x[b * V + i] == -INFINITY;
+          posinf |= x[b * V + i] == INFINITY;
+        }
+        if (nan || allneg) {
+          REQUIRE(ok1[b] == 0);
+          REQUIRE(ok2[b] == 0);
+          REQUIRE(std::isnan(gp[b * V]));
+          continue;
+        }
+        REQUIRE(ok1[b] == 1);
+        double m = -INFINITY, z = 0;
+        for (std::int64_t i = 0; i < V; ++i) m = std::max<double>(m, x[b * V + i] / static_cast<double>(T));
+        for (std::int64_t i = 0; i < V; ++i) {
+          const double xi =
+              posinf ? (x[b * V + i] == INFINITY ? 0.0 : -INFINITY) : x[b * V + i] / (double)T - m;
+          ref[i] = xi;
+          z += std::exp(xi);
+        }
+        for (std::int64_t i = 0; i < V; ++i) {
+          const double want = std::exp(ref[i]) / z, lwant = ref[i] - std::log(z);
+          REQUIRE(std::abs(gp[b * V + i] - want) <= 4e-6 * want + 1e-37);
+          if (std::isinf(lwant))
+            REQUIRE(glp[b * V + i] == lwant);
+          else
+            REQUIRE(std::abs(glp[b * V + i] - lwant) <= 2e-6 * (1 + std::abs(lwant)));
+        }
+      }
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("top_k_renorm against a sort", "[decode][top_k_renorm]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::array<std::int64_t, 2> shapes[] = {{1, 1}, {99, 7}, {9, 111}, {2, 32000}};
+  for (const auto& sh : shapes) {
+    const std::int64_t B = sh[0], V = sh[1];
+    auto l = weft_test::make_logits(B, V, law::gumbel, 12, 0.5);
+    if (V > 3) l[1] = l[2] = l[3] = l[0];  // ties in row 0
+    const auto p = weft_test::softmax_rows(l, B, V);
+    for (std::int64_t k : {std::int64_t(0), std::int64_t(1), std::int64_t(3), V / 2, V}) {
+      if (k > V) continue;
+      INFO("B,V = " << B << "," << V << " k " << k);
+      buffer<TestType, float> d(be, p), o(be, p.size(), -1.0f);
+      weft::top_k_renorm(be, weft::make_view(d.data(), B, V), weft::make_view(o.data(), B, V), k);
+      const auto got = o.to_host();
+      for (std::int64_t b = 0; b < B; ++b) {
+        std::vector<std::int64_t> order(V);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](auto a, auto c) { return p[b * V + a] > p[b * V + c]; });
+        const std::int64_t kk = (k == 0 || k > V) ? V : k;
+        double z = 0;
+        for (std::int64_t r = 0; r < kk; ++r) z += p[b * V + order[r]];
+        std::vector<double> want(V, 0.0);
+        for (std::int64_t r = 0; r < kk; ++r) want[order[r]] = p[b * V + order[r]] / z;
+        for (std::int64_t i = 0; i < V; ++i)
+          REQUIRE(std::abs(got[b * V + i] - want[i]) <= 1e-6 * want[i] + 1e-38);
+      }
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("sampling: bad input throws invalid_argument naming the argument, writes nothing",
+                        "[decode][errors]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 3, V = 50;
+  auto p = weft_test::softmax_rows(weft_test::make_logits(B, V, law::normal1, 4), B, V);
+  buffer<TestType, float> d(be, p);
+  buffer<TestType, std::int32_t> t(be, B, -7);
+  buffer<TestType, std::uint8_t> val(be, B, 9);
+  const auto x = weft::make_view(d.data(), B, V);
+  const auto tok = weft::make_view(t.data(), B);
+  auto expect_arg = [&](auto&& call, const char* arg) {
+    try {
+      call();
+      FAIL("no exception for " << arg);
+    } catch (const weft::invalid_argument& e) {
+      CHECK(e.argument() == arg);
+    }
+  };
+  expect_arg([&] { weft::sample(be, x, tok, {.top_p = 0.0f}); }, "top_p");
+  expect_arg([&] { weft::sample(be, x, tok, {.top_p = 1.5f}); }, "top_p");
+  expect_arg([&] { weft::sample(be, x, tok, {.top_k = -1}); }, "top_k");
+  expect_arg([&] { weft::sample(be, x, tok, {.top_k = V + 1}); }, "top_k");
+  expect_arg([&] { weft::sample(be, x, tok, {.temperature = -1.0f}); }, "temperature");
+  expect_arg([&] { weft::sample(be, x, tok, {.temperature = NAN}); }, "temperature");
+  expect_arg([&] { weft::sample(be, x, tok, {.min_p = 1.5f}); }, "min_p");
+  expect_arg([&] { weft::sample(be, x, weft::make_view(t.data(), B - 1)); }, "tokens");
+  expect_arg([&] { weft::sample(be, x, tok, {.valid = weft::make_view(val.data(), B - 1)}); }, "valid");
+  expect_arg([&] { weft::argmax(be, weft::make_view(d.data(), B, 0), tok); }, "logits");
+  expect_arg([&] { weft::argmax(be, x, weft::make_view(t.data(), B + 1)); }, "tokens");
+  // probabilities: negative, NaN, a row not summing to 1
+  for (int bad = 0; bad < 3; ++bad) {
+    auto q = p;
+    if (bad == 0) q[V + 3] = -1e-3f;
+    if (bad == 1) q[2 * V + 7] = NAN;
+    if (bad == 2) q[V + 9] += 0.01f;
+    buffer<TestType, float> dq(be, q);
+    expect_arg([&] { weft::sample_probs(be, weft::make_view(dq.data(), B, V), tok); }, "probs");
+    buffer<TestType, float> out(be, q.size(), 3.0f);
+    expect_arg(
+        [&] {
+          weft::top_k_renorm(be, weft::make_view(dq.data(), B, V), weft::make_view(out.data(), B, V), 2);
+        },
+        "probs");
+    for (float v : out.to_host()) REQUIRE(v == 3.0f);
+  }
+  buffer<TestType, float> out(be, p.size(), 3.0f);
+  expect_arg([&] { weft::softmax(be, x, weft::make_view(out.data(), B, V), {.temperature = 0.0f}); },
+             "temperature");
+  expect_arg([&] { weft::softmax(be, x, weft::make_view(out.data(), B, V - 1)); }, "out");
+  expect_arg([&] { weft::top_k_renorm(be, x, weft::make_view(out.data(), B, V), V + 1); }, "k");
+  for (float v : out.to_host()) CHECK(v == 3.0f);
+  for (auto v : t.to_host()) CHECK(v == -7);
+  for (auto v : val.to_host()) CHECK(v == 9);
+}
+
+TEMPLATE_LIST_TEST_CASE("sample: adversarial rows never give an out-of-range or zero-probability token",
+                        "[decode][sample]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 99, V = 1000;
+  std::vector<float> p(B * V, 0.0f);
+  for (std::int64_t b = 0; b < B; ++b) {
+    float* row = &p[b * V];
+    switch (b % 4) {
+      case 0:  // all mass on the last id, the rest subnormal or zero
+        for (std::int64_t i = 0; i < V - 1; ++i) row[i] = i % 2 ? 1e-41f : 0.0f;
+        row[V - 1] = 1.0f;
+        break;
+      case 1:  // a row summing to 1 - 9e-4 (inside the tolerance): mass on the first and last ids
+        row[0] = 0.5f;
+        row[V - 1] = 0.4991f;
+        break;
+      case 2:  // many equal tiny values and one large one
+        for (std::int64_t i = 0; i < V; ++i) row[i] = 1e-7f;
+        row[V / 2] = 1.0f - 1e-7f * (V - 1);
+        break;
+      default:  // uniform
+        for (std::int64_t i = 0; i < V; ++i) row[i] = 1.0f / V;
+    }
+  }
+  for (const auto& s : specs) {
+    for (std::uint64_t offset = 0; offset < 5; ++offset) {
+      const auto tok = run_sample(be, p, B, V, to_options(s, 9, offset), true);
+      for (std::int64_t b = 0; b < B; ++b) {
+        REQUIRE(tok[b] >= 0);
+        REQUIRE(tok[b] < V);
+        REQUIRE(p[b * V + tok[b]] > 0.0f);
+      }
+    }
+  }
+  // bf16 logits: every token in the sort-based set of the rounded values
+  const auto x = weft_test::make_logits(9, 4099, weft_test::law::gumbel, 44);
+  std::vector<weft::bf16> xb(x.size());
+  std::vector<float> xr(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) xr[i] = xb[i] = weft::bf16(x[i]);
+  buffer<TestType, weft::bf16> db(be, xb);
+  buffer<TestType, std::int32_t> t(be, 9);
+  for (const auto& s : specs) {
+    weft::sample(be, weft::make_view(db.data(), 9, 4099), weft::make_view(t.data(), 9), to_options(s, 3, 1));
+    const auto tok = t.to_host();
+    for (std::int64_t b = 0; b < 9; ++b)
+      REQUIRE(weft_test::oracle_support(weft_test::row_of(xr, 4099, b), s, false).possible[tok[b]]);
+  }
+}
