@@ -2,5 +2,6 @@
 #pragma once
 
 #include "weft/backend/cuda.cuh"
+#include "weft/linear_attention/cuda.cuh"
 #include "weft/scan/cuda.cuh"
 #include "weft/weft.hpp"

@@ -2,5 +2,6 @@
 #pragma once
 
 #include "weft/backend/kokkos.hpp"
+#include "weft/linear_attention/kokkos.hpp"
 #include "weft/scan/kokkos.hpp"
 #include "weft/weft.hpp"

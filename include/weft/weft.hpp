@@ -10,5 +10,6 @@
 #include "weft/core/random.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
+#include "weft/linear_attention/linear_attention.hpp"
 #include "weft/scan/monoid.hpp"
 #include "weft/scan/scan.hpp"
