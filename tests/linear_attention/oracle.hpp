@@ -60,6 +60,9 @@ struct problem {
 
 struct result {
   std::vector<double> o, S, n, m;  // o [B,T,H,V]; S [N,H,K,V]; n [N,H,K]; m [N,H]
+  /// mLSTM: condition number of each token's denominator, sum|q_i n_i| / max(|q.n|, exp(-m))
+  /// ([B,T,H]; 1 for other gates). fp32 rounding of q.n is amplified by this factor.
+  std::vector<double> cond;
 };
 
 inline double logsig(double x) {
@@ -75,6 +78,7 @@ inline result oracle(const problem& p) {
   r.S.assign(N * H * K * V, 0.0);
   r.n.assign(N * H * K, 0.0);
   r.m.assign(N * H, 0.0);
+  r.cond.assign(B * T * H, 1.0);
   for (std::int64_t n = 0; n < N; ++n) {
     const std::int64_t b = p.cu.empty() ? n : 0;
     const std::int64_t t0 = p.cu.empty() ? 0 : p.cu[n], t1 = p.cu.empty() ? T : p.cu[n + 1];
@@ -137,9 +141,13 @@ inline result oracle(const problem& p) {
         }
         double den = 1;
         if (p.is_mlstm()) {
-          double qn = 0;
-          for (std::int64_t x = 0; x < K; ++x) qn += scale * q[x] * nv[x];
+          double qn = 0, qn_abs = 0;
+          for (std::int64_t x = 0; x < K; ++x) {
+            qn += scale * q[x] * nv[x];
+            qn_abs += std::abs(scale * q[x] * nv[x]);
+          }
           den = std::max(std::abs(qn), p.kind == gk::mlstm_exp ? std::exp(-m) : 1.0) + p.eps;
+          r.cond[tok] = qn_abs / den;
         }
         for (std::int64_t y = 0; y < V; ++y) {
           double acc = 0;
@@ -155,6 +163,19 @@ inline result oracle(const problem& p) {
     }
   }
   return r;
+}
+
+/// FLA's error ratio restricted to tokens whose mLSTM denominator has cond <= max_cond.
+inline double rel_rmse_conditioned(const std::vector<double>& got, const std::vector<double>& want,
+                                   const std::vector<double>& cond, std::int64_t V, double max_cond) {
+  double e = 0, s = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (cond[i / static_cast<std::size_t>(V)] > max_cond) continue;
+    const double d = got[i] - want[i];
+    e += d * d;
+    s += want[i] * want[i];
+  }
+  return s == 0 ? std::sqrt(e) : std::sqrt(e / s);
 }
 
 /// FLA's error ratio: rms(x - y) / rms(y).

@@ -54,13 +54,13 @@ __global__ void column_kernel(Gate gate, args<E> a, float* S, float* nv, const f
   const std::int64_t V = a.V, H = a.H, K = a.K;
   if (c >= a.N * H * V) return;
   const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-  float mm = m[nh];
+  double mm = m[nh];
   recurrent_column(gate, a, sequence(a, n), h, e, S + c * K, nv ? nv + c * K : nullptr, 1, mm);
   if (given(a.s1))
     for (std::int64_t i = 0; i < K; ++i) a.s1(n, h, i, e) = S[c * K + i];
   if (e == 0 && given(a.n1))
     for (std::int64_t i = 0; i < K; ++i) a.n1(n, h, i) = nv[c * K + i];
-  if (e == 0 && given(a.m1)) a.m1(n, h) = mm;
+  if (e == 0 && given(a.m1)) a.m1(n, h) = static_cast<float>(mm);
 }
 
 inline unsigned blocks_for(std::int64_t n) {

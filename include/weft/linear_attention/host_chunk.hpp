@@ -46,18 +46,19 @@ inline std::int64_t pad16(std::int64_t x) {
 /// One thread's scratch: pointers carved from its slot of the workspace.
 struct slot {
   std::int64_t Kp = 0, Vp = 0, Lb = 0;
-  float *S, *nv;          // state (Kp x Vp), mLSTM normalizer (Kp)
-  float *Q, *Q2;          // query block (Lb x Kp): packed, and inter-scaled / raw
-  float *Kr, *Kt, *Kw;    // keys: row-major (Lb x Kp), transposed (Kp x Lb), weighted (Kp x Lb)
-  float *Vb, *Ub, *Wt;    // values / U / K S0 (Lb x Vp)
-  float *A, *Tm;          // tiles (Lb x Lb)
-  float* O;               // output accumulator (Lb x Vp)
-  float *aq, *dq, *ak;    // vector gate: exp(g) of the query block, its prefix products, key block
-  float *wq, *wv, *rr;    // vector gate: decay vectors (Kp)
-  float *den, *wrow;      // mLSTM denominators, one row of weights (Lb)
-  double* P;              // log decay since the last reset (max_chunk)
-  std::int32_t* seg;      // index of the last reset at or before t, -1 if none (max_chunk)
-  float *li, *mrow, *bt;  // mLSTM log input and stabilizer, delta beta (max_chunk)
+  float *S, *nv;        // state (Kp x Vp), mLSTM normalizer (Kp)
+  float *Q, *Q2;        // query block (Lb x Kp): packed, and inter-scaled / raw
+  float *Kr, *Kt, *Kw;  // keys: row-major (Lb x Kp), transposed (Kp x Lb), weighted (Kp x Lb)
+  float *Vb, *Ub, *Wt;  // values / U / K S0 (Lb x Vp)
+  float *A, *Tm;        // tiles (Lb x Lb)
+  float* O;             // output accumulator (Lb x Vp)
+  float *aq, *dq, *ak;  // vector gate: exp(g) of the query block, its prefix products, key block
+  float *wq, *wv, *rr;  // vector gate: decay vectors (Kp)
+  float *den, *wrow;    // mLSTM denominators, one row of weights (Lb)
+  double* P;            // log decay since the last reset (max_chunk)
+  std::int32_t* seg;    // index of the last reset at or before t, -1 if none (max_chunk)
+  double *li, *mrow;    // mLSTM log input gates and row stabilizers (max_chunk), fp64
+  float *bt, *gam;      // delta: beta, decay from the chunk start (max_chunk)
 
   template <class Carver>
   void carve(Carver& c, std::int64_t K, std::int64_t V, std::int64_t chunk) {
@@ -88,9 +89,10 @@ struct slot {
     wrow = f(Lb);
     P = c.template take<double>(max_chunk);
     seg = c.template take<std::int32_t>(max_chunk);
-    li = f(max_chunk);
-    mrow = f(max_chunk);
+    li = c.template take<double>(max_chunk);
+    mrow = c.template take<double>(max_chunk);
     bt = f(max_chunk);
+    gam = f(max_chunk);
   }
 };
 
@@ -131,7 +133,7 @@ void pack_transposed(float* dst, std::int64_t ld, const E* src, std::int64_t ss,
 }
 
 template <class E>
-void load_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w, float& m) {
+void load_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w, double& m) {
   for (std::int64_t i = 0; i < w.Kp; ++i)
     for (std::int64_t j = 0; j < w.Vp; ++j)
       w.S[i * w.Vp + j] = (i < a.K && j < a.V && given(a.s0)) ? a.s0(n, h, i, j) : 0.0f;
@@ -140,13 +142,13 @@ void load_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w,
 }
 
 template <class E>
-void store_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w, float m) {
+void store_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w, double m) {
   if (given(a.s1))
     for (std::int64_t i = 0; i < a.K; ++i)
       for (std::int64_t j = 0; j < a.V; ++j) a.s1(n, h, i, j) = w.S[i * w.Vp + j];
   if (given(a.n1))
     for (std::int64_t i = 0; i < a.K; ++i) a.n1(n, h, i) = w.nv[i];
-  if (given(a.m1)) a.m1(n, h) = m;
+  if (given(a.m1)) a.m1(n, h) = static_cast<float>(m);
 }
 
 /// Log decays of tokens c0 .. c0+L-1 summed since the last reset: P[s] (fp64), seg[s].
@@ -168,13 +170,26 @@ void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t
   }
 }
 
-/// log D(i, j) (+ nothing else) for j <= i within the chunk: -inf across a reset.
-inline float log_d(const slot& w, std::int64_t i, std::int64_t j) {
-  return w.seg[i] > j ? -infinity<float>() : static_cast<float>(w.P[i] - w.P[j]);
+/// log D(i, j) for j <= i within the chunk: -inf across a reset.
+inline double log_d(const slot& w, std::int64_t i, std::int64_t j) {
+  return w.seg[i] > j ? -infinity<double>() : w.P[i] - w.P[j];
 }
 /// log D(i, c0 - 1): the decay from the chunk start through token i.
-inline float log_d0(const slot& w, std::int64_t i) {
-  return w.seg[i] >= 0 ? -infinity<float>() : static_cast<float>(w.P[i]);
+inline double log_d0(const slot& w, std::int64_t i) {
+  return w.seg[i] >= 0 ? -infinity<double>() : w.P[i];
+}
+
+/// Row of log weights for query token gi against keys k0 .. k0+n-1 of the chunk:
+/// out[j] = log D(gi, k0+j) + li[k0+j] - m (fp64, then fp32), -inf outside the causal range
+/// or across a reset. li may be null (no input gate).
+inline void log_weight_row(const slot& w, std::int64_t gi, std::int64_t k0, std::int64_t n,
+                           std::int64_t valid_n, const double* li, double m, float* out) {
+  const std::int64_t lo = std::max<std::int64_t>(0, w.seg[gi] - k0);
+  const std::int64_t hi = std::min<std::int64_t>(valid_n, gi - k0 + 1);
+  const double base = w.P[gi] - m;
+  for (std::int64_t j = 0; j < n; ++j) out[j] = -infinity<float>();
+  for (std::int64_t j = lo; j < hi; ++j)
+    out[j] = static_cast<float>(base - w.P[k0 + j] + (li ? li[k0 + j] : 0.0));
 }
 
 inline void zero(float* x, std::int64_t n) {
@@ -209,24 +224,23 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
   const bool stab = mlstm_stabilized(gate);
   const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, b = r.b, C = a.chunk;
   const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1);
-  float m0 = 0;
+  double m0 = 0;  // the mLSTM stabilizer at the chunk start (fp64 across chunks)
   load_state(a, n, h, w, m0);
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0);
     decay_table(gate, b, c0, L, h, w);
     // Row stabilizers m_i = max(log w_inter_i, max_{j<=i} log W_ij): a running max of
     // li_j - P_j within the current reset segment (mLSTM exponential); 0 otherwise.
-    float best = -infinity<float>();
+    double best = -infinity<double>();
     for (std::int64_t s = 0; s < L; ++s) {
-      w.li[s] = is_mlstm ? log_input<float>(gate, b, c0 + s, h) : 0.0f;
+      w.li[s] = is_mlstm ? log_input<double>(gate, b, c0 + s, h) : 0.0;
       if (!stab) {
         w.mrow[s] = 0;
         continue;
       }
-      if (s > 0 && w.seg[s] != w.seg[s - 1]) best = -infinity<float>();
-      best = std::max(best, w.li[s] - static_cast<float>(w.P[s]));
-      const float inter = log_d0(w, s) + m0;
-      w.mrow[s] = std::max(inter, static_cast<float>(w.P[s]) + best);
+      if (s > 0 && w.seg[s] != w.seg[s - 1]) best = -infinity<double>();
+      best = std::max(best, w.li[s] - w.P[s]);
+      w.mrow[s] = std::max(log_d0(w, s) + m0, w.P[s] + best);
     }
     const std::int64_t nb = ceil_div(L, Lb);
     for (std::int64_t qb = 0; qb < nb; ++qb) {
@@ -235,7 +249,8 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       // (Lq x V) inter-chunk part: rows of Q S0 weighted by D(i, c0-1) exp(m0 - m_i)
       gemm(Lqp, Vp, K, w.Q, Kp, 1, w.S, Vp, w.O, Vp, false);
       for (std::int64_t i = 0; i < Lqp; ++i) {
-        const float wi = i < Lq ? exp_minus(log_d0(w, q0 + i) + m0, w.mrow[q0 + i]) : 0.0f;
+        const float wi =
+            i < Lq ? static_cast<float>(exp_minus(log_d0(w, q0 + i) + m0, w.mrow[q0 + i])) : 0.0f;
         for (std::int64_t e = 0; e < Vp; ++e) w.O[i * Vp + e] *= wi;
         if constexpr (is_mlstm) {
           float qn = 0;
@@ -253,15 +268,14 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
         for (std::int64_t i = 0; i < Lqp; ++i) {
           float* Ai = w.A + i * Lb;
           const std::int64_t gi = q0 + i;
-          for (std::int64_t j = 0; j < Lkp; ++j) {
-            const std::int64_t gj = k0 + j;
-            const bool valid = i < Lq && j < Lk && gj <= gi;
-            if constexpr (kd == kind::none)
-              w.wrow[j] = valid ? 1.0f : 0.0f;
-            else
-              w.wrow[j] = valid ? log_d(w, gi, gj) + w.li[gj] - w.mrow[gi] : -infinity<float>();
+          if (i >= Lq) {
+            for (std::int64_t j = 0; j < Lkp; ++j) w.wrow[j] = 0.0f;
+          } else if constexpr (kd == kind::none) {
+            for (std::int64_t j = 0; j < Lkp; ++j) w.wrow[j] = (j < Lk && k0 + j <= gi) ? 1.0f : 0.0f;
+          } else {
+            log_weight_row(w, gi, k0, Lkp, Lk, is_mlstm ? w.li : nullptr, w.mrow[gi], w.wrow);
+            exp_inplace(w.wrow, Lkp);
           }
-          if constexpr (kd != kind::none) exp_inplace(w.wrow, Lkp);
           float rs = 0;
           for (std::int64_t j = 0; j < Lkp; ++j) {
             Ai[j] = w.wrow[j] > 0.0f ? Ai[j] * w.wrow[j] : 0.0f;
@@ -273,7 +287,7 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       }
       if constexpr (is_mlstm) {
         for (std::int64_t i = 0; i < Lq; ++i) {
-          const float floor = stab ? exp(-w.mrow[q0 + i]) : 1.0f;
+          const float floor = stab ? static_cast<float>(std::exp(-w.mrow[q0 + i])) : 1.0f;
           w.den[i] = std::max(std::abs(w.den[i]), floor) + gate.eps;
         }
       }
@@ -281,8 +295,8 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
     }
     // State: S1 = D(end, c0-1) exp(m0 - m1) S0 + sum_j D(end, j) exp(li_j - m1) k_j v_j^T
     const std::int64_t end = L - 1;
-    const float m1 = w.mrow[end];
-    const float ws = exp_minus(log_d0(w, end) + m0, m1);
+    const double m1 = w.mrow[end];
+    const float ws = static_cast<float>(exp_minus(log_d0(w, end) + m0, m1));
     for (std::int64_t i = 0; i < K * Vp; ++i) w.S[i] *= ws;
     if constexpr (is_mlstm)
       for (std::int64_t c = 0; c < K; ++c) w.nv[c] *= ws;
@@ -292,8 +306,7 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
         pack_transposed(w.Kt, Lb, &a.k(b, c0 + k0, h, 0), ks, Lk, Lkp, K, Kp);
         pack_rows(w.Vb, Vp, &a.v(b, c0 + k0, h, 0), vs, Lk, Lkp, a.V, Vp, 1.0f);
       }
-      for (std::int64_t j = 0; j < Lkp; ++j)
-        w.wrow[j] = j < Lk ? log_d(w, end, k0 + j) + w.li[k0 + j] - m1 : -infinity<float>();
+      log_weight_row(w, end, k0, Lkp, Lk, is_mlstm ? w.li : nullptr, m1, w.wrow);
       exp_inplace(w.wrow, Lkp);
       for (std::int64_t c = 0; c < Kp; ++c) {
         float ksum = 0;
@@ -354,7 +367,7 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
                        const slot& w) {
   const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, b = r.b, C = a.chunk;
   const std::int64_t ks = a.k.stride(1), vs = a.v.stride(1);
-  float m_unused = 0;
+  double m_unused = 0;
   load_state(a, n, h, w, m_unused);
   constexpr float safe_lo = 8.7565e-27f, safe_hi = 1.1420e26f;  // e^-60, e^60
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
@@ -457,17 +470,16 @@ void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, st
   const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, b = r.b;
   const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1);
   const std::int64_t C = std::min<std::int64_t>(a.chunk, Lb);  // larger chunks: blocks of Lb in sequence
-  float m_unused = 0;
+  double m_unused = 0;
   load_state(a, n, h, w, m_unused);
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0), Lp = pad16(L);
     decay_table(gate, b, c0, L, h, w);
     for (std::int64_t s = 0; s < L; ++s) {
       w.bt[s] = beta<float>(gate, b, c0 + s, h);
-      w.mrow[s] = log_d0(w, s);  // log gamma_s
-      w.li[s] = 0;
+      w.gam[s] = static_cast<float>(log_d0(w, s));  // log gamma_s
     }
-    exp_inplace(w.mrow, L);  // gamma_s = D(s, c0-1)
+    exp_inplace(w.gam, L);  // gamma_s = D(s, c0-1)
     pack_rows(w.Kr, Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
     pack_transposed(w.Kt, Lb, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp);
     pack_rows(w.Q, Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, static_cast<float>(a.scale));
@@ -476,12 +488,11 @@ void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, st
     gemm(Lp, Vp, K, w.Kr, Kp, 1, w.S, Vp, w.Wt, Vp, false);
     for (std::int64_t j = 0; j < L; ++j)
       for (std::int64_t e = 0; e < Vp; ++e)
-        w.Vb[j * Vp + e] = w.bt[j] * (w.Vb[j * Vp + e] - w.mrow[j] * w.Wt[j * Vp + e]);
+        w.Vb[j * Vp + e] = w.bt[j] * (w.Vb[j * Vp + e] - w.gam[j] * w.Wt[j * Vp + e]);
     // Lmat = beta_j D(j,l) (k_j . k_l), l < j     (Lp x Lp, in A)
     gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
     for (std::int64_t j = 0; j < Lp; ++j) {
-      for (std::int64_t l = 0; l < Lp; ++l)
-        w.wrow[l] = (j < L && l < j) ? log_d(w, j, l) : -infinity<float>();
+      log_weight_row(w, j < L ? j : 0, 0, Lp, j < L ? j : 0, nullptr, 0.0, w.wrow);  // l < j
       exp_inplace(w.wrow, Lp);
       for (std::int64_t l = 0; l < Lp; ++l) {
         const float x = w.wrow[l] > 0.0f ? w.A[j * Lb + l] * w.wrow[l] : 0.0f;
@@ -505,24 +516,23 @@ void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, st
     // O = diag(gamma) Q S0 + (Q K^T (.) D) U
     gemm(Lp, Lp, K, w.Q, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
     for (std::int64_t i = 0; i < Lp; ++i) {
-      for (std::int64_t j = 0; j < Lp; ++j)
-        w.wrow[j] = (i < L && j <= i) ? log_d(w, i, j) : -infinity<float>();
+      log_weight_row(w, i < L ? i : 0, 0, Lp, i < L ? L : 0, nullptr, 0.0, w.wrow);  // j <= i
       exp_inplace(w.wrow, Lp);
       for (std::int64_t j = 0; j < Lp; ++j)
         w.A[i * Lb + j] = w.wrow[j] > 0.0f ? w.A[i * Lb + j] * w.wrow[j] : 0.0f;
     }
     gemm(Lp, Vp, K, w.Q, Kp, 1, w.S, Vp, w.O, Vp, false);
     for (std::int64_t i = 0; i < Lp; ++i) {
-      const float g = i < L ? w.mrow[i] : 0.0f;
+      const float g = i < L ? w.gam[i] : 0.0f;
       for (std::int64_t e = 0; e < Vp; ++e) w.O[i * Vp + e] *= g;
     }
     gemm(Lp, Vp, Lp, w.A, Lb, 1, w.Ub, Vp, w.O, Vp, true, shape::lower_in);
     store_rows(a, b, c0, h, L, w, nullptr);
     // S1 = gamma_end S0 + (K (.) D(end, .))^T U
     const std::int64_t end = L - 1;
-    const float gend = w.mrow[end];
+    const float gend = w.gam[end];
     for (std::int64_t i = 0; i < K * Vp; ++i) w.S[i] *= gend;
-    for (std::int64_t j = 0; j < Lp; ++j) w.wrow[j] = j < L ? log_d(w, end, j) : -infinity<float>();
+    log_weight_row(w, end, 0, Lp, L, nullptr, 0.0, w.wrow);
     exp_inplace(w.wrow, Lp);
     for (std::int64_t c = 0; c < Kp; ++c)
       for (std::int64_t j = 0; j < Lp; ++j) w.Kw[c * Lb + j] = w.Kt[c * Lb + j] * w.wrow[j];

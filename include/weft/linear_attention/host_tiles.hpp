@@ -23,6 +23,7 @@ inline constexpr int tile_vecs = 2;  ///< vectors per tile row: 32 columns
 
 #if defined(__GNUC__)
 #define WEFT_LA_ALWAYS_INLINE inline __attribute__((always_inline))
+#define WEFT_LA_NOINLINE inline __attribute__((noinline))  // one copy per program: compile time
 typedef float vf __attribute__((vector_size(lanes * sizeof(float))));
 typedef std::int32_t vi __attribute__((vector_size(lanes * sizeof(float))));
 
@@ -44,6 +45,7 @@ WEFT_LA_ALWAYS_INLINE vf as_float(vi x) {
 }
 #else
 #define WEFT_LA_ALWAYS_INLINE inline
+#define WEFT_LA_NOINLINE inline
 // Portable fallback: 16-element arrays with element-wise operators.
 template <class T>
 struct vec16 {
@@ -139,7 +141,7 @@ WEFT_LA_ALWAYS_INLINE vf vexp(vf x) {
 }
 
 /// exp of n floats (n any), through vexp.
-inline void exp_inplace(float* x, std::int64_t n) {
+WEFT_LA_NOINLINE void exp_inplace(float* x, std::int64_t n) {
   std::int64_t i = 0;
   for (; i + lanes <= n; i += lanes) storev(x + i, vexp(loadv(x + i)));
   if (i < n) {
@@ -178,9 +180,9 @@ enum class shape { full, lower_out, lower_in };
 ///   lower_out: only column blocks that reach the diagonal (j0 <= i0 + 7) are computed; the
 ///              others (entirely above it) are left untouched. Requires M == N region alignment.
 ///   lower_in:  A is lower-triangular (A(i, p) == 0 for p > i): row tile i0 stops at p < i0 + 8.
-inline void gemm(std::int64_t M, std::int64_t N, std::int64_t P, const float* A, std::int64_t sar,
-                 std::int64_t sac, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                 bool accumulate, shape sh = shape::full) {
+WEFT_LA_NOINLINE void gemm(std::int64_t M, std::int64_t N, std::int64_t P, const float* A, std::int64_t sar,
+                           std::int64_t sac, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                           bool accumulate, shape sh = shape::full) {
   constexpr std::int64_t nr = tile_vecs * lanes;
   std::int64_t j0 = 0;
   for (; j0 + nr <= N; j0 += nr) {

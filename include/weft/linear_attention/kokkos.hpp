@@ -141,14 +141,14 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
         "weft::linear_attention_columns", Kokkos::RangePolicy<Exec>(be.exec, 0, cols),
         KOKKOS_LAMBDA(std::int64_t c) {
           const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-          float mm = m[nh];
+          double mm = m[nh];
           detail::la::recurrent_column(gate, a, detail::la::sequence(a, n), h, e, S + c * K,
                                        is_mlstm ? nv + c * K : nullptr, 1, mm);
           if (detail::la::given(a.s1))
             for (std::int64_t i = 0; i < K; ++i) a.s1(n, h, i, e) = S[c * K + i];
           if (e == 0 && detail::la::given(a.n1))
             for (std::int64_t i = 0; i < K; ++i) a.n1(n, h, i) = nv[c * K + i];
-          if (e == 0 && detail::la::given(a.m1)) a.m1(n, h) = mm;
+          if (e == 0 && detail::la::given(a.m1)) a.m1(n, h) = static_cast<float>(mm);
         });
     be.exec.fence();
   }

@@ -475,7 +475,7 @@ bool host_any_nan(const tensor_view<T, R>& v) {
 template <class A>
 struct head_state {
   std::vector<A> S, n;
-  A m = 0;
+  double m = 0;  ///< log space, fp64: |m| can be large and its rounding would scale the state
 };
 
 template <class A, class Gate, class E>
@@ -523,10 +523,11 @@ void recurrent_head(const Gate& gate, const args<E>& a, const seq_range& r, std:
     if constexpr (kd == kind::vector) {
       for (std::int64_t i = 0; i < K; ++i) decay[i] = exp(load<A>(gate.g(b, t, h, i)));
     } else if constexpr (kd == kind::mlstm) {
-      const A lf = log_decay<A>(gate, b, t, h), li = log_input<A>(gate, b, t, h);
-      const A m_new = mlstm_stabilized(gate) ? std::max(lf + st.m, li) : A(0);
-      std::fill(decay.begin(), decay.end(), exp_minus(lf + st.m, m_new));
-      write = exp_minus(li, m_new);
+      // gate scalars in fp64: m can be large (input gates of hundreds) and lf small
+      const double lf = log_decay<double>(gate, b, t, h), li = log_input<double>(gate, b, t, h);
+      const double m_new = mlstm_stabilized(gate) ? std::max(lf + st.m, li) : 0.0;
+      std::fill(decay.begin(), decay.end(), static_cast<A>(exp_minus(lf + st.m, m_new)));
+      write = static_cast<A>(exp_minus(li, m_new));
       st.m = m_new;
     } else {
       std::fill(decay.begin(), decay.end(), exp(log_decay<A>(gate, b, t, h)));  // none: exp(0)
@@ -554,7 +555,7 @@ void recurrent_head(const Gate& gate, const args<E>& a, const seq_range& r, std:
         st.n[i] = decay[i] * st.n[i] + write * kk[i];
         qn += q[i] * st.n[i];
       }
-      const A floor = mlstm_stabilized(gate) ? exp(-st.m) : A(1);
+      const A floor = mlstm_stabilized(gate) ? static_cast<A>(exp(-st.m)) : A(1);
       const A den = std::max(std::abs(qn), floor) + static_cast<A>(gate.eps);
       for (std::int64_t j = 0; j < V; ++j) o[j] /= den;
     }
@@ -570,19 +571,20 @@ void chunk_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int
   const std::int64_t K = a.K, V = a.V, b = r.b;
   constexpr kind kd = kind_of<Gate>;
   const std::int64_t C = a.chunk;
-  std::vector<A> q(C * K), kk(C * K), v(C * V), u(C * V), o(V), S0;
-  std::vector<A> la(C), li(C), bt(C), lw(C + 1), w(C + 1), vg(kd == kind::vector ? C * K : 0), acc(K);
+  std::vector<A> q(C * K), kk(C * K), v(C * V), u(C * V), o(V), S0, bt(C), w(C + 1);
+  // log-space quantities in fp64: sums of many log gates, and mLSTM's large input gates
+  std::vector<double> la(C), li(C), lw(C + 1), vg(kd == kind::vector ? C * K : 0), acc(K);
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0);
     for (std::int64_t s = 0; s < L; ++s) {  // load the chunk: (L, K), (L, V), gates (L)
       for (std::int64_t i = 0; i < K; ++i) {
         q[s * K + i] = load<A>(a.q(b, c0 + s, h, i)) * static_cast<A>(a.scale);
         kk[s * K + i] = load<A>(a.k(b, c0 + s, h, i));
-        if constexpr (kd == kind::vector) vg[s * K + i] = load<A>(gate.g(b, c0 + s, h, i));
+        if constexpr (kd == kind::vector) vg[s * K + i] = load<double>(gate.g(b, c0 + s, h, i));
       }
       for (std::int64_t j = 0; j < V; ++j) v[s * V + j] = load<A>(a.v(b, c0 + s, h, j));
-      la[s] = log_decay<A>(gate, b, c0 + s, h);
-      li[s] = log_input<A>(gate, b, c0 + s, h);
+      la[s] = log_decay<double>(gate, b, c0 + s, h);
+      li[s] = log_input<double>(gate, b, c0 + s, h);
       bt[s] = beta<A>(gate, b, c0 + s, h);
     }
     S0 = st.S;
@@ -596,15 +598,16 @@ void chunk_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int
       // o_i = sum_c q_ic [ D_c(i,c0-1) S0[c,:] + sum_{j<=i} D_c(i,j) k_jc v_j ]
       for (std::int64_t i = 0; i < L; ++i) {
         std::fill(o.begin(), o.end(), A(0));
-        std::fill(acc.begin(), acc.end(), A(0));  // acc_c = log D_c(i, j)
+        std::fill(acc.begin(), acc.end(), 0.0);  // acc_c = log D_c(i, j)
         for (std::int64_t j = i; j >= 0; --j) {
           A d = 0;
-          for (std::int64_t c = 0; c < K; ++c) d += q[i * K + c] * kk[j * K + c] * exp(acc[c]);
+          for (std::int64_t c = 0; c < K; ++c)
+            d += q[i * K + c] * kk[j * K + c] * static_cast<A>(exp(acc[c]));
           for (std::int64_t e = 0; e < V; ++e) o[e] += d * v[j * V + e];
           for (std::int64_t c = 0; c < K; ++c) acc[c] += vg[j * K + c];
         }
         for (std::int64_t c = 0; c < K; ++c) {
-          const A qd = q[i * K + c] * exp(acc[c]);
+          const A qd = q[i * K + c] * static_cast<A>(exp(acc[c]));
           for (std::int64_t e = 0; e < V; ++e) o[e] += qd * S0[c * V + e];
         }
         for (std::int64_t e = 0; e < V; ++e) a.o(b, c0 + i, h, e) = from_accum<E>(o[e]);
@@ -612,26 +615,27 @@ void chunk_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int
       // S1[c,:] = D_c(c1-1, c0-1) S0[c,:] + sum_j D_c(c1-1, j) k_jc v_j
       for (std::int64_t c = 0; c < K; ++c) {
         std::fill(o.begin(), o.end(), A(0));
-        A sum = 0;  // log D_c(c1-1, j)
+        double sum = 0;  // log D_c(c1-1, j)
         for (std::int64_t j = L - 1; j >= 0; --j) {
-          const A kdecay = kk[j * K + c] * exp(sum);
+          const A kdecay = kk[j * K + c] * static_cast<A>(exp(sum));
           for (std::int64_t e = 0; e < V; ++e) o[e] += kdecay * v[j * V + e];
           sum += vg[j * K + c];
         }
-        for (std::int64_t e = 0; e < V; ++e) st.S[c * V + e] = exp(sum) * S0[c * V + e] + o[e];
+        for (std::int64_t e = 0; e < V; ++e)
+          st.S[c * V + e] = static_cast<A>(exp(sum)) * S0[c * V + e] + o[e];
       }
     } else {
       // Log weights of row i: lw[0] for the chunk-start state, lw[j+1] for key j <= i.
       auto row_weights = [&](std::int64_t i) {
-        A sum = 0;  // log D(i, j)
+        double sum = 0;  // log D(i, j)
         for (std::int64_t j = i; j >= 0; --j) {
           lw[j + 1] = sum + li[j];
           sum += la[j];
         }
-        lw[0] = sum + (kd == kind::mlstm ? st.m : A(0));
-        A m = 0;  // the stabilizer: the largest log weight (mLSTM, exponential input gate)
+        lw[0] = sum + (kd == kind::mlstm ? st.m : 0.0);
+        double m = 0;  // the stabilizer: the largest log weight (mLSTM, exponential input gate)
         if (mlstm_stabilized(gate)) m = *std::max_element(lw.begin(), lw.begin() + i + 2);
-        for (std::int64_t j = 0; j <= i + 1; ++j) w[j] = exp_minus(lw[j], m);
+        for (std::int64_t j = 0; j <= i + 1; ++j) w[j] = static_cast<A>(exp_minus(lw[j], m));
         return m;
       };
 
@@ -654,7 +658,7 @@ void chunk_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int
       const std::vector<A>& val = (kd == kind::delta || kd == kind::gated_delta) ? u : v;
 
       for (std::int64_t i = 0; i < L; ++i) {
-        const A m = row_weights(i);
+        const double m = row_weights(i);
         A den = 0;
         for (std::int64_t e = 0; e < V; ++e) {
           A sq = 0;
@@ -669,14 +673,14 @@ void chunk_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int
           for (std::int64_t e = 0; e < V; ++e) o[e] += d * val[j * V + e];
         }
         if constexpr (kd == kind::mlstm) {
-          const A floor = mlstm_stabilized(gate) ? exp(-m) : A(1);
+          const A floor = mlstm_stabilized(gate) ? static_cast<A>(exp(-m)) : A(1);
           const A dd = std::max(std::abs(den), floor) + static_cast<A>(gate.eps);
           for (std::int64_t e = 0; e < V; ++e) o[e] /= dd;
         }
         for (std::int64_t e = 0; e < V; ++e) a.o(b, c0 + i, h, e) = from_accum<E>(o[e]);
       }
       // S1 = w0 S0 + sum_j w_{j+1} k_j val_j^T with the weights of the last row (to c1-1).
-      [[maybe_unused]] const A m = row_weights(L - 1);
+      [[maybe_unused]] const double m = row_weights(L - 1);
       for (std::int64_t c = 0; c < K; ++c) {
         for (std::int64_t e = 0; e < V; ++e) {
           A s = w[0] * S0[c * V + e];
@@ -703,7 +707,7 @@ void chunk_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int
 /// mLSTM normalizer (stride ss); m: the stabilizer. Initial values are loaded by the caller.
 template <class Gate, class E>
 WEFT_INLINE void recurrent_column(const Gate& gate, const args<E>& a, seq_range r, std::int64_t h,
-                                  std::int64_t e, float* s, float* nv, std::int64_t ss, float& m) {
+                                  std::int64_t e, float* s, float* nv, std::int64_t ss, double& m) {
   using std::abs;
   using std::exp;
   constexpr kind kd = kind_of<Gate>;
@@ -711,15 +715,16 @@ WEFT_INLINE void recurrent_column(const Gate& gate, const args<E>& a, seq_range 
   for (std::int64_t t = r.t0; t < r.t1; ++t) {
     float common = 1, write = 1;  // decay (not vector) and the weight of k v^T
     if constexpr (kd == kind::mlstm) {
-      const float lf = log_decay<float>(gate, b, t, h), li = log_input<float>(gate, b, t, h);
-      const float m_new = mlstm_stabilized(gate) ? (lf + m > li ? lf + m : li) : 0.0f;
-      common = exp_minus(lf + m, m_new);
-      write = exp_minus(li, m_new);
+      // gate scalars in fp64: m can be large (input gates of hundreds) and lf small
+      const double lf = log_decay<double>(gate, b, t, h), li = log_input<double>(gate, b, t, h);
+      const double m_new = mlstm_stabilized(gate) ? (lf + m > li ? lf + m : li) : 0.0;
+      common = static_cast<float>(exp_minus(lf + m, m_new));
+      write = static_cast<float>(exp_minus(li, m_new));
       m = m_new;
     } else if constexpr (kd != kind::vector) {
       common = exp(log_decay<float>(gate, b, t, h));
     }
-    const float* kt = &a.k(b, t, h, 0);
+    const E* kt = &a.k(b, t, h, 0);
     const float vt = load<float>(a.v(b, t, h, e)), sc = static_cast<float>(a.scale);
     float u = write * vt;
     if constexpr (kd == kind::delta || kd == kind::gated_delta) {
@@ -729,7 +734,8 @@ WEFT_INLINE void recurrent_column(const Gate& gate, const args<E>& a, seq_range 
     }
     float o = 0, qn = 0;
     for (std::int64_t i = 0; i < K; ++i) {
-      const float d = kd == kind::vector ? exp(load<float>(gate.g(b, t, h, i))) : common;
+      float d = common;
+      if constexpr (kd == kind::vector) d = exp(load<float>(gate.g(b, t, h, i)));
       const float ki = load<float>(kt[i]), qi = load<float>(a.q(b, t, h, i)) * sc;
       s[i * ss] = d * s[i * ss] + ki * u;
       o += qi * s[i * ss];
@@ -739,7 +745,7 @@ WEFT_INLINE void recurrent_column(const Gate& gate, const args<E>& a, seq_range 
       }
     }
     if constexpr (kd == kind::mlstm) {
-      const float floor = mlstm_stabilized(gate) ? exp(-m) : 1.0f;
+      const float floor = mlstm_stabilized(gate) ? static_cast<float>(exp(-m)) : 1.0f;
       o /= (abs(qn) > floor ? abs(qn) : floor) + gate.eps;
     }
     a.o(b, t, h, e) = from_accum<E>(o);
