@@ -8,6 +8,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -310,50 +311,80 @@ inline std::vector<double> to_double(const std::vector<double>& x) {
   return x;
 }
 
-/// Calls fn(gate) with the weft gate object of p's kind over device buffers of float gates.
-template <class Backend, class Fn>
-void with_gate(const Backend& be, const problem& p, Fn&& fn) {
-  using weft::make_view;
-  using weft_test::buffer;
-  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K;
-  buffer<Backend, float> g(be, cast_vec<float>(p.g.empty() ? std::vector<double>(1) : p.g));
-  buffer<Backend, float> gi(be, cast_vec<float>(p.i.empty() ? std::vector<double>(1) : p.i));
-  buffer<Backend, float> gf(be, cast_vec<float>(p.f.empty() ? std::vector<double>(1) : p.f));
-  buffer<Backend, float> gb(be, cast_vec<float>(p.beta.empty() ? std::vector<double>(1) : p.beta));
-  switch (p.kind) {
-    case gk::none:
-      fn(weft::gates::none{});
-      break;
-    case gk::scalar:
-      fn(weft::gates::scalar{make_view(g.data(), B, T, H)});
-      break;
-    case gk::vector:
-      fn(weft::gates::vector{make_view(g.data(), B, T, H, K)});
-      break;
-    case gk::mlstm_exp:
-    case gk::mlstm_sig:
-      fn(weft::gates::mlstm{.i = make_view(gi.data(), B, T, H),
-                            .f = make_view(gf.data(), B, T, H),
-                            .input = p.kind == gk::mlstm_exp ? weft::gates::mlstm_input::exponential
-                                                             : weft::gates::mlstm_input::sigmoid,
-                            .eps = static_cast<float>(p.eps)});
-      break;
-    case gk::delta:
-      fn(weft::gates::delta{make_view(gb.data(), B, T, H)});
-      break;
-    case gk::gated_delta:
-      fn(weft::gates::gated_delta{make_view(g.data(), B, T, H), make_view(gb.data(), B, T, H)});
-      break;
+/// p's tensors in backend memory, and views of any token range [t0, t0 + len) of them (with
+/// the strides of the full [B,T,H,*] layout: decode steps read one token of a long buffer).
+template <class Backend, class E>
+struct device_problem {
+  const problem& p;
+  weft_test::buffer<Backend, E> q, k, v;
+  weft_test::buffer<Backend, float> g, gi, gf, gb;
+
+  static std::vector<double> or_one(const std::vector<double>& x) {
+    return x.empty() ? std::vector<double>(1) : x;
   }
-}
+  device_problem(const Backend& be, const problem& pr)
+      : p(pr),
+        q(be, cast_vec<E>(pr.q)),
+        k(be, cast_vec<E>(pr.k)),
+        v(be, cast_vec<E>(pr.v)),
+        g(be, cast_vec<float>(or_one(pr.g))),
+        gi(be, cast_vec<float>(or_one(pr.i))),
+        gf(be, cast_vec<float>(or_one(pr.f))),
+        gb(be, cast_vec<float>(or_one(pr.beta))) {}
+
+  template <class T>
+  weft::tensor_view<const T, 4> view4(const T* base, std::int64_t t0, std::int64_t len,
+                                      std::int64_t D) const {
+    return weft::make_strided_view(base + t0 * p.H * D, std::array<std::int64_t, 4>{p.B, len, p.H, D},
+                                   std::array<std::int64_t, 4>{p.T * p.H * D, p.H * D, D, 1});
+  }
+  template <class T>
+  weft::tensor_view<const T, 3> view3(const T* base, std::int64_t t0, std::int64_t len) const {
+    return weft::make_strided_view(base + t0 * p.H, std::array<std::int64_t, 3>{p.B, len, p.H},
+                                   std::array<std::int64_t, 3>{p.T * p.H, p.H, 1});
+  }
+  auto qv(std::int64_t t0, std::int64_t len) const { return view4<E>(q.data(), t0, len, p.K); }
+  auto kv(std::int64_t t0, std::int64_t len) const { return view4<E>(k.data(), t0, len, p.K); }
+  auto vv(std::int64_t t0, std::int64_t len) const { return view4<E>(v.data(), t0, len, p.V); }
+
+  /// Calls fn(gate) with the weft gate object of p's kind for tokens [t0, t0 + len).
+  template <class Fn>
+  void with_gate(std::int64_t t0, std::int64_t len, Fn&& fn) const {
+    switch (p.kind) {
+      case gk::none:
+        fn(weft::gates::none{});
+        break;
+      case gk::scalar:
+        fn(weft::gates::scalar{view3<float>(g.data(), t0, len)});
+        break;
+      case gk::vector:
+        fn(weft::gates::vector{view4<float>(g.data(), t0, len, p.K)});
+        break;
+      case gk::mlstm_exp:
+      case gk::mlstm_sig:
+        fn(weft::gates::mlstm{.i = view3<float>(gi.data(), t0, len),
+                              .f = view3<float>(gf.data(), t0, len),
+                              .input = p.kind == gk::mlstm_exp ? weft::gates::mlstm_input::exponential
+                                                               : weft::gates::mlstm_input::sigmoid,
+                              .eps = static_cast<float>(p.eps)});
+        break;
+      case gk::delta:
+        fn(weft::gates::delta{view3<float>(gb.data(), t0, len)});
+        break;
+      case gk::gated_delta:
+        fn(weft::gates::gated_delta{view3<float>(g.data(), t0, len), view3<float>(gb.data(), t0, len)});
+        break;
+    }
+  }
+};
 
 /// Runs weft::linear_attention on backend `be` with element type E.
 template <class Backend, class E>
-output run(const Backend& be, const problem& p, const run_opts& ro = {}) {
+output run(const Backend& be, const problem& p, const run_opts& ro = {}, weft::workspace ws = {}) {
   using weft::make_view;
   using weft_test::buffer;
   const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K, V = p.V, N = p.N();
-  buffer<Backend, E> q(be, cast_vec<E>(p.q)), k(be, cast_vec<E>(p.k)), v(be, cast_vec<E>(p.v));
+  const device_problem<Backend, E> d(be, p);
   buffer<Backend, E> o(be, static_cast<std::size_t>(B * T * H * V), E(-777.0f));
   buffer<Backend, float> s0(be, cast_vec<float>(p.s0)), n0(be, cast_vec<float>(p.n0)),
       m0(be, cast_vec<float>(p.m0));
@@ -374,11 +405,10 @@ output run(const Backend& be, const problem& p, const run_opts& ro = {}) {
     if (p.kind == gk::mlstm_exp) opts.final_stabilizer = make_view(m1.data(), N, H);
   }
   if (!p.cu.empty()) opts.cu_seqlens = make_view(static_cast<const std::int64_t*>(cu.data()), N + 1);
-  with_gate(be, p, [&](const auto& gate) {
-    weft::linear_attention(be, gate, make_view(static_cast<const E*>(q.data()), B, T, H, K),
-                           make_view(static_cast<const E*>(k.data()), B, T, H, K),
-                           make_view(static_cast<const E*>(v.data()), B, T, H, V),
-                           make_view(o.data(), B, T, H, V), opts);
+  opts.workspace = ws;
+  d.with_gate(0, T, [&](const auto& gate) {
+    weft::linear_attention(be, gate, d.qv(0, T), d.kv(0, T), d.vv(0, T), make_view(o.data(), B, T, H, V),
+                           opts);
   });
   output out;
   out.o = to_double(o.to_host());

@@ -263,11 +263,19 @@ void check_optional(std::string_view fn, std::string_view name, const tensor_vie
   require_unit_inner_stride(fn, name, v);
 }
 
+/// The names the state options have in messages (linear_attention_step updates in place).
+struct state_names {
+  const char *s0 = "initial_state", *s1 = "final_state", *n0 = "initial_normalizer", *n1 = "final_normalizer",
+             *m0 = "initial_stabilizer", *m1 = "final_stabilizer";
+};
+inline constexpr state_names step_names{"state",      "state",      "normalizer",
+                                        "normalizer", "stabilizer", "stabilizer"};
+
 /// Checks q, k, v, o and the options; returns the checked arguments.
 template <class Backend, class Gate, class E>
 args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, tensor_view<const E, 4> q,
                    tensor_view<const E, 4> k, tensor_view<const E, 4> v, tensor_view<E, 4> o,
-                   const linear_attention_options& opts) {
+                   const linear_attention_options& opts, const state_names& nm = {}) {
   check_view(fn, "q", q);
   check_view(fn, "k", k);
   check_view(fn, "v", v);
@@ -316,34 +324,34 @@ args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, ten
   }
 
   const std::array<std::int64_t, 4> st{a.N, a.H, a.K, a.V};
-  check_optional(fn, "initial_state", opts.initial_state, st);
-  check_optional(fn, "final_state", opts.final_state, st);
+  check_optional(fn, nm.s0, opts.initial_state, st);
+  check_optional(fn, nm.s1, opts.final_state, st);
   const std::array<std::int64_t, 3> sn{a.N, a.H, a.K};
   const std::array<std::int64_t, 2> sm{a.N, a.H};
-  check_optional(fn, "initial_normalizer", opts.initial_normalizer, sn);
-  check_optional(fn, "final_normalizer", opts.final_normalizer, sn);
-  check_optional(fn, "initial_stabilizer", opts.initial_stabilizer, sm);
-  check_optional(fn, "final_stabilizer", opts.final_stabilizer, sm);
+  check_optional(fn, nm.n0, opts.initial_normalizer, sn);
+  check_optional(fn, nm.n1, opts.final_normalizer, sn);
+  check_optional(fn, nm.m0, opts.initial_stabilizer, sm);
+  check_optional(fn, nm.m1, opts.final_stabilizer, sm);
   if constexpr (kind_of<Gate> == kind::mlstm) {
     const bool stab = gate.input == gates::mlstm_input::exponential;
     const bool s0 = given(opts.initial_state);
-    require(given(opts.initial_normalizer) == s0, fn, "initial_normalizer",
-            "given together with initial_state (the mLSTM state is C, n and m)",
-            s0 ? "not given" : "given without initial_state");
+    require(given(opts.initial_normalizer) == s0, fn, nm.n0,
+            "given together with the state (the mLSTM state is C, n and m)",
+            s0 ? "not given" : "given without a state");
     if (stab) {
-      require(given(opts.initial_stabilizer) == s0, fn, "initial_stabilizer",
-              "given together with initial_state (the mLSTM state is C, n and m)",
-              s0 ? "not given" : "given without initial_state");
+      require(given(opts.initial_stabilizer) == s0, fn, nm.m0,
+              "given together with the state (the mLSTM state is C, n and m)",
+              s0 ? "not given" : "given without a state");
     } else {
       require(!given(opts.initial_stabilizer) && !given(opts.final_stabilizer), fn,
-              given(opts.initial_stabilizer) ? "initial_stabilizer" : "final_stabilizer",
+              given(opts.initial_stabilizer) ? nm.m0 : nm.m1,
               "no stabilizer with the sigmoid input gate (m is 0)", "a view");
     }
   } else {
-    const char* extra = given(opts.initial_normalizer)   ? "initial_normalizer"
-                        : given(opts.final_normalizer)   ? "final_normalizer"
-                        : given(opts.initial_stabilizer) ? "initial_stabilizer"
-                        : given(opts.final_stabilizer)   ? "final_stabilizer"
+    const char* extra = given(opts.initial_normalizer)   ? nm.n0
+                        : given(opts.final_normalizer)   ? nm.n1
+                        : given(opts.initial_stabilizer) ? nm.m0
+                        : given(opts.final_stabilizer)   ? nm.m1
                                                          : nullptr;
     require(extra == nullptr, fn, extra ? extra : "", "no mLSTM normalizer/stabilizer for this gate",
             "a view");
@@ -438,8 +446,9 @@ void linear_attention_step(const Backend& be, const Gate& gate, tensor_view<Q, 4
   o2.final_stabilizer = opts.stabilizer;
   o2.workspace = opts.workspace;
   const auto g = traits::as_const(gate);
-  const auto a = detail::la::check_args<Backend>(
-      fn, be, g, tensor_view<const E, 4>(q), tensor_view<const E, 4>(k), tensor_view<const E, 4>(v), o, o2);
+  const auto a =
+      detail::la::check_args<Backend>(fn, be, g, tensor_view<const E, 4>(q), tensor_view<const E, 4>(k),
+                                      tensor_view<const E, 4>(v), o, o2, detail::la::step_names);
   using I = impl::linear_attention_impl<Backend>;
   const std::size_t bytes =
       I::workspace_bytes(be, detail::la::kind_of<typename traits::const_gate>, a.dims());
