@@ -119,6 +119,8 @@ void pack_rows(float* dst, std::int64_t ld, const E* src, std::int64_t ss, std::
 }
 
 /// dst (cols_pad x rows_pad, ld) = transpose of src rows (token stride ss), zero padding.
+/// Blocks of 16 rows: each inner loop writes one 64-byte line of dst and reads 16 rows that
+/// stay in L1 for the whole block.
 template <class E>
 void pack_transposed(float* dst, std::int64_t ld, const E* src, std::int64_t ss, std::int64_t rows,
                      std::int64_t rows_pad, std::int64_t cols, std::int64_t cols_pad) {
@@ -126,10 +128,48 @@ void pack_transposed(float* dst, std::int64_t ld, const E* src, std::int64_t ss,
     for (std::int64_t r = rows; r < rows_pad; ++r) dst[c * ld + r] = 0;
   for (std::int64_t c = cols; c < cols_pad; ++c)
     for (std::int64_t r = 0; r < rows; ++r) dst[c * ld + r] = 0;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const E* s = src + r * ss;
-    for (std::int64_t c = 0; c < cols; ++c) dst[c * ld + r] = load<float>(s[c]);
+  for (std::int64_t r0 = 0; r0 < rows; r0 += lanes) {
+    const std::int64_t rn = std::min<std::int64_t>(lanes, rows - r0);
+    const E* s = src + r0 * ss;
+    if (rn == lanes) {
+      for (std::int64_t c = 0; c < cols; ++c) {
+        float* d = dst + c * ld + r0;
+        for (std::int64_t r = 0; r < lanes; ++r) d[r] = load<float>(s[r * ss + c]);
+      }
+    } else {
+      for (std::int64_t c = 0; c < cols; ++c)
+        for (std::int64_t r = 0; r < rn; ++r) dst[c * ld + r0 + r] = load<float>(s[r * ss + c]);
+    }
   }
+}
+
+/// Asks for the lines of `rows` rows of `bytes` bytes (row stride `stride` bytes) to be brought
+/// into the cache ahead of use: the next chunk's q, k, v rows are 4 KiB apart (one page per
+/// token for H*K = 1024), which the hardware prefetchers do not follow.
+inline void prefetch_rows(const void* base, std::int64_t stride, std::int64_t rows, std::int64_t bytes,
+                          bool write) {
+#if defined(__GNUC__)
+  const char* p = static_cast<const char*>(base);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t b = 0; b < bytes; b += 64) {
+      if (write)
+        __builtin_prefetch(p + r * stride + b, 1, 2);
+      else
+        __builtin_prefetch(p + r * stride + b, 0, 2);
+    }
+#else
+  (void)base, (void)stride, (void)rows, (void)bytes, (void)write;
+#endif
+}
+
+/// Prefetches tokens [t, t + n) of sequence row b, head h (q, k, v read; o written).
+template <class E>
+void prefetch_tokens(const args<E>& a, std::int64_t b, std::int64_t t, std::int64_t n, std::int64_t h) {
+  if (n <= 0) return;
+  prefetch_rows(&a.q(b, t, h, 0), a.q.stride(1) * sizeof(E), n, a.K * sizeof(E), false);
+  prefetch_rows(&a.k(b, t, h, 0), a.k.stride(1) * sizeof(E), n, a.K * sizeof(E), false);
+  prefetch_rows(&a.v(b, t, h, 0), a.v.stride(1) * sizeof(E), n, a.V * sizeof(E), false);
+  prefetch_rows(&a.o(b, t, h, 0), a.o.stride(1) * sizeof(E), n, a.V * sizeof(E), true);
 }
 
 template <class E>
@@ -228,6 +268,7 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
   load_state(a, n, h, w, m0);
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0);
+    prefetch_tokens(a, b, c0 + C, std::min(C, r.t1 - c0 - C), h);  // the next chunk
     decay_table(gate, b, c0, L, h, w);
     // Row stabilizers m_i = max(log w_inter_i, max_{j<=i} log W_ij): a running max of
     // li_j - P_j within the current reset segment (mLSTM exponential); 0 otherwise.
@@ -349,45 +390,58 @@ void pack_keys_to_end(const E* k, std::int64_t ks, std::int64_t Lk, std::int64_t
                       const float* ga, const slot& w, const float* wv, float* dst) {
   const std::int64_t Kp = w.Kp, Lb = w.Lb;
   for (std::int64_t c = 0; c < Kp; ++c) w.rr[c] = 1.0f;
-  for (std::int64_t c = 0; c < Kp; ++c)
-    for (std::int64_t j = Lk; j < Lkp; ++j) dst[c * Lb + j] = 0;
-  for (std::int64_t j = Lk - 1; j >= 0; --j) {
+  for (std::int64_t j = Lk - 1; j >= 0; --j) {  // row-major (vectorised over c), then transposed
     const E* kj = k + j * ks;
     const float* aj = ga + j * Kp;
+    float* row = w.Kr + j * Kp;
     for (std::int64_t c = 0; c < K; ++c) {
-      dst[c * Lb + j] = load<float>(kj[c]) * w.rr[c] * wv[c];
+      row[c] = load<float>(kj[c]) * w.rr[c] * wv[c];
       w.rr[c] *= aj[c];
     }
-    for (std::int64_t c = K; c < Kp; ++c) dst[c * Lb + j] = 0;
   }
+  pack_transposed(dst, Lb, static_cast<const float*>(w.Kr), Kp, Lk, Lkp, K, Kp);
+}
+
+/// sum_c x_c y_c z_c in 16 lanes (fixed order: bitwise repeatable).
+inline float dot3(const float* x, const float* y, const float* z, std::int64_t n) {
+  vf acc{};
+  std::int64_t c = 0;
+  for (; c + lanes <= n; c += lanes) acc += loadv(x + c) * loadv(y + c) * loadv(z + c);
+  float s = 0;
+  for (int l = 0; l < lanes; ++l) s += acc[l];
+  for (; c < n; ++c) s += x[c] * y[c] * z[c];
+  return s;
 }
 
 template <class Gate, class E>
 void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int64_t n, std::int64_t h,
                        const slot& w) {
   const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, b = r.b, C = a.chunk;
-  const std::int64_t ks = a.k.stride(1), vs = a.v.stride(1);
+  const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1);
   double m_unused = 0;
   load_state(a, n, h, w, m_unused);
   constexpr float safe_lo = 8.7565e-27f, safe_hi = 1.1420e26f;  // e^-60, e^60
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0);
+    prefetch_tokens(a, b, c0 + C, std::min(C, r.t1 - c0 - C), h);  // the next chunk
+    if (C < r.t1 - c0)
+      prefetch_rows(&gate.g(b, c0 + C, h, 0), gate.g.stride(1) * sizeof(gate.g(0, 0, 0, 0)),
+                    std::min(C, r.t1 - c0 - C), K * sizeof(gate.g(0, 0, 0, 0)), false);
     const std::int64_t nb = ceil_div(L, Lb);
     for (std::int64_t c = 0; c < Kp; ++c) w.wq[c] = 1.0f;  // decay from the chunk start to block qb
     for (std::int64_t qb = 0; qb < nb; ++qb) {
       const std::int64_t q0 = qb * Lb, Lq = std::min(Lb, L - q0), Lqp = pad16(Lq);
       gate_exps(gate, b, c0 + q0, h, Lq, K, w, w.aq);
-      // prefix products dq_i = prod_{s<=i} a_s within the block; Q = scale q (.) dq
-      bool safe = true;
+      // prefix products dq_i = prod_{s<=i} a_s within the block; Q = scale q (.) dq, Q2 = Q (.) wq
+      const vf scale = splat(static_cast<float>(a.scale));
       for (std::int64_t i = 0; i < Lq; ++i) {
-        const float* prev = i ? w.dq + (i - 1) * Kp : nullptr;
-        const E* qrow = &a.q(b, c0 + q0 + i, h, 0);
-        for (std::int64_t c = 0; c < Kp; ++c) {
-          const float d = (prev ? prev[c] : 1.0f) * w.aq[i * Kp + c];
-          w.dq[i * Kp + c] = d;
-          safe = safe && (c >= K || (d >= safe_lo && d <= safe_hi));
-          w.Q[i * Kp + c] = c < K ? load<float>(qrow[c]) * static_cast<float>(a.scale) * d : 0.0f;
-          w.Q2[i * Kp + c] = w.Q[i * Kp + c] * w.wq[c];
+        pack_rows(w.Kr, Kp, &a.q(b, c0 + q0 + i, h, 0), qs, 1, 1, K, Kp, 1.0f);  // q row, zero padded
+        for (std::int64_t c = 0; c < Kp; c += lanes) {
+          const vf d = (i ? loadv(w.dq + (i - 1) * Kp + c) : splat(1.0f)) * loadv(w.aq + i * Kp + c);
+          storev(w.dq + i * Kp + c, d);
+          const vf qd = loadv(w.Kr + c) * scale * d;
+          storev(w.Q + i * Kp + c, qd);
+          storev(w.Q2 + i * Kp + c, qd * loadv(w.wq + c));
         }
       }
       for (std::int64_t i = Lq; i < Lqp; ++i)
@@ -405,35 +459,70 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
         gemm(Lqp, Lkp, K, w.Q, Kp, 1, w.Kt, Lb, w.A, Lb, false);
         gemm(Lqp, Vp, Lkp, w.A, Lb, 1, w.Vb, Vp, w.O, Vp, true);
       }
-      // diagonal tile: A_ij = sum_c q_ic k_jc prod_{s=j+1}^{i} a_sc for j <= i
+      // Diagonal tile, A_ij = sum_c q_ic k_jc prod_{s=j+1}^{i} a_sc for j <= i, in sub-blocks of
+      // 16 rows (FLA's secondary chunking): a 64-token decay can be far below e^-60, 16 tokens
+      // rarely are. Row i carries the decay from its sub-block start r0 (Q2, with ak holding
+      // those prefix products); keys before r0 the decay from themselves to r0 - 1 (<= 1).
       pack_rows(w.Vb, Vp, &a.v(b, c0 + q0, h, 0), vs, Lq, Lqp, a.V, Vp, 1.0f);
-      if (safe) {
-        for (std::int64_t c = 0; c < Kp; ++c)
-          for (std::int64_t j = 0; j < Lqp; ++j)
-            w.Kt[c * Lb + j] =
-                (c < K && j < Lq) ? load<float>(a.k(b, c0 + q0 + j, h, c)) / w.dq[j * Kp + c] : 0.0f;
-        gemm(Lqp, Lqp, K, w.Q, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
-        for (std::int64_t i = 0; i < Lqp; ++i)
-          for (std::int64_t j = 0; j < Lqp; ++j)
-            if (j > i || i >= Lq) w.A[i * Lb + j] = 0.0f;
-      } else {
-        for (std::int64_t i = 0; i < Lqp; ++i) {
-          for (std::int64_t j = 0; j < Lqp; ++j) w.A[i * Lb + j] = 0.0f;
-          if (i >= Lq) continue;
-          const E* qrow = &a.q(b, c0 + q0 + i, h, 0);
-          for (std::int64_t c = 0; c < K; ++c) {
-            w.rr[c] = 1.0f;
-            w.Q2[c] = load<float>(qrow[c]) *
-                      static_cast<float>(a.scale);  // row i of the raw query (Q2 is free now)
-          }
-          for (std::int64_t j = i; j >= 0; --j) {
-            const E* krow = &a.k(b, c0 + q0 + j, h, 0);
-            float d = 0;
+      zero(w.A, Lqp * Lb);
+      for (std::int64_t i = 0; i < Lqp; ++i) {  // ak: prefix products within the sub-block; Q2
+        if (i >= Lq) {
+          zero(w.Q2 + i * Kp, Kp);
+          continue;
+        }
+        pack_rows(w.Kr, Kp, &a.q(b, c0 + q0 + i, h, 0), qs, 1, 1, K, Kp, 1.0f);
+        for (std::int64_t c = 0; c < Kp; c += lanes) {
+          const vf d = (i % lanes ? loadv(w.ak + (i - 1) * Kp + c) : splat(1.0f)) * loadv(w.aq + i * Kp + c);
+          storev(w.ak + i * Kp + c, d);
+          storev(w.Q2 + i * Kp + c, loadv(w.Kr + c) * scale * d);
+        }
+      }
+      for (std::int64_t r0 = 0; r0 < Lq; r0 += lanes) {
+        const std::int64_t rows = std::min<std::int64_t>(lanes, Lq - r0);
+        if (r0 > 0) {  // keys [0, r0): k_j (.) prod_{s=j+1}^{r0-1} a_s
+          for (std::int64_t c = 0; c < Kp; ++c) w.rr[c] = 1.0f;
+          for (std::int64_t j = r0 - 1; j >= 0; --j) {
+            const E* kj = &a.k(b, c0 + q0 + j, h, 0);
+            float* row = w.Kr + j * Kp;
             for (std::int64_t c = 0; c < K; ++c) {
-              d += w.Q2[c] * load<float>(krow[c]) * w.rr[c];
+              row[c] = load<float>(kj[c]) * w.rr[c];
               w.rr[c] *= w.aq[j * Kp + c];
             }
-            w.A[i * Lb + j] = d;
+          }
+          pack_transposed(w.Kt, Lb, static_cast<const float*>(w.Kr), Kp, r0, r0, K, Kp);
+          gemm(lanes, r0, K, w.Q2 + r0 * Kp, Kp, 1, w.Kt, Lb, w.A + r0 * Lb, Lb, false);
+        }
+        bool safe = true;
+        for (std::int64_t i = r0; i < r0 + rows; ++i)
+          for (std::int64_t c = 0; c < K; ++c) {
+            const float d = w.ak[i * Kp + c];
+            safe = safe && d >= safe_lo && d <= safe_hi;
+          }
+        if (safe) {  // k_j / (prefix decay of j): the 16 x 16 tile as one product
+          for (std::int64_t j = 0; j < rows; ++j) {
+            const E* kj = &a.k(b, c0 + q0 + r0 + j, h, 0);
+            float* row = w.Kr + j * Kp;
+            const float* d = w.ak + (r0 + j) * Kp;
+            for (std::int64_t c = 0; c < K; ++c) row[c] = load<float>(kj[c]) / d[c];
+          }
+          pack_transposed(w.Kt + r0, Lb, static_cast<const float*>(w.Kr), Kp, rows, lanes, K, Kp);
+          gemm(lanes, lanes, K, w.Q2 + r0 * Kp, Kp, 1, w.Kt + r0, Lb, w.A + r0 * Lb + r0, Lb, false);
+          for (std::int64_t i = 0; i < lanes; ++i)
+            for (std::int64_t j = 0; j < lanes; ++j)
+              if (j > i || i >= rows) w.A[(r0 + i) * Lb + r0 + j] = 0.0f;
+        } else {  // exact: running products of a, no division
+          for (std::int64_t i = r0; i < r0 + rows; ++i) {
+            const E* qrow = &a.q(b, c0 + q0 + i, h, 0);
+            for (std::int64_t c = 0; c < K; ++c) {
+              w.rr[c] = 1.0f;
+              w.wv[c] = load<float>(qrow[c]) * static_cast<float>(a.scale);  // wv is free here
+            }
+            for (std::int64_t j = i; j >= r0; --j) {
+              const E* krow = &a.k(b, c0 + q0 + j, h, 0);
+              for (std::int64_t c = 0; c < K; ++c) w.Kr[c] = load<float>(krow[c]);
+              w.A[i * Lb + j] = dot3(w.wv, w.Kr, w.rr, K);
+              for (std::int64_t c = 0; c < K; ++c) w.rr[c] *= w.aq[j * Kp + c];
+            }
           }
         }
       }
@@ -474,6 +563,7 @@ void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, st
   load_state(a, n, h, w, m_unused);
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0), Lp = pad16(L);
+    prefetch_tokens(a, b, c0 + C, std::min(C, r.t1 - c0 - C), h);  // the next chunk
     decay_table(gate, b, c0, L, h, w);
     for (std::int64_t s = 0; s < L; ++s) {
       w.bt[s] = beta<float>(gate, b, c0 + s, h);

@@ -35,6 +35,17 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
     const std::int64_t n = v.size();
     if (n == 0) return false;
     int bad = 0;
+    if (v.is_contiguous()) {  // flat, no index arithmetic
+      const T* x = v.data();
+      Kokkos::parallel_reduce(
+          "weft::linear_attention_check", Kokkos::RangePolicy<Exec>(be.exec, 0, n),
+          KOKKOS_LAMBDA(std::int64_t i, int& acc) {
+            const float y = detail::la::load<float>(x[i]);
+            acc = y != y ? 1 : acc;
+          },
+          Kokkos::Max<int>(bad));
+      return bad > 0;
+    }
     Kokkos::parallel_reduce(
         "weft::linear_attention_check", Kokkos::RangePolicy<Exec>(be.exec, 0, n),
         KOKKOS_LAMBDA(std::int64_t i, int& acc) {

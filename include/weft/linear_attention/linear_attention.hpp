@@ -465,6 +465,15 @@ namespace detail::la {
 template <class T, int R>
 bool host_any_nan(const tensor_view<T, R>& v) {
   if (v.empty()) return false;
+  if (v.is_contiguous()) {  // one flat pass (vectorised)
+    bool bad = false;
+    const std::int64_t n = v.size();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float x = load<float>(v.data()[i]);
+      bad |= x != x;
+    }
+    return bad;
+  }
   std::int64_t idx[R] = {};
   const std::int64_t n = v.size();
   for (std::int64_t i = 0; i < n; ++i) {
