@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "weft/core/math.hpp"
 #include "weft/core/workspace.hpp"
@@ -47,7 +48,7 @@ inline std::int64_t pad16(std::int64_t x) {
 struct slot {
   std::int64_t Kp = 0, Vp = 0, Lb = 0;
   float *S, *nv;        // state (Kp x Vp), mLSTM normalizer (Kp)
-  float *Q, *Q2;        // query block (Lb x Kp): packed, and inter-scaled / raw
+  float *Q, *Q2, *Qs;   // query block (Lb x Kp): packed, inter-scaled / sub-block, scale q
   float *Kr, *Kt, *Kw;  // keys: row-major (Lb x Kp), transposed (Kp x Lb), weighted (Kp x Lb)
   float *Vb, *Ub, *Wt;  // values / U / K S0 (Lb x Vp)
   float *A, *Tm;        // tiles (Lb x Lb)
@@ -70,6 +71,7 @@ struct slot {
     nv = f(Kp);
     Q = f(Lb * Kp);
     Q2 = f(Lb * Kp);
+    Qs = f(Lb * Kp);
     Kr = f(Lb * Kp);
     Kt = f(Kp * Lb);
     Kw = f(Kp * Lb);
@@ -132,7 +134,20 @@ void pack_transposed(float* dst, std::int64_t ld, const E* src, std::int64_t ss,
     const std::int64_t rn = std::min<std::int64_t>(lanes, rows - r0);
     const E* s = src + r0 * ss;
     if (rn == lanes) {
-      for (std::int64_t c = 0; c < cols; ++c) {
+      std::int64_t c0 = 0;
+      for (; c0 + lanes <= cols; c0 += lanes)  // 16 x 16 blocks through registers
+        transpose16(
+            [&](int r) {
+              if constexpr (std::is_same_v<E, float>) {
+                return loadv(s + r * ss + c0);
+              } else {
+                vf x;
+                for (int l = 0; l < lanes; ++l) x[l] = load<float>(s[r * ss + c0 + l]);
+                return x;
+              }
+            },
+            dst + c0 * ld + r0, ld);
+      for (std::int64_t c = c0; c < cols; ++c) {
         float* d = dst + c * ld + r0;
         for (std::int64_t r = 0; r < lanes; ++r) d[r] = load<float>(s[r * ss + c]);
       }
@@ -433,13 +448,13 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       const std::int64_t q0 = qb * Lb, Lq = std::min(Lb, L - q0), Lqp = pad16(Lq);
       gate_exps(gate, b, c0 + q0, h, Lq, K, w, w.aq);
       // prefix products dq_i = prod_{s<=i} a_s within the block; Q = scale q (.) dq, Q2 = Q (.) wq
-      const vf scale = splat(static_cast<float>(a.scale));
+      pack_rows(w.Qs, Kp, &a.q(b, c0 + q0, h, 0), qs, Lq, Lqp, K, Kp,
+                static_cast<float>(a.scale));  // scale q
       for (std::int64_t i = 0; i < Lq; ++i) {
-        pack_rows(w.Kr, Kp, &a.q(b, c0 + q0 + i, h, 0), qs, 1, 1, K, Kp, 1.0f);  // q row, zero padded
         for (std::int64_t c = 0; c < Kp; c += lanes) {
           const vf d = (i ? loadv(w.dq + (i - 1) * Kp + c) : splat(1.0f)) * loadv(w.aq + i * Kp + c);
           storev(w.dq + i * Kp + c, d);
-          const vf qd = loadv(w.Kr + c) * scale * d;
+          const vf qd = loadv(w.Qs + i * Kp + c) * d;
           storev(w.Q + i * Kp + c, qd);
           storev(w.Q2 + i * Kp + c, qd * loadv(w.wq + c));
         }
@@ -465,16 +480,15 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       // those prefix products); keys before r0 the decay from themselves to r0 - 1 (<= 1).
       pack_rows(w.Vb, Vp, &a.v(b, c0 + q0, h, 0), vs, Lq, Lqp, a.V, Vp, 1.0f);
       zero(w.A, Lqp * Lb);
-      for (std::int64_t i = 0; i < Lqp; ++i) {  // ak: prefix products within the sub-block; Q2
-        if (i >= Lq) {
-          zero(w.Q2 + i * Kp, Kp);
-          continue;
-        }
-        pack_rows(w.Kr, Kp, &a.q(b, c0 + q0 + i, h, 0), qs, 1, 1, K, Kp, 1.0f);
+      for (std::int64_t i = 0; i < Lqp; ++i) {  // ak: prefix products within the 16-row sub-block
         for (std::int64_t c = 0; c < Kp; c += lanes) {
+          if (i >= Lq) {
+            storev(w.Q2 + i * Kp + c, vf{});
+            continue;
+          }
           const vf d = (i % lanes ? loadv(w.ak + (i - 1) * Kp + c) : splat(1.0f)) * loadv(w.aq + i * Kp + c);
           storev(w.ak + i * Kp + c, d);
-          storev(w.Q2 + i * Kp + c, loadv(w.Kr + c) * scale * d);
+          storev(w.Q2 + i * Kp + c, loadv(w.Qs + i * Kp + c) * d);
         }
       }
       for (std::int64_t r0 = 0; r0 < Lq; r0 += lanes) {

@@ -152,6 +152,35 @@ WEFT_LA_NOINLINE void exp_inplace(float* x, std::int64_t n) {
   }
 }
 
+/// dst[c * ld + r] = src[r * ss + c] for a 16 x 16 block: four stages of two-source shuffles,
+/// stage k exchanging bit k of the row and column indices (64 permutes for 256 elements).
+/// `rows` loads row r of src as 16 floats.
+template <class LoadRow>
+WEFT_LA_ALWAYS_INLINE void transpose16(LoadRow&& rows, float* dst, std::int64_t ld) {
+  vf m[lanes];
+  for (int r = 0; r < lanes; ++r) m[r] = rows(r);
+#if defined(__GNUC__) && !defined(__clang__)
+  for (int k = 0; k < 4; ++k) {
+    const int bit = 1 << k;
+    vi lo, hi;
+    for (int c = 0; c < lanes; ++c) {
+      lo[c] = (c & bit) ? lanes + (c - bit) : c;
+      hi[c] = (c & bit) ? lanes + c : c + bit;
+    }
+    for (int r = 0; r < lanes; ++r) {
+      if (r & bit) continue;
+      const vf a = m[r], b = m[r | bit];
+      m[r] = __builtin_shuffle(a, b, lo);
+      m[r | bit] = __builtin_shuffle(a, b, hi);
+    }
+  }
+  for (int c = 0; c < lanes; ++c) storev(dst + c * ld, m[c]);
+#else
+  for (int c = 0; c < lanes; ++c)
+    for (int r = 0; r < lanes; ++r) dst[c * ld + r] = m[r][c];
+#endif
+}
+
 /// One register tile: C[8 x 16*NV] (+)= A[8 x P] B[P x 16*NV].
 template <int NV>
 WEFT_LA_ALWAYS_INLINE void tile(std::int64_t P, const float* A, std::int64_t sar, std::int64_t sac,
