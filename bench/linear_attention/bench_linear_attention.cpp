@@ -287,10 +287,10 @@ void blas_chunk_forward(problem& p, bool vector_gate, int C) {
 void blas_chunk(benchmark::State& st, gate_kind kind, int C) {
   openblas_set_num_threads(1);
   problem& p = get_problem(bench_T(), bench_H());
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) blas_chunk_forward(p, kind == gate_kind::vector, C);
-  st.counters["GFLOP/s"] =
-      benchmark::Counter(chunk_flops(p, C) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["peak_GFLOP/s"] = peak_gflops();
+  set_flops(st, chunk_flops(p, C),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 #endif
 

@@ -493,17 +493,24 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       }
       for (std::int64_t r0 = 0; r0 < Lq; r0 += lanes) {
         const std::int64_t rows = std::min<std::int64_t>(lanes, Lq - r0);
-        if (r0 > 0) {  // keys [0, r0): k_j (.) prod_{s=j+1}^{r0-1} a_s
+        if (r0 > 0) {  // keys [0, r0) as Kt columns: k_j (.) prod_{s=j+1}^{r0-1} a_s
+          // columns of earlier sub-blocks already hold the decay to r0 - 17: times the decay
+          // over sub-block [r0 - 16, r0); the 16 new keys get their decay to r0 - 1
           for (std::int64_t c = 0; c < Kp; ++c) w.rr[c] = 1.0f;
-          for (std::int64_t j = r0 - 1; j >= 0; --j) {
+          for (std::int64_t j = r0 - 1; j >= r0 - lanes; --j) {
             const E* kj = &a.k(b, c0 + q0 + j, h, 0);
-            float* row = w.Kr + j * Kp;
+            float* row = w.Kr + (j - (r0 - lanes)) * Kp;
             for (std::int64_t c = 0; c < K; ++c) {
               row[c] = load<float>(kj[c]) * w.rr[c];
               w.rr[c] *= w.aq[j * Kp + c];
             }
           }
-          pack_transposed(w.Kt, Lb, static_cast<const float*>(w.Kr), Kp, r0, r0, K, Kp);
+          for (std::int64_t c = 0; c < K; ++c) {
+            float* col = w.Kt + c * Lb;
+            const float dec = w.rr[c];
+            for (std::int64_t j = 0; j < r0 - lanes; ++j) col[j] *= dec;
+          }
+          pack_transposed(w.Kt + (r0 - lanes), Lb, static_cast<const float*>(w.Kr), Kp, lanes, lanes, K, Kp);
           gemm(lanes, r0, K, w.Q2 + r0 * Kp, Kp, 1, w.Kt, Lb, w.A + r0 * Lb, Lb, false);
         }
         bool safe = true;
