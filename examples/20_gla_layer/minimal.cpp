@@ -1,3 +1,4 @@
+// snippet: examples/20_gla_layer/minimal.cpp
 // The smallest linear_attention program: GLA (vector gate) over two packed sequences, then
 // one decode step from the final state; checked against the recurrent mode.
 #include <weft/weft.hpp>
