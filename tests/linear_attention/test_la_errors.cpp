@@ -81,6 +81,12 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
         be, weft::gates::gated_delta{make_view(beta.data(), B, T, H), make_view(beta.data(), 1, T, H)}, qv,
         kv, vv, ov, ok);
   });
+  expect_bad("gate.g", [&] {  // the vector gate's channels must be contiguous, like q's
+    auto strided =
+        weft::make_strided_view(static_cast<const float*>(g.data()), std::array<std::int64_t, 4>{B, T, H, K},
+                                std::array<std::int64_t, 4>{T * H * K, H * K, 1, H});
+    weft::linear_attention(be, weft::gates::vector{strided}, qv, kv, vv, ov, ok);
+  });
   // NaN in gates
   expect_bad("gate.g", [&] {
     weft::linear_attention(be, weft::gates::scalar{make_view(g_nan.data(), B, T, H)}, qv, kv, vv, ov, ok);

@@ -236,6 +236,7 @@ void check_gate(std::string_view fn, const Backend& be, const Gate& gate, std::i
   } else if constexpr (kd == kind::vector) {
     check_view(fn, "gate.g", gate.g);
     require_shape(fn, "gate.g", gate.g, std::array<std::int64_t, 4>{B, T, H, K});
+    require_unit_inner_stride(fn, "gate.g", gate.g);
     require(!I::any_nan(be, gate.g), fn, "gate.g", "no NaN values", "NaN");
   } else if constexpr (kd == kind::mlstm) {
     check3("gate.i", gate.i);
