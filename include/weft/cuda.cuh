@@ -3,5 +3,6 @@
 
 #include "weft/backend/cuda.cuh"
 #include "weft/decode/cuda.cuh"
+#include "weft/linear_attention/cuda.cuh"
 #include "weft/scan/cuda.cuh"
 #include "weft/weft.hpp"

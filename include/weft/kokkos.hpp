@@ -3,5 +3,6 @@
 
 #include "weft/backend/kokkos.hpp"
 #include "weft/decode/kokkos.hpp"
+#include "weft/linear_attention/kokkos.hpp"
 #include "weft/scan/kokkos.hpp"
 #include "weft/weft.hpp"

@@ -1,0 +1,345 @@
+// linear_attention forward, B=1, T=8192, H=8, K=V=128, fp32, Kokkos OpenMP (OMP_NUM_THREADS=2),
+// with every peer measured in the same run:
+//
+//   fma_peak                 independent FMA chains in registers: the machine's fp32 peak
+//   weft_chunk/<gate>/<C>    weft's chunk form; GFLOP/s counts 2 T H (C K + C V + 2 K V)
+//   weft_recurrent/<gate>    weft's token loop (mode = recurrent), same FLOP count (C = 64)
+//   blas_chunk/<gate>/64     the same chunk form with one OpenBLAS sgemm per product per chunk
+//   sweep/<gate>/<mode>/<T>  time vs T (1K .. 64K) for the plot (bench/plot_linear_attention.py)
+//
+// Counters: GFLOP/s; peak_GFLOP/s, the FMA peak measured right after the benchmark (the
+// machine may be shared: the peak is re-measured beside each figure); peak_frac, their ratio;
+// workspace_MiB, weft's scratch (weft::workspace_size).
+#include <weft/weft.hpp>
+#if WEFT_BENCH_KOKKOS
+#include <weft/kokkos.hpp>
+#endif
+#if WEFT_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "support/bench.hpp"
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// The FMA peak of this machine, measured once in this run (bench_core's method).
+// ---------------------------------------------------------------------------------------
+#if defined(__AVX512F__)
+constexpr int lanes = 16;
+#else
+constexpr int lanes = 8;
+#endif
+typedef float vec __attribute__((vector_size(lanes * 4)));
+
+double fma_gflops(std::int64_t iters) {
+  constexpr int chains = 12;
+  int threads = 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+  {
+#pragma omp single
+    threads = omp_get_num_threads();
+    vec acc[chains];
+    const vec m = vec{} + 0.999999f, c = vec{} + 1e-7f;
+    for (int j = 0; j < chains; ++j) acc[j] = vec{} + static_cast<float>(j + omp_get_thread_num());
+    for (std::int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+      for (int j = 0; j < chains; ++j) acc[j] = acc[j] * m + c;
+    }
+    for (int j = 0; j < chains; ++j)
+      for (int l = 0; l < lanes; ++l) sink += acc[j][l];
+  }
+  benchmark::DoNotOptimize(sink);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * lanes * chains * static_cast<double>(iters) * threads / s * 1e-9;
+}
+
+/// The FMA peak now (best of 3 short runs, ~50 ms in all).
+double peak_gflops() {
+  double best = 0;
+  for (int r = 0; r < 3; ++r) best = std::max(best, fma_gflops(weft_bench::smoke() ? 1000 : 3'000'000));
+  return best;
+}
+
+/// GFLOP/s of `flops` per iteration over `seconds` for all iterations, and the peak beside it.
+void set_flops(benchmark::State& st, double flops, double seconds) {
+  const double g = flops * static_cast<double>(st.iterations()) / seconds * 1e-9, pk = peak_gflops();
+  st.counters["GFLOP/s"] = g;
+  st.counters["peak_GFLOP/s"] = pk;
+  st.counters["peak_frac"] = g / pk;
+}
+
+void fma_peak(benchmark::State& st) {  // the peak as its own figure, for the record
+  double g = 0;
+  for (auto _ : st) g = std::max(g, fma_gflops(weft_bench::smoke() ? 1000 : 4'000'000));
+  st.counters["GFLOP/s"] = g;
+}
+BENCHMARK(fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---------------------------------------------------------------------------------------
+// Problem data: random q, k, v; gates as FLA's tests (logsigmoid(randn)); unit keys for delta.
+// ---------------------------------------------------------------------------------------
+enum class gate_kind { none, scalar, vector, mlstm, delta, gated_delta };
+const char* gate_name(gate_kind g) {
+  const char* n[] = {"none", "scalar", "vector", "mlstm", "delta", "gated_delta"};
+  return n[static_cast<int>(g)];
+}
+
+struct problem {
+  std::int64_t B = 1, T, H, K = 128, V = 128;
+  std::unique_ptr<weft_bench::array<float>> q, k, kn, v, o, g, gv, i, f, beta;
+  explicit problem(std::int64_t T_, std::int64_t H_) : T(T_), H(H_) {
+    const std::int64_t nk = B * T * H * K, nv = B * T * H * V, ng = B * T * H;
+    q = std::make_unique<weft_bench::array<float>>(nk);
+    k = std::make_unique<weft_bench::array<float>>(nk);
+    kn = std::make_unique<weft_bench::array<float>>(nk);
+    v = std::make_unique<weft_bench::array<float>>(nv);
+    o = std::make_unique<weft_bench::array<float>>(nv);
+    g = std::make_unique<weft_bench::array<float>>(ng);
+    gv = std::make_unique<weft_bench::array<float>>(nk);
+    i = std::make_unique<weft_bench::array<float>>(ng);
+    f = std::make_unique<weft_bench::array<float>>(ng);
+    beta = std::make_unique<weft_bench::array<float>>(ng);
+    std::mt19937_64 r(42);
+    std::normal_distribution<float> nd;
+    auto logsig = [](float x) { return x < 0 ? x - std::log1p(std::exp(x)) : -std::log1p(std::exp(-x)); };
+    for (std::int64_t x = 0; x < nk; ++x) {
+      (*q)[x] = nd(r);
+      (*k)[x] = nd(r);
+      (*gv)[x] = logsig(nd(r));
+    }
+    for (std::int64_t x = 0; x < nv; ++x) (*v)[x] = nd(r);
+    for (std::int64_t x = 0; x < ng; ++x) {
+      (*g)[x] = logsig(nd(r));
+      (*i)[x] = nd(r);
+      (*f)[x] = nd(r) + 2.0f;
+      (*beta)[x] = 1.0f / (1.0f + std::exp(-nd(r)));
+      double nrm = 0;
+      for (std::int64_t c = 0; c < K; ++c) nrm += (*k)[x * K + c] * (*k)[x * K + c];
+      for (std::int64_t c = 0; c < K; ++c)
+        (*kn)[x * K + c] = static_cast<float>((*k)[x * K + c] / std::sqrt(nrm));
+    }
+  }
+};
+
+/// One problem alive at a time (the T sweep reaches 64K tokens: ~1.5 GB).
+problem& get_problem(std::int64_t T, std::int64_t H) {
+  static std::unique_ptr<problem> p;
+  if (!p || p->T != T || p->H != H) {
+    p.reset();
+    p = std::make_unique<problem>(T, H);
+  }
+  return *p;
+}
+
+std::int64_t bench_T() {
+  return weft_bench::size(8192, 256);
+}
+std::int64_t bench_H() {
+  return weft_bench::smoke() ? 2 : 8;
+}
+
+double chunk_flops(const problem& p, int C) {
+  return 2.0 * static_cast<double>(p.T * p.H) * (C * p.K + C * p.V + 2.0 * p.K * p.V);
+}
+
+template <class Fn>
+void with_gate(problem& p, gate_kind kind, Fn&& fn) {
+  using weft::make_view;
+  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K;
+  switch (kind) {
+    case gate_kind::none:
+      fn(weft::gates::none{});
+      break;
+    case gate_kind::scalar:
+      fn(weft::gates::scalar{make_view(p.g->data(), B, T, H)});
+      break;
+    case gate_kind::vector:
+      fn(weft::gates::vector{make_view(p.gv->data(), B, T, H, K)});
+      break;
+    case gate_kind::mlstm:
+      fn(weft::gates::mlstm{make_view(p.i->data(), B, T, H), make_view(p.f->data(), B, T, H)});
+      break;
+    case gate_kind::delta:
+      fn(weft::gates::delta{make_view(p.beta->data(), B, T, H)});
+      break;
+    case gate_kind::gated_delta:
+      fn(weft::gates::gated_delta{make_view(p.g->data(), B, T, H), make_view(p.beta->data(), B, T, H)});
+      break;
+  }
+}
+
+#if WEFT_BENCH_KOKKOS
+using exec = Kokkos::DefaultHostExecutionSpace;
+
+void run_weft(benchmark::State& st, gate_kind kind, weft::linear_attention_mode mode, int C, std::int64_t T,
+              std::int64_t H) {
+  problem& p = get_problem(T, H);
+  const weft::kokkos_backend<exec> be{};
+  using weft::make_view;
+  const bool delta = kind == gate_kind::delta || kind == gate_kind::gated_delta;
+  const auto q = make_view(static_cast<const float*>(p.q->data()), p.B, p.T, p.H, p.K);
+  const auto k = make_view(static_cast<const float*>(delta ? p.kn->data() : p.k->data()), p.B, p.T, p.H, p.K);
+  const auto v = make_view(static_cast<const float*>(p.v->data()), p.B, p.T, p.H, p.V);
+  const auto o = make_view(p.o->data(), p.B, p.T, p.H, p.V);
+  const weft::linear_attention_options opts{.mode = mode, .chunk_size = C};
+  std::size_t ws = 0;
+  double seconds = 0;
+  with_gate(p, kind, [&](const auto& gate) {
+    ws = weft::workspace_size(be, gate, q, k, v, opts);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      weft::linear_attention(be, gate, q, k, v, o, opts);
+      be.fence();
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
+  set_flops(st, chunk_flops(p, C), seconds);
+  st.counters["workspace_MiB"] = static_cast<double>(ws) / (1 << 20);
+  st.counters["T"] = static_cast<double>(T);
+}
+
+void weft_chunk(benchmark::State& st, gate_kind kind, int C) {
+  run_weft(st, kind, weft::linear_attention_mode::chunk, C, bench_T(), bench_H());
+}
+void weft_recurrent(benchmark::State& st, gate_kind kind) {
+  run_weft(st, kind, weft::linear_attention_mode::recurrent, 64, bench_T(), bench_H());
+}
+#endif
+
+#if WEFT_BENCH_OPENBLAS
+// ---------------------------------------------------------------------------------------
+// The OpenBLAS peer: the same chunk form, one cblas_sgemm per product, (head) items in
+// parallel over OpenMP threads, OpenBLAS single-threaded inside. Decays are factorised as
+// exp(P_i) exp(-P_j) (2C exps per chunk, per channel for the vector gate): fine for these
+// gates (|P| < 80 within a chunk of 64), not a general method.
+// ---------------------------------------------------------------------------------------
+void blas_chunk_forward(problem& p, bool vector_gate, int C) {
+  const std::int64_t T = p.T, H = p.H, K = p.K, V = p.V, ld = H * K, ldv = H * V;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(K));
+#pragma omp parallel
+  {
+    std::vector<float> S(K * V), A(C * C), Qs(C * K), Ks(C * K), Kw(C * K), e(C), P(C * K), tot(K);
+#pragma omp for schedule(dynamic)
+    for (std::int64_t h = 0; h < H; ++h) {
+      std::fill(S.begin(), S.end(), 0.0f);
+      for (std::int64_t c0 = 0; c0 < T; c0 += C) {
+        const std::int64_t L = std::min<std::int64_t>(C, T - c0);
+        const float* q = p.q->data() + c0 * ld + h * K;
+        const float* k = p.k->data() + c0 * ld + h * K;
+        const float* v = p.v->data() + c0 * ldv + h * V;
+        float* o = p.o->data() + c0 * ldv + h * V;
+        // log decay from the chunk start, P (L) or (L x K), and the scaled operands
+        const std::int64_t W = vector_gate ? K : 1;
+        for (std::int64_t s = 0; s < L; ++s)
+          for (std::int64_t c = 0; c < W; ++c) {
+            const float g = vector_gate ? (*p.gv)[(c0 + s) * ld + h * K + c] : (*p.g)[(c0 + s) * H + h];
+            P[s * W + c] = (s ? P[(s - 1) * W + c] : 0.0f) + g;
+          }
+        for (std::int64_t s = 0; s < L; ++s)
+          for (std::int64_t c = 0; c < K; ++c) {
+            const float ps = P[s * W + (vector_gate ? c : 0)], pe = P[(L - 1) * W + (vector_gate ? c : 0)];
+            Qs[s * K + c] = q[s * ld + c] * scale * (vector_gate ? std::exp(ps) : 1.0f);
+            Ks[s * K + c] = k[s * ld + c] * (vector_gate ? std::exp(-ps) : 1.0f);
+            Kw[s * K + c] = k[s * ld + c] * std::exp(pe - ps);
+          }
+        // A = Q K^T (.) decay, causal
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, K, 1.0f, Qs.data(), K, Ks.data(), K, 0.0f,
+                    A.data(), C);
+        for (std::int64_t i = 0; i < L; ++i) {
+          const float ei = vector_gate ? 1.0f : std::exp(P[i]);
+          for (std::int64_t j = 0; j < L; ++j)
+            A[i * C + j] = j <= i ? A[i * C + j] * (vector_gate ? 1.0f : ei * std::exp(-P[j])) : 0.0f;
+        }
+        // O = diag(decay) Q S + A V
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, V, K, 1.0f, Qs.data(), K, S.data(), V, 0.0f,
+                    o, ldv);
+        if (!vector_gate)
+          for (std::int64_t i = 0; i < L; ++i) {
+            const float ei = std::exp(P[i]);
+            for (std::int64_t c = 0; c < V; ++c) o[i * ldv + c] *= ei;
+          }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, V, L, 1.0f, A.data(), C, v, ldv, 1.0f, o,
+                    ldv);
+        // S = diag(total decay) S + Kw^T V
+        for (std::int64_t c = 0; c < K; ++c) {
+          const float d = std::exp(P[(L - 1) * W + (vector_gate ? c : 0)]);
+          for (std::int64_t x = 0; x < V; ++x) S[c * V + x] *= d;
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, L, 1.0f, Kw.data(), K, v, ldv, 1.0f,
+                    S.data(), V);
+      }
+    }
+  }
+}
+
+void blas_chunk(benchmark::State& st, gate_kind kind, int C) {
+  openblas_set_num_threads(1);
+  problem& p = get_problem(bench_T(), bench_H());
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) blas_chunk_forward(p, kind == gate_kind::vector, C);
+  set_flops(st, chunk_flops(p, C),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+#endif
+
+void register_all() {
+#if WEFT_BENCH_KOKKOS
+  const auto ms = benchmark::kMillisecond;
+  for (gate_kind g : {gate_kind::none, gate_kind::scalar, gate_kind::vector, gate_kind::mlstm,
+                      gate_kind::delta, gate_kind::gated_delta})
+    for (int C : {64, 128, 256}) {
+      if (C != 64 && g != gate_kind::scalar && g != gate_kind::vector && g != gate_kind::mlstm) continue;
+      benchmark::RegisterBenchmark(
+          (std::string("weft_chunk/") + gate_name(g) + "/" + std::to_string(C)).c_str(),
+          [g, C](benchmark::State& st) { weft_chunk(st, g, C); })
+          ->UseRealTime()
+          ->Unit(ms);
+    }
+  for (gate_kind g : {gate_kind::scalar, gate_kind::vector, gate_kind::mlstm, gate_kind::gated_delta})
+    benchmark::RegisterBenchmark((std::string("weft_recurrent/") + gate_name(g)).c_str(),
+                                 [g](benchmark::State& st) { weft_recurrent(st, g); })
+        ->UseRealTime()
+        ->Unit(ms);
+#endif
+#if WEFT_BENCH_OPENBLAS
+  for (gate_kind g : {gate_kind::scalar, gate_kind::vector})
+    benchmark::RegisterBenchmark((std::string("blas_chunk/") + gate_name(g) + "/64").c_str(),
+                                 [g](benchmark::State& st) { blas_chunk(st, g, 64); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+#endif
+#if WEFT_BENCH_KOKKOS
+  // time vs T for the plot: GLA (vector gate), chunk 64 vs the token loop
+  const std::int64_t Ts_full[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536};
+  const std::int64_t Ts_smoke[] = {128, 256};
+  const bool sm = weft_bench::smoke();
+  for (auto mode : {weft::linear_attention_mode::chunk, weft::linear_attention_mode::recurrent})
+    for (std::int64_t T : sm ? std::vector<std::int64_t>(std::begin(Ts_smoke), std::end(Ts_smoke))
+                             : std::vector<std::int64_t>(std::begin(Ts_full), std::end(Ts_full))) {
+      const std::string name = std::string("sweep/vector/") +
+                               (mode == weft::linear_attention_mode::chunk ? "chunk/" : "recurrent/") +
+                               std::to_string(T);
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [mode, T](benchmark::State& st) { run_weft(st, gate_kind::vector, mode, 64, T, bench_H()); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+#endif
+}
+
+const int registered = (register_all(), 0);
+
+}  // namespace

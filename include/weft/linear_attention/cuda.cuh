@@ -1,0 +1,190 @@
+// weft/linear_attention/cuda.cuh - native CUDA paths of linear_attention.
+//
+// Status: compiled in CI (sm_90); not yet verified on hardware.
+//
+// chunk mode, gates none / scalar / mLSTM, K <= 128: chunk_kernel, one thread block per
+//   (sequence, head, 32-column slice of V) running detail::la::dev::chunk_block
+//   (device_chunk.hpp): chunks of 64 tokens, the state slice in shared memory.
+// Everything else (recurrent mode, decode steps, vector / delta gates, K > 128): one thread
+// per (sequence, head, value column) runs detail::la::recurrent_column, the token loop of one
+// column of the state (columns evolve independently for every gate kind).
+// The two device algorithms also run on the host, one thread at a time, in
+// tests/linear_attention/test_la_device_paths.cpp (against the fp64 oracle).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "weft/backend/cuda.cuh"
+#include "weft/core/math.hpp"
+#include "weft/linear_attention/device_chunk.hpp"
+#include "weft/linear_attention/linear_attention.hpp"
+
+namespace weft {
+namespace detail::la::cuda {
+
+inline constexpr int threads = 128;
+
+template <class T, int R>
+__global__ void nan_kernel(tensor_view<const T, R> v, std::int64_t n, int* flag) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  std::int64_t rem = i, off = 0;
+  for (int r = R - 1; r >= 0; --r) {
+    off += (rem % v.extent(r)) * v.stride(r);
+    rem /= v.extent(r);
+  }
+  const float x = load<float>(v.data()[off]);
+  if (x != x) atomicOr(flag, 1);  // an integer flag: order does not matter
+}
+
+/// Copies the initial state into per-column scratch S [N,H,V,K] (and the mLSTM n copies, m).
+template <class E>
+__global__ void load_state_kernel(args<E> a, float* S, float* nv, float* m) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t V = a.V, H = a.H, K = a.K;
+  if (c >= a.N * H * V) return;
+  const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
+  for (std::int64_t i = 0; i < K; ++i) {
+    S[c * K + i] = given(a.s0) ? a.s0(n, h, i, e) : 0.0f;
+    if (nv) nv[c * K + i] = given(a.n0) ? a.n0(n, h, i) : 0.0f;
+  }
+  if (e == 0) m[nh] = given(a.m0) ? a.m0(n, h) : 0.0f;
+}
+
+template <class Gate, class E>
+__global__ void column_kernel(Gate gate, args<E> a, float* S, float* nv, const float* m) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t V = a.V, H = a.H, K = a.K;
+  if (c >= a.N * H * V) return;
+  const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
+  double mm = m[nh];
+  recurrent_column(gate, a, sequence(a, n), h, e, S + c * K, nv ? nv + c * K : nullptr, 1, mm);
+  if (given(a.s1))
+    for (std::int64_t i = 0; i < K; ++i) a.s1(n, h, i, e) = S[c * K + i];
+  if (e == 0 && given(a.n1))
+    for (std::int64_t i = 0; i < K; ++i) a.n1(n, h, i) = nv[c * K + i];
+  if (e == 0 && given(a.m1)) a.m1(n, h) = static_cast<float>(mm);
+}
+
+/// Copies the mLSTM normalizer and stabilizer into scratch nm [N,H,K+1] so that blocks of one
+/// (sequence, head) can read them while another block writes the final ones (in place).
+template <class E>
+__global__ void load_nm_kernel(args<E> a, float* nm) {
+  const std::int64_t nh = blockIdx.x, n = nh / a.H, h = nh % a.H;
+  for (std::int64_t i = threadIdx.x; i < a.K; i += blockDim.x)
+    nm[nh * (a.K + 1) + i] = given(a.n0) ? a.n0(n, h, i) : 0.0f;
+  if (threadIdx.x == 0) nm[nh * (a.K + 1) + a.K] = given(a.m0) ? a.m0(n, h) : 0.0f;
+}
+
+/// Block barrier for chunk_block.
+struct block_sync {
+  WEFT_INLINE void operator()() const {
+#if WEFT_ON_DEVICE
+    __syncthreads();
+#endif
+  }
+};
+
+template <class Gate, class E>
+__global__ void __launch_bounds__(dev::chunk_threads)
+    chunk_kernel(Gate gate, args<E> a, const float* nm, int slices) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ double m_state;
+  dev::chunk_block(gate, a, nm, slices, blockIdx.x, threadIdx.x, blockDim.x, smem, m_state, block_sync{});
+}
+
+inline unsigned blocks_for(std::int64_t n) {
+  return static_cast<unsigned>(ceil_div<std::int64_t>(n, threads));
+}
+
+}  // namespace detail::la::cuda
+
+namespace impl {
+
+template <>
+struct linear_attention_impl<cuda_backend> {
+  template <class T, int R>
+  static bool any_nan(const cuda_backend& be, const tensor_view<T, R>& v) {
+    const std::int64_t n = v.size();
+    if (n == 0) return false;
+    scratch_buffer flag = be.allocate(sizeof(int));
+    int* f = static_cast<int*>(flag.data());
+    detail::cuda_check(cudaMemsetAsync(f, 0, sizeof(int), be.stream), "cudaMemsetAsync");
+    detail::la::cuda::
+        nan_kernel<<<detail::la::cuda::blocks_for(n), detail::la::cuda::threads, 0, be.stream>>>(
+            tensor_view<const T, R>(v), n, f);
+    be.check_launch("weft::linear_attention_check");
+    int h = 0;
+    detail::cuda_check(cudaMemcpyAsync(&h, f, sizeof(int), cudaMemcpyDeviceToHost, be.stream),
+                       "cudaMemcpyAsync");
+    be.fence();
+    return h != 0;
+  }
+
+  static std::vector<std::int64_t> offsets_to_host(const cuda_backend& be,
+                                                   tensor_view<const std::int64_t, 1> cu) {
+    std::vector<std::int64_t> h(static_cast<std::size_t>(cu.extent(0)));
+    for (std::int64_t i = 0; i < cu.extent(0); ++i)
+      detail::cuda_check(cudaMemcpyAsync(&h[i], cu.data() + i * cu.stride(0), sizeof(std::int64_t),
+                                         cudaMemcpyDeviceToHost, be.stream),
+                         "cudaMemcpyAsync");
+    be.fence();
+    return h;
+  }
+
+  /// The chunk kernel applies: chunk mode, a scalar-kind gate, K <= 128.
+  static bool use_chunk_kernel(detail::la::kind kd, const detail::la::shape& s) {
+    using detail::la::kind;
+    return s.mode == linear_attention_mode::chunk &&
+           (kd == kind::none || kd == kind::scalar || kd == kind::mlstm) && s.K <= detail::la::dev::max_k;
+  }
+
+  static std::size_t workspace_bytes(const cuda_backend&, detail::la::kind kd, const detail::la::shape& s) {
+    if (use_chunk_kernel(kd, s)) return sizeof(float) * static_cast<std::size_t>(s.N * s.H * (s.K + 1));
+    const std::size_t cols = static_cast<std::size_t>(s.N * s.H * s.V * s.K);
+    return sizeof(float) *
+           (cols * (kd == detail::la::kind::mlstm ? 2 : 1) + static_cast<std::size_t>(s.N * s.H));
+  }
+
+  template <class Gate, class E>
+  static void forward(const cuda_backend& be, const Gate& gate, const detail::la::args<E>& a, void* ws) {
+    namespace k = detail::la::cuda;
+    const std::int64_t cols = a.N * a.H * a.V;
+    if (cols == 0) return;
+    constexpr detail::la::kind kd = detail::la::kind_of<Gate>;
+    if constexpr (kd == detail::la::kind::none || kd == detail::la::kind::scalar ||
+                  kd == detail::la::kind::mlstm) {
+      if (use_chunk_kernel(kd, a.dims())) {
+        float* nm = static_cast<float*>(ws);
+        k::load_nm_kernel<<<static_cast<unsigned>(a.N * a.H), 128, 0, be.stream>>>(a, nm);
+        be.check_launch("weft::linear_attention_load_state");
+        const int slices = static_cast<int>(ceil_div<std::int64_t>(a.V, detail::la::dev::slice));
+        const std::size_t smem = detail::la::dev::chunk_smem_bytes(a.K);
+        auto kernel = k::chunk_kernel<Gate, E>;
+        detail::cuda_check(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+            "cudaFuncSetAttribute");
+        kernel<<<static_cast<unsigned>(a.N * a.H * slices), detail::la::dev::chunk_threads, smem,
+                 be.stream>>>(gate, a, nm, slices);
+        be.check_launch("weft::linear_attention_chunk");
+        be.fence();  // the workspace is released on return
+        return;
+      }
+    }
+    constexpr bool is_mlstm = detail::la::kind_of<Gate> == detail::la::kind::mlstm;
+    float* S = static_cast<float*>(ws);
+    float* nv = is_mlstm ? S + cols * a.K : nullptr;
+    float* m = S + cols * a.K * (is_mlstm ? 2 : 1);
+    k::load_state_kernel<<<k::blocks_for(cols), k::threads, 0, be.stream>>>(a, S, nv, m);
+    be.check_launch("weft::linear_attention_load_state");
+    k::column_kernel<<<k::blocks_for(cols), k::threads, 0, be.stream>>>(gate, a, S, nv, m);
+    be.check_launch("weft::linear_attention_columns");
+    be.fence();  // the workspace is released on return
+  }
+};
+
+}  // namespace impl
+}  // namespace weft

@@ -1,0 +1,119 @@
+// The CUDA algorithms of linear_attention run on the host: chunk_block (the chunk kernel's
+// body, one block per (sequence, head, V slice)) with one thread, and recurrent_column (the
+// column kernel, also Kokkos' device-space fallback) column by column, against the fp64
+// oracle. This checks their math and indexing where no GPU is available; races are not.
+#include <catch2/catch_test_macros.hpp>
+
+#include <cstdint>
+#include <vector>
+
+#include "linear_attention/cases.hpp"
+#include "weft/linear_attention/device_chunk.hpp"
+
+using namespace la_test;
+using weft::make_view;
+
+namespace {
+struct no_sync {
+  void operator()() const {}
+};
+
+enum class path { chunk_block, columns };
+
+/// Runs p through one of the device algorithms on the host; returns o and final states.
+output run_device_path(const problem& p, path which) {
+  const weft::serial_backend be;
+  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K, V = p.V, N = p.N();
+  const device_problem<weft::serial_backend, float> d(be, p);
+  std::vector<float> o(B * T * H * V, -777.0f), s1(N * H * K * V, -555.0f), n1(N * H * K, -555.0f),
+      m1(N * H, -555.0f);
+  const std::vector<float> s0 = cast_vec<float>(p.s0), n0 = cast_vec<float>(p.n0), m0 = cast_vec<float>(p.m0);
+  weft::linear_attention_options opts{.chunk_size = 64, .final_state = make_view(s1.data(), N, H, K, V)};
+  if (!p.s0.empty()) opts.initial_state = make_view(s0.data(), N, H, K, V);
+  if (!p.n0.empty()) opts.initial_normalizer = make_view(n0.data(), N, H, K);
+  if (!p.m0.empty()) opts.initial_stabilizer = make_view(m0.data(), N, H);
+  if (p.is_mlstm()) opts.final_normalizer = make_view(n1.data(), N, H, K);
+  if (p.kind == gk::mlstm_exp) opts.final_stabilizer = make_view(m1.data(), N, H);
+  if (!p.cu.empty()) opts.cu_seqlens = make_view(p.cu.data(), N + 1);
+  d.with_gate(0, T, [&](const auto& gate) {
+    using Gate = typename weft::detail::la::gate_traits<std::decay_t<decltype(gate)>>::const_gate;
+    const Gate g = weft::detail::la::gate_traits<std::decay_t<decltype(gate)>>::as_const(gate);
+    const auto a = weft::detail::la::check_args<weft::serial_backend>(
+        "test", be, g, d.qv(0, T), d.kv(0, T), d.vv(0, T), make_view(o.data(), B, T, H, V), opts);
+    constexpr auto kd = weft::detail::la::kind_of<Gate>;
+    if (which == path::chunk_block) {
+      if constexpr (kd == weft::detail::la::kind::none || kd == weft::detail::la::kind::scalar ||
+                    kd == weft::detail::la::kind::mlstm) {
+        namespace dev = weft::detail::la::dev;
+        std::vector<float> nm(N * H * (K + 1));  // load_nm_kernel
+        for (std::int64_t nh = 0; nh < N * H; ++nh) {
+          for (std::int64_t i = 0; i < K; ++i) nm[nh * (K + 1) + i] = p.n0.empty() ? 0.0f : n0[nh * K + i];
+          nm[nh * (K + 1) + K] = p.m0.empty() ? 0.0f : m0[nh];
+        }
+        const int slices = static_cast<int>((V + dev::slice - 1) / dev::slice);
+        std::vector<unsigned char> smem(dev::chunk_smem_bytes(K) + 64);
+        unsigned char* base = smem.data() + (64 - reinterpret_cast<std::uintptr_t>(smem.data()) % 64) % 64;
+        for (std::int64_t blk = 0; blk < N * H * slices; ++blk) {
+          double m_state = 0;
+          dev::chunk_block(g, a, nm.data(), slices, blk, 0, 1, base, m_state, no_sync{});
+        }
+      } else {
+        FAIL("the chunk kernel covers none, scalar and mLSTM only");
+      }
+    } else {  // forward_columns: per-column state copies, then the column recurrence
+      const bool mlstm = kd == weft::detail::la::kind::mlstm;
+      std::vector<float> S(N * H * V * K), nv(mlstm ? N * H * V * K : 0), mm(N * H);
+      for (std::int64_t c = 0; c < N * H * V; ++c) {
+        const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
+        for (std::int64_t i = 0; i < K; ++i) {
+          S[c * K + i] = p.s0.empty() ? 0.0f : s0[((n * H + h) * K + i) * V + e];
+          if (mlstm) nv[c * K + i] = p.n0.empty() ? 0.0f : n0[(n * H + h) * K + i];
+        }
+        mm[nh] = p.m0.empty() ? 0.0f : m0[nh];
+      }
+      for (std::int64_t c = 0; c < N * H * V; ++c) {
+        const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
+        double m = mm[nh];
+        weft::detail::la::recurrent_column(g, a, weft::detail::la::sequence(a, n), h, e, S.data() + c * K,
+                                           mlstm ? nv.data() + c * K : nullptr, 1, m);
+        for (std::int64_t i = 0; i < K; ++i) s1[((n * H + h) * K + i) * V + e] = S[c * K + i];
+        if (e == 0 && mlstm)
+          for (std::int64_t i = 0; i < K; ++i) n1[(n * H + h) * K + i] = nv[c * K + i];
+        if (e == 0 && p.kind == gk::mlstm_exp) m1[nh] = static_cast<float>(m);
+      }
+    }
+  });
+  return {to_double(o), to_double(s1), to_double(n1), to_double(m1)};
+}
+}  // namespace
+
+TEST_CASE("linear_attention device algorithms on the host: chunk_block and recurrent_column",
+          "[linear_attention][oracle][device]") {
+  const std::vector<std::int64_t> cu = {0, 0, 1, 65, 65, 130, 200};
+  std::uint64_t seed = 1400;
+  for (gk kind :
+       {gk::none, gk::scalar, gk::vector, gk::mlstm_exp, gk::mlstm_sig, gk::delta, gk::gated_delta}) {
+    for (const shape_case& s :
+         {shape_case{2, 130, 2, 60, 100, 64, 1, 0.02}, shape_case{1, 200, 1, 128, 40, 64, 0.1, 0}}) {
+      for (bool varlen : {false, true}) {
+        const problem p =
+            make_problem<float>(kind, varlen ? 1 : s.B, varlen ? cu.back() : s.T, s.H, s.K, s.V, seed++,
+                                {.gate_norm = s.gate_norm, .reset_prob = s.reset, .with_states = true},
+                                varlen ? cu : std::vector<std::int64_t>{});
+        const result want = oracle(p);
+        for (path w : {path::chunk_block, path::columns}) {
+          const bool chunk_kind =
+              kind == gk::none || kind == gk::scalar || kind == gk::mlstm_exp || kind == gk::mlstm_sig;
+          if (w == path::chunk_block && !chunk_kind) continue;
+          INFO(name(kind) << (w == path::chunk_block ? " chunk_block" : " recurrent_column") << " K " << s.K
+                          << " V " << s.V << (varlen ? " varlen" : ""));
+          const output got = run_device_path(p, w);
+          CHECK(rel_rmse(got.o, want.o) <= 1e-5);
+          CHECK(rel_rmse(got.S, want.S) <= 1e-5);
+          if (p.is_mlstm()) CHECK(rel_rmse(got.n, want.n) <= 1e-5);
+          if (kind == gk::mlstm_exp) CHECK(rel_rmse(got.m, want.m) <= 1e-5);
+        }
+      }
+    }
+  }
+}

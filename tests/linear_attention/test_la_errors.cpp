@@ -1,0 +1,196 @@
+// linear_attention: bad input throws weft::invalid_argument naming the argument, and nothing is
+// written (outputs and states keep their sentinels).
+#include <catch2/catch_template_test_macros.hpp>
+#include <catch2/catch_test_macros.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "support/backends.hpp"
+
+using weft::make_view;
+using weft_test::buffer;
+
+namespace {
+/// Runs f, expects weft::invalid_argument naming `arg`.
+void expect_bad(const std::string& arg, const std::function<void()>& f) {
+  INFO("expected a complaint about '" << arg << "'");
+  try {
+    f();
+    FAIL("no exception");
+  } catch (const weft::invalid_argument& e) {
+    INFO(e.what());
+    CHECK(e.argument() == arg);
+  }
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and writes nothing",
+                        "[linear_attention][errors]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 2, T = 10, H = 3, K = 8, V = 4, N = B;
+  buffer<TestType, float> q(be, B * T * H * K, 0.5f), k(be, B * T * H * K, 0.25f), v(be, B * T * H * V, 1.0f);
+  buffer<TestType, float> o(be, B * T * H * V, -7.0f), s1(be, N * H * K * V, -9.0f),
+      s0(be, N * H * K * V, 0.0f);
+  buffer<TestType, float> g(be, B * T * H * K, -0.5f), beta(be, B * T * H, 0.5f);
+  std::vector<float> gnan(B * T * H * K, -0.5f);
+  gnan[17] = NAN;
+  buffer<TestType, float> g_nan(be, gnan);
+  buffer<TestType, float> nrm(be, N * H * K, 0.0f), stab(be, N * H, 0.0f);
+  const auto qv = make_view(static_cast<const float*>(q.data()), B, T, H, K);
+  const auto kv = make_view(static_cast<const float*>(k.data()), B, T, H, K);
+  const auto vv = make_view(static_cast<const float*>(v.data()), B, T, H, V);
+  const auto ov = make_view(o.data(), B, T, H, V);
+  const auto S1 = make_view(s1.data(), N, H, K, V);
+  const weft::gates::scalar gs{make_view(static_cast<const float*>(g.data()), B, T, H)};
+  const weft::linear_attention_options ok{.final_state = S1};
+
+  // shapes of q, k, v, o
+  expect_bad("k",
+             [&] { weft::linear_attention(be, gs, qv, make_view(k.data(), B, T, H, K - 1), vv, ov, ok); });
+  expect_bad("v",
+             [&] { weft::linear_attention(be, gs, qv, kv, make_view(v.data(), B, T - 1, H, V), ov, ok); });
+  expect_bad("o",
+             [&] { weft::linear_attention(be, gs, qv, kv, vv, make_view(o.data(), B, T, H, V - 1), ok); });
+  expect_bad("q", [&] {
+    auto strided = weft::make_strided_view(static_cast<const float*>(q.data()),
+                                           std::array<std::int64_t, 4>{B, T, H, K / 2},
+                                           std::array<std::int64_t, 4>{T * H * K, H * K, K, 2});
+    weft::linear_attention(be, gs, strided, make_view(k.data(), B, T, H, K / 2), vv, ov, ok);
+  });
+  // gate shapes
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(be, weft::gates::scalar{make_view(g.data(), B, T, H - 1)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(be, weft::gates::vector{make_view(g.data(), B, T, H, K - 1)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.f", [&] {
+    weft::linear_attention(
+        be, weft::gates::mlstm{make_view(beta.data(), B, T, H), make_view(beta.data(), B, T - 1, H)}, qv, kv,
+        vv, ov, ok);
+  });
+  expect_bad("gate.beta", [&] {
+    weft::linear_attention(be, weft::gates::delta{make_view(beta.data(), B, T, 1)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.beta", [&] {
+    weft::linear_attention(
+        be, weft::gates::gated_delta{make_view(beta.data(), B, T, H), make_view(beta.data(), 1, T, H)}, qv,
+        kv, vv, ov, ok);
+  });
+  expect_bad("gate.g", [&] {  // the vector gate's channels must be contiguous, like q's
+    auto strided =
+        weft::make_strided_view(static_cast<const float*>(g.data()), std::array<std::int64_t, 4>{B, T, H, K},
+                                std::array<std::int64_t, 4>{T * H * K, H * K, 1, H});
+    weft::linear_attention(be, weft::gates::vector{strided}, qv, kv, vv, ov, ok);
+  });
+  // NaN in gates
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(be, weft::gates::scalar{make_view(g_nan.data(), B, T, H)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(be, weft::gates::vector{make_view(g_nan.data(), B, T, H, K)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.i", [&] {
+    weft::linear_attention(be,
+                           weft::gates::mlstm{make_view(g_nan.data(), B, T, H), make_view(g.data(), B, T, H)},
+                           qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.beta", [&] {
+    weft::linear_attention(be, weft::gates::delta{make_view(g_nan.data(), B, T, H)}, qv, kv, vv, ov, ok);
+  });
+  // states
+  expect_bad("initial_state", [&] {
+    weft::linear_attention(be, gs, qv, kv, vv, ov,
+                           {.initial_state = make_view(s0.data(), N, H, K, V - 1), .final_state = S1});
+  });
+  expect_bad("final_state", [&] {
+    weft::linear_attention(be, gs, qv, kv, vv, ov, {.final_state = make_view(s1.data(), N, H + 1, K, V - 1)});
+  });
+  expect_bad("initial_normalizer", [&] {  // mLSTM: C without n
+    weft::linear_attention(be, weft::gates::mlstm{make_view(g.data(), B, T, H), make_view(g.data(), B, T, H)},
+                           qv, kv, vv, ov,
+                           {.initial_state = make_view(s0.data(), N, H, K, V), .final_state = S1});
+  });
+  expect_bad("initial_stabilizer", [&] {  // sigmoid input gate: no stabilizer
+    weft::linear_attention(be,
+                           weft::gates::mlstm{.i = make_view(g.data(), B, T, H),
+                                              .f = make_view(g.data(), B, T, H),
+                                              .input = weft::gates::mlstm_input::sigmoid},
+                           qv, kv, vv, ov,
+                           {.initial_state = make_view(s0.data(), N, H, K, V),
+                            .initial_normalizer = make_view(nrm.data(), N, H, K),
+                            .initial_stabilizer = make_view(stab.data(), N, H)});
+  });
+  expect_bad("final_normalizer", [&] {  // not an mLSTM gate
+    weft::linear_attention(be, gs, qv, kv, vv, ov, {.final_normalizer = make_view(nrm.data(), N, H, K)});
+  });
+  // options
+  for (int c : {0, 8, 48, 100, 512, -64})
+    expect_bad("chunk_size", [&] { weft::linear_attention(be, gs, qv, kv, vv, ov, {.chunk_size = c}); });
+  expect_bad("scale", [&] { weft::linear_attention(be, gs, qv, kv, vv, ov, {.scale = NAN}); });
+  expect_bad("mode", [&] {
+    weft::linear_attention(be, gs, qv, kv, vv, ov, {.mode = static_cast<weft::linear_attention_mode>(7)});
+  });
+
+  // cu_seqlens (B == 1 views over the first sequence's memory)
+  const auto q1 = make_view(static_cast<const float*>(q.data()), 1, T, H, K);
+  const auto k1 = make_view(static_cast<const float*>(k.data()), 1, T, H, K);
+  const auto v1 = make_view(static_cast<const float*>(v.data()), 1, T, H, V);
+  const auto o1 = make_view(o.data(), 1, T, H, V);
+  const weft::gates::scalar g1{make_view(static_cast<const float*>(g.data()), 1, T, H)};
+  for (const std::vector<std::int64_t>& bad :
+       std::vector<std::vector<std::int64_t>>{{1, 4, 10}, {0, 6, 4, 10}, {0, 4, 9}, {0, 4, 11}, {}}) {
+    buffer<TestType, std::int64_t> cu(be, bad.empty() ? std::vector<std::int64_t>{0} : bad);
+    const auto cv =
+        make_view(static_cast<const std::int64_t*>(cu.data()), static_cast<std::int64_t>(bad.size()));
+    INFO("cu_seqlens of " << bad.size() << " values");
+    if (bad.empty()) {  // a given but empty view: needs N + 1 >= 1 values
+      const auto cv0 = make_view(static_cast<const std::int64_t*>(cu.data()), 0);
+      expect_bad("cu_seqlens", [&] { weft::linear_attention(be, g1, q1, k1, v1, o1, {.cu_seqlens = cv0}); });
+      continue;
+    }
+    expect_bad("cu_seqlens", [&] { weft::linear_attention(be, g1, q1, k1, v1, o1, {.cu_seqlens = cv}); });
+  }
+  {
+    buffer<TestType, std::int64_t> cu(be, std::vector<std::int64_t>{0, 3, 10});
+    const auto cv = make_view(static_cast<const std::int64_t*>(cu.data()), 3);
+    expect_bad("q", [&] { weft::linear_attention(be, gs, qv, kv, vv, ov, {.cu_seqlens = cv}); });  // B = 2
+    expect_bad("final_state", [&] {  // N = 2 sequences, H = 3: [2, 3, K, V] expected
+      weft::linear_attention(be, g1, q1, k1, v1, o1,
+                             {.final_state = make_view(s1.data(), 1, H, K, V), .cu_seqlens = cv});
+    });
+  }
+  // workspace
+  expect_bad("workspace", [&] {
+    weft::linear_attention(be, gs, qv, kv, vv, ov, {.workspace = {nullptr, 64}});
+  });
+  // step: one token per sequence, a state is required
+  expect_bad("q", [&] { weft::linear_attention_step(be, gs, qv, kv, vv, ov, S1); });
+  const auto q_1 = make_view(static_cast<const float*>(q.data()), B, 1, H, K);
+  const auto k_1 = make_view(static_cast<const float*>(k.data()), B, 1, H, K);
+  const auto v_1 = make_view(static_cast<const float*>(v.data()), B, 1, H, V);
+  const auto o_1 = make_view(o.data(), B, 1, H, V);
+  const weft::gates::scalar gs1{make_view(static_cast<const float*>(g.data()), B, 1, H)};
+  expect_bad("state", [&] {
+    weft::linear_attention_step(be, gs1, q_1, k_1, v_1, o_1, weft::tensor_view<float, 4>{});
+  });
+  expect_bad("state", [&] {
+    weft::linear_attention_step(be, gs1, q_1, k_1, v_1, o_1, make_view(s1.data(), B, H, K, 1));
+  });
+  expect_bad("normalizer", [&] {  // an mLSTM step needs n
+    weft::linear_attention_step(
+        be, weft::gates::mlstm{make_view(g.data(), B, 1, H), make_view(g.data(), B, 1, H)}, q_1, k_1, v_1,
+        o_1, S1, {.stabilizer = make_view(stab.data(), B, H)});
+  });
+
+  for (float x : o.to_host()) REQUIRE(x == -7.0f);
+  for (float x : s1.to_host()) REQUIRE(x == -9.0f);
+
+  // and the good call does write
+  weft::linear_attention(be, gs, qv, kv, vv, ov, ok);
+  CHECK(o.to_host()[0] != -7.0f);
+}
