@@ -278,3 +278,37 @@ TEMPLATE_LIST_TEST_CASE("scan: bad input throws invalid_argument and writes noth
                   weft::invalid_argument);
   for (float v : out.to_host()) CHECK(v == 7.0f);
 }
+
+TEMPLATE_LIST_TEST_CASE("scan: runs of more than 32 MiB (streamed stores) at every line alignment",
+                        "[scan][long]", weft_test::backends) {
+  // Long scalar runs write whole cache lines with non-temporal stores on the Kokkos path,
+  // with plain stores before each chain's first line boundary and after its last: every
+  // element offset within a line, exclusive, in place and a tail block must still be exact.
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t n = (std::int64_t(1) << 23) + 1001;
+  weft_test::rng r(11);
+  std::vector<float> h(static_cast<std::size_t>(n) + 16);
+  for (auto& v : h) v = static_cast<float>(r.next() % 2);  // prefix sums < 2^24: exact in fp32
+  buffer<TestType, float> in(be, h), out(be, h.size());
+  for (std::int64_t off : {0, 1, 5, 15}) {
+    INFO("output offset " << off << " floats");
+    const std::vector<float> x(h.begin() + off, h.begin() + off + n);
+    weft::inclusive_scan(be, weft::make_view(in.data() + off, n), weft::make_view(out.data() + off, n),
+                         weft::plus{});
+    auto got = out.to_host();
+    CHECK(std::vector<float>(got.begin() + off, got.begin() + off + n) ==
+          weft_test::scan_oracle(x, weft::plus<float>{}, false, false, 0.0f));
+    weft::exclusive_scan(be, weft::make_view(in.data() + off, n), weft::make_view(out.data() + off, n), 1.0f,
+                         weft::plus{});
+    got = out.to_host();
+    CHECK(std::vector<float>(got.begin() + off, got.begin() + off + n) ==
+          weft_test::scan_oracle(x, weft::plus<float>{}, false, true, 1.0f));
+  }
+  buffer<TestType, float> io(be, h);
+  weft::inclusive_scan(be, weft::make_view(io.data() + 3, n), weft::make_view(io.data() + 3, n),
+                       weft::maximum{});
+  const auto got = io.to_host();
+  CHECK(std::vector<float>(got.begin() + 3, got.begin() + 3 + n) ==
+        weft_test::scan_oracle(std::vector<float>(h.begin() + 3, h.begin() + 3 + n), weft::maximum<float>{},
+                               false, false, -INFINITY));
+}

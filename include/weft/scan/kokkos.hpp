@@ -30,6 +30,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__SSE2__) && !defined(__CUDA_ARCH__)
+#include <immintrin.h>
+#endif
+
 #include "weft/backend/kokkos.hpp"
 #include "weft/core/math.hpp"
 #include "weft/scan/deer.hpp"
@@ -55,8 +59,21 @@ constexpr i64 block_elems() {
   constexpr i64 target = (i64(256) * 1024) / (value_bytes * W);  // elements per sub-run
   i64 p2 = 16;
   while (p2 * 2 <= target) p2 *= 2;
-  const i64 pad = value_bytes >= 64 ? 1 : 64 / value_bytes;
+  const i64 pad = value_bytes >= 64 ? 1 : 16;  // >= one line, and 16 outputs of 4+ bytes
   return W * (p2 + pad);
+}
+
+/// Sub-run length of a block of len elements (chain j covers [j*sub, (j+1)*sub), the last
+/// chain also the tail). Shortened by a cache line when the chains would start a multiple of
+/// 4 KiB apart (short power-of-two runs), for the same aliasing reason as above.
+template <class V, int L, int W>
+WEFT_INLINE i64 chain_len(i64 len) {
+  constexpr i64 value_bytes = i64(sizeof(V)) * L;
+  constexpr i64 pad = value_bytes >= 64 ? 1 : 16;
+  i64 sub = len / W;
+  const i64 m = (sub * value_bytes) % 4096;
+  if (sub > pad && (m < 64 || m > 4096 - 64)) sub -= pad;
+  return sub;
 }
 
 /// Accessors are only asked about active lanes (l < run.lanes()); inactive lanes of a tile
@@ -68,31 +85,122 @@ template <int W, int L, class V, class Op, class Run>
 WEFT_INLINE void block_totals(const Op& op, const Run& run, i64 t0, i64 len, V (&tot)[W][L]) {
   const int dn = run.lanes();
   const V e = op.identity();
+  V acc[W][L];  // local, so that the chains live in registers (tot might alias the input)
   for (int j = 0; j < W; ++j)
-    for (int l = 0; l < L; ++l) tot[j][l] = e;
-  const i64 sub = len / W;
+    for (int l = 0; l < L; ++l) acc[j][l] = e;
+  const i64 sub = chain_len<V, L, W>(len);
   for (i64 i = 0; i < sub; ++i) {
     for (int j = 0; j < W; ++j) {
       for (int l = 0; l < L; ++l) {
-        if (L == 1 || l < dn) tot[j][l] = op(tot[j][l], run.load(t0 + j * sub + i, l));
+        if (L == 1 || l < dn) acc[j][l] = op(acc[j][l], run.load(t0 + j * sub + i, l));
       }
     }
   }
   for (i64 t = t0 + W * sub; t < t0 + len; ++t)
     for (int l = 0; l < L; ++l)
-      if (L == 1 || l < dn) tot[W - 1][l] = op(tot[W - 1][l], run.load(t, l));
+      if (L == 1 || l < dn) acc[W - 1][l] = op(acc[W - 1][l], run.load(t, l));
+  for (int j = 0; j < W; ++j)
+    for (int l = 0; l < L; ++l) tot[j][l] = acc[j][l];
 }
+
+/// Outputs at least this large (bytes) are written with non-temporal stores where a run
+/// allows it: they would not stay in cache anyway, and streaming them saves the read for
+/// ownership of every output line (a scan then moves 2 streams, like a copy, instead of 3).
+/// Chosen from the shape only; store kinds never change the values written.
+inline constexpr i64 stream_min_bytes = i64(32) << 20;
+
+template <class Run>
+concept streamable_run = requires(const Run& r) {
+  typename Run::stream_t;
+  r.stream_out();
+  requires Run::can_stream;
+  requires sizeof(typename Run::stream_t) == 4 || sizeof(typename Run::stream_t) == 8;
+};
+
+#if defined(__x86_64__) && defined(__SSE2__) && !defined(__CUDA_ARCH__) && !defined(__HIP_DEVICE_COMPILE__)
+#define WEFT_SCAN_HAS_STREAM 1
+/// One 64-byte line from `src` (L1) to `dst` (64-byte aligned) with non-temporal stores.
+inline void stream_line(void* dst, const void* src) {
+#if defined(__AVX512F__)
+  _mm512_stream_si512(static_cast<__m512i*>(dst), _mm512_load_si512(src));
+#elif defined(__AVX__)
+  auto* d = static_cast<__m256i*>(dst);
+  const auto* s = static_cast<const __m256i*>(src);
+  _mm256_stream_si256(d, _mm256_load_si256(s));
+  _mm256_stream_si256(d + 1, _mm256_load_si256(s + 1));
+#else
+  auto* d = static_cast<__m128i*>(dst);
+  const auto* s = static_cast<const __m128i*>(src);
+  for (int i = 0; i < 4; ++i) _mm_stream_si128(d + i, _mm_load_si128(s + i));
+#endif
+}
+
+/// Pass 2 of a scalar run with streamed output: each chain produces one cache line of
+/// values into an L1 stage, which then goes to memory as a whole non-temporal line; the
+/// elements before each chain's first line boundary and after its last one are stored
+/// normally. Returns false (nothing written) unless all W chains share one line alignment.
+template <bool Exclusive, int W, class V, class Op, class Run>
+inline bool block_scan_streamed(const Op& op, const Run& run, i64 t0, i64 len, const V& carry,
+                                const V (&tot)[W][1]) {
+  using U = typename Run::stream_t;
+  constexpr i64 E = 64 / sizeof(U);  // elements per line
+  U* y = run.stream_out();
+  const i64 sub = chain_len<V, 1, W>(len);
+  const auto addr = reinterpret_cast<std::uintptr_t>(y + t0);
+  if (sub * W != len || (sub * i64(sizeof(U))) % 64 != 0 || addr % sizeof(U) != 0) return false;
+  const i64 head = i64((64 - addr % 64) % 64) / i64(sizeof(U));
+  if (head + E > sub) return false;
+  const i64 lines_end = head + (sub - head) / E * E;
+  V acc[W];
+  acc[0] = carry;
+  for (int j = 1; j < W; ++j) acc[j] = op(acc[j - 1], tot[j - 1][0]);
+  auto plain = [&](i64 i0, i64 i1) {
+    for (i64 i = i0; i < i1; ++i) {
+      for (int j = 0; j < W; ++j) {
+        const i64 t = t0 + j * sub + i;
+        const V x = run.load(t, 0);
+        if constexpr (Exclusive) run.store(t, 0, acc[j]);
+        acc[j] = op(acc[j], x);
+        if constexpr (!Exclusive) run.store(t, 0, acc[j]);
+      }
+    }
+  };
+  plain(0, head);
+  alignas(64) U stage[W][E];
+  for (i64 i = head; i < lines_end; i += E) {
+    for (i64 e = 0; e < E; ++e) {
+      for (int j = 0; j < W; ++j) {
+        const V x = run.load(t0 + j * sub + i + e, 0);
+        if constexpr (Exclusive) stage[j][e] = run.stream_value(acc[j]);
+        acc[j] = op(acc[j], x);
+        if constexpr (!Exclusive) stage[j][e] = run.stream_value(acc[j]);
+      }
+    }
+    for (int j = 0; j < W; ++j) stream_line(y + t0 + j * sub + i, stage[j]);
+  }
+  plain(lines_end, sub);
+  _mm_sfence();  // order the streamed lines before whatever publishes the block
+  return true;
+}
+#endif
 
 /// Pass 2: the chains again, each from its carry-in, writing prefix values.
 template <bool Exclusive, int W, int L, class V, class Op, class Run>
 WEFT_INLINE void block_scan(const Op& op, const Run& run, i64 t0, i64 len, const V (&carry)[L],
-                            const V (&tot)[W][L]) {
+                            const V (&tot)[W][L], bool stream = false) {
+#ifdef WEFT_SCAN_HAS_STREAM
+  if constexpr (L == 1 && streamable_run<Run>) {
+    if (stream && block_scan_streamed<Exclusive, W>(op, run, t0, len, carry[0], tot)) return;
+  }
+#else
+  (void)stream;
+#endif
   const int dn = run.lanes();
   V acc[W][L];
   for (int l = 0; l < L; ++l) acc[0][l] = carry[l];
   for (int j = 1; j < W; ++j)
     for (int l = 0; l < L; ++l) acc[j][l] = op(acc[j - 1][l], tot[j - 1][l]);
-  const i64 sub = len / W;
+  const i64 sub = chain_len<V, L, W>(len);
   for (i64 i = 0; i < sub; ++i) {
     for (int j = 0; j < W; ++j) {
       const i64 t = t0 + j * sub + i;
@@ -130,7 +238,7 @@ WEFT_INLINE void fold_totals(const Op& op, const V (&tot)[W][L], V (&out)[L]) {
 
 /// The whole scan of one run on the calling thread (strategy "many runs").
 template <bool Exclusive, int W, int L, class V, class Op, class Run>
-WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n) {
+WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n, bool stream) {
   constexpr i64 S = block_elems<V, L, W>();
   V carry[L];
   for (int l = 0; l < L; ++l) carry[l] = l < run.lanes() ? run.initial(l) : op.identity();
@@ -138,7 +246,7 @@ WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n) {
     const i64 len = (n - t0) < S ? (n - t0) : S;
     V tot[W][L];
     block_totals<W, L>(op, run, t0, len, tot);
-    block_scan<Exclusive, W, L>(op, run, t0, len, carry, tot);
+    block_scan<Exclusive, W, L>(op, run, t0, len, carry, tot, stream);
     V s[L];
     fold_totals<W, L>(op, tot, s);
     for (int l = 0; l < L; ++l) carry[l] = op(carry[l], s[l]);
@@ -180,12 +288,13 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
     return;
   }
   constexpr i64 S = block_elems<V, L, W>();
+  const bool stream = n * i64(sizeof(V)) * L >= stream_min_bytes;
   const int P = be.concurrency();
   const bool team = kokkos_backend<Exec>::host_accessible && P > 1 && G < 2 * P && n >= 2 * S;
   if (!team) {
     Kokkos::parallel_for(
         "weft::scan", Kokkos::RangePolicy<Exec>(be.exec, 0, G),
-        KOKKOS_LAMBDA(i64 g) { scan_run<Exclusive, W, L, V>(op, runs.at(g), n); });
+        KOKKOS_LAMBDA(i64 g) { scan_run<Exclusive, W, L, V>(op, runs.at(g), n, stream); });
     return;
   }
   // [2][P][L] block totals, double-buffered by round parity: a round writes one half while a
@@ -218,7 +327,7 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
               for (int k = 0; k < tid; ++k) c = op(c, part[k * L + l]);
               cin[l] = c;
             }
-            if (len > 0) block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot);
+            if (len > 0) block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot, stream);
             for (int l = 0; l < L; ++l) {
               V c = cin[l];
               for (int k = tid; k < np; ++k) c = op(c, part[k * L + l]);

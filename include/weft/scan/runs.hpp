@@ -87,6 +87,12 @@ struct plain_runs {
     WEFT_INLINE void store(i64 k, int l, const V& v) const {
       y.template at<UnitL, KS>(k, l) = from_accum<U>(v);
     }
+    // Optional streaming interface (see kscan::block_scan): the output of lane 0 is
+    // contiguous in scan order, element k at stream_out()[k].
+    using stream_t = U;
+    static constexpr bool can_stream = KS == 1;
+    WEFT_INLINE U* stream_out() const { return y.p; }
+    WEFT_INLINE U stream_value(const V& v) const { return from_accum<U>(v); }
   };
   WEFT_INLINE run_t at(i64 g) const {
     return {lane_ptr_of(in, lay, g), lane_ptr_of(out, lay, g), lay.lanes_of(g), init};
@@ -166,6 +172,10 @@ struct forward_runs {
     WEFT_INLINE void store(i64 k, int l, const V& v) const {
       ph.template at<UnitL, KS>(k, l) = from_accum<TH>(v.b);
     }
+    using stream_t = TH;
+    static constexpr bool can_stream = KS == 1;
+    WEFT_INLINE TH* stream_out() const { return ph.p; }
+    WEFT_INLINE TH stream_value(const V& v) const { return from_accum<TH>(v.b); }
   };
   WEFT_INLINE run_t at(i64 g) const {
     const bool has = init.data() != nullptr;
