@@ -40,7 +40,7 @@ RATIOS = [
 
 def run(args):
     binaries = sorted(glob.glob(os.path.join(args.build, "bench", "*", "bench_*")))
-    binaries = [b for b in binaries if os.access(b, os.X_OK) and not b.endswith(".json")]
+    binaries = [b for b in binaries if os.path.isfile(b) and os.access(b, os.X_OK) and not b.endswith(".json")]
     if not binaries:
         sys.exit(f"no benchmark binaries under {args.build}/bench (build the default preset first)")
     env = dict(os.environ, OMP_NUM_THREADS="2", OMP_PROC_BIND="spread", OMP_PLACES="threads",
