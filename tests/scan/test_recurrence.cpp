@@ -76,8 +76,9 @@ constexpr double tol32 = 20 * 5.96e-8;
 TEMPLATE_LIST_TEST_CASE("linear_recurrence: fp32 and fp64 against the fp64 loop", "[scan][recurrence]",
                         weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
-  const std::array<std::int64_t, 3> shapes[] = {{1, 1, 1},      {2, 0, 3},    {0, 3, 2},     {3, 1000, 1},
-                                                {1, 150001, 1}, {1, (1 << 23) + 77, 1}, {2, 3000, 8}, {1, 5000, 17}, {4, 300, 40}};
+  const std::array<std::int64_t, 3> shapes[] = {{1, 1, 1},    {2, 0, 3},      {0, 3, 2},
+                                                {3, 1000, 1}, {1, 150001, 1}, {1, (1 << 23) + 77, 1},
+                                                {2, 3000, 8}, {1, 5000, 17},  {4, 300, 40}};
   for (const auto& sh : shapes) {
     for (bool with_init : {false, true}) {
       for (bool reverse : {false, true}) {
