@@ -37,6 +37,26 @@ WEFT_INLINE strhash char_hash(std::uint64_t c) {
   return {c % prime, 131};
 }
 
+/// Affine maps x -> a x + b over Z_q (q = 65521), packed as (a << 16) | b: a 32-bit scalar
+/// value, so scans of it take the engine's transposed (SIMD) path of scalar runs, where chains
+/// are lanes; non-commutative and exact, so any reordering of operands shows.
+struct affine16 {
+  static constexpr std::uint32_t q = 65521;
+  WEFT_INLINE std::uint32_t identity() const { return 1u << 16; }
+  WEFT_INLINE std::uint32_t operator()(std::uint32_t x, std::uint32_t y) const {
+    const std::uint32_t xa = x >> 16, xb = x & 0xffffu, ya = y >> 16, yb = y & 0xffffu;
+    return ((ya * xa) % q) << 16 | ((ya * xb + yb) % q);
+  }
+};
+/// The same over Z_p (p = 2^31 - 1) packed in 64 bits: the 8-lane (8-byte) transposed path.
+struct affine31 {
+  WEFT_INLINE std::uint64_t identity() const { return std::uint64_t(1) << 32; }
+  WEFT_INLINE std::uint64_t operator()(std::uint64_t x, std::uint64_t y) const {
+    const std::uint64_t xa = x >> 32, xb = x & 0xffffffffu, ya = y >> 32, yb = y & 0xffffffffu;
+    return ((ya * xa) % prime) << 32 | ((ya * xb + yb) % prime);
+  }
+};
+
 /// A user-written a + b monoid (no weft type): must behave exactly like weft::plus.
 struct my_plus {
   WEFT_INLINE float identity() const { return 0.0f; }

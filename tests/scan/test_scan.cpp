@@ -57,6 +57,48 @@ TEMPLATE_LIST_TEST_CASE("scan: non-commutative inclusive/exclusive, forward/reve
   }
 }
 
+namespace {
+template <class U, class Op, class Backend>
+void check_scalar_noncommutative(Backend& be, const Op& op, std::int64_t n, std::int64_t off,
+                                 std::uint64_t seed) {
+  weft_test::rng r(seed);
+  std::vector<U> h(static_cast<std::size_t>(n + off));
+  const U mod = sizeof(U) == 4 ? U(weft_test::affine16::q) : U(weft_test::prime);
+  for (auto& v : h) v = (U(r.next() % mod) << (4 * sizeof(U))) | U(r.next() % mod);
+  const std::vector<U> x(h.begin() + off, h.end());
+  buffer<Backend, U> in(be, h), out(be, h.size());
+  auto xv = weft::make_view(in.data() + off, n);
+  auto yv = weft::make_view(out.data() + off, n);
+  const auto tail = [&](const std::vector<U>& v) { return std::vector<U>(v.begin() + off, v.end()); };
+  weft::inclusive_scan(be, xv, yv, op);
+  CHECK(tail(out.to_host()) == weft_test::scan_oracle(x, op, false, false, op.identity()));
+  const U init = x.empty() ? op.identity() : x[x.size() / 2];
+  weft::exclusive_scan(be, xv, yv, init, op);
+  CHECK(tail(out.to_host()) == weft_test::scan_oracle(x, op, false, true, init));
+  CHECK(weft::reduce(be, xv, op) ==
+        (n ? weft_test::scan_oracle(x, op, false, false, op.identity())[n - 1] : op.identity()));
+  weft::inclusive_scan(be, xv, xv, op);  // in place
+  CHECK(tail(in.to_host()) == weft_test::scan_oracle(x, op, false, false, op.identity()));
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE(
+    "scan: scalar non-commutative monoids (chains as SIMD lanes), every size and alignment", "[scan]",
+    weft_test::backends) {
+  // 32- and 64-bit packed affine maps over Z_q: scalar values take the Kokkos engine's
+  // transposed path (16 or 8 chains advanced as vector lanes, W x W transposes, head and tail
+  // rows per chain, the block tail); exact, so any reordering or lost element shows.
+  auto be = weft_test::make_backend<TestType>();
+  for (std::int64_t n : sizes) {
+    if (n > 200000 && std::is_same_v<TestType, weft::serial_backend>) continue;
+    for (std::int64_t off : {0, 3}) {
+      INFO("n = " << n << " offset " << off);
+      check_scalar_noncommutative<std::uint32_t>(be, weft_test::affine16{}, n, off, 7 + n);
+      check_scalar_noncommutative<std::uint64_t>(be, weft_test::affine31{}, n, off, 9 + n);
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("scan: floats, user monoids and in-place", "[scan]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   for (std::int64_t n : {std::int64_t(1), std::int64_t(65537), std::int64_t(1000003)}) {
@@ -303,6 +345,10 @@ TEMPLATE_LIST_TEST_CASE("scan: runs of more than 32 MiB (streamed stores) at eve
     got = out.to_host();
     CHECK(std::vector<float>(got.begin() + off, got.begin() + off + n) ==
           weft_test::scan_oracle(x, weft::plus<float>{}, false, true, 1.0f));
+  }
+  {
+    INFO("non-commutative 32-bit scalars, streamed, output offset 5");
+    check_scalar_noncommutative<std::uint32_t>(be, weft_test::affine16{}, n, 5, 99);
   }
   buffer<TestType, float> io(be, h);
   weft::inclusive_scan(be, weft::make_view(io.data() + 3, n), weft::make_view(io.data() + 3, n),

@@ -28,6 +28,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__SSE2__) && !defined(__CUDA_ARCH__)
@@ -74,33 +76,6 @@ WEFT_INLINE i64 chain_len(i64 len) {
   const i64 m = (sub * value_bytes) % 4096;
   if (sub > pad && (m < 64 || m > 4096 - 64)) sub -= pad;
   return sub;
-}
-
-/// Accessors are only asked about active lanes (l < run.lanes()); inactive lanes of a tile
-/// carry the identity and are never loaded or stored.
-
-/// Pass 1: folds of W consecutive sub-runs of [t0, t0 + len). Chain j covers
-/// [t0 + j*sub, t0 + (j+1)*sub); the last chain also takes the tail.
-template <int W, int L, class V, class Op, class Run>
-WEFT_INLINE void block_totals(const Op& op, const Run& run, i64 t0, i64 len, V (&tot)[W][L]) {
-  const int dn = run.lanes();
-  const V e = op.identity();
-  V acc[W][L];  // local, so that the chains live in registers (tot might alias the input)
-  for (int j = 0; j < W; ++j)
-    for (int l = 0; l < L; ++l) acc[j][l] = e;
-  const i64 sub = chain_len<V, L, W>(len);
-  for (i64 i = 0; i < sub; ++i) {
-    for (int j = 0; j < W; ++j) {
-      for (int l = 0; l < L; ++l) {
-        if (L == 1 || l < dn) acc[j][l] = op(acc[j][l], run.load(t0 + j * sub + i, l));
-      }
-    }
-  }
-  for (i64 t = t0 + W * sub; t < t0 + len; ++t)
-    for (int l = 0; l < L; ++l)
-      if (L == 1 || l < dn) acc[W - 1][l] = op(acc[W - 1][l], run.load(t, l));
-  for (int j = 0; j < W; ++j)
-    for (int l = 0; l < L; ++l) tot[j][l] = acc[j][l];
 }
 
 /// Outputs at least this large (bytes) are written with non-temporal stores where a run
@@ -184,10 +159,315 @@ inline bool block_scan_streamed(const Op& op, const Run& run, i64 t0, i64 len, c
 }
 #endif
 
+// ------------------------------------------------------------------------------------------
+// Transposed SIMD path for runs of scalars (any monoid, its operator called on scalars)
+// ------------------------------------------------------------------------------------------
+// A run may expose its data as C contiguous scalar streams (component c of element k at
+// simd_in(c)[k], the output at simd_out()[k]):
+//   using simd_t = S; static constexpr int simd_parts = C; static constexpr bool can_simd;
+//   V simd_value(const S (&parts)[C]);  S simd_result(const V&);
+// Then the W = 64 / sizeof(S) chains of a block are advanced as the W lanes of a vector:
+// each chain's next W elements are loaded as one vector, a W x W transpose turns them into
+// W vectors whose lane j belongs to chain j, and the monoid is applied lane by lane (a loop
+// over lanes of plain scalar calls, which the compiler vectorises for cheap operators; any
+// other operator is still correct, only scalar). Pass 2 transposes the results back. Each
+// chain still folds its own elements in order, so the bracketing is the scalar engine's with
+// W chains: non-commutative monoids stay exact and results depend on the shape only.
+#if defined(__GNUC__) && !defined(__CUDACC__) && !defined(__HIPCC__) && !defined(WEFT_SCAN_NO_SIMD)
+#define WEFT_SCAN_HAS_SIMD 1
+#define WEFT_SIMD_INLINE inline __attribute__((always_inline))
+
+template <class Run>
+concept simd_run = requires(const Run& r) {
+  typename Run::simd_t;
+  requires Run::can_simd;
+  requires Run::simd_parts >= 1;
+  r.simd_in(0);
+  r.simd_out();
+};
+
+/// Lanes (= chains) of the transposed path for a run with values V, 0 when it does not apply.
+template <class Run, class V>
+constexpr int simd_lanes() {
+  if constexpr (simd_run<Run>) {
+    using S = typename Run::simd_t;
+    if constexpr ((sizeof(S) == 4 || sizeof(S) == 8) && std::is_trivially_copyable_v<V> &&
+                  std::is_trivially_copyable_v<S> && sizeof(V) % sizeof(S) == 0 && sizeof(V) <= 4 * sizeof(S))
+      return static_cast<int>(64 / sizeof(S));
+    else
+      return 0;
+  } else {
+    return 0;
+  }
+}
+
+namespace simd {
+typedef std::uint32_t u32x16 __attribute__((vector_size(64)));
+typedef std::uint64_t u64x8 __attribute__((vector_size(64)));
+template <int W>
+using carrier = std::conditional_t<W == 16, u32x16, u64x8>;
+
+/// r[i][j] <- r[j][i] for 16 x 16 lanes of 4 bytes: in-lane unpacks and shuffles, then two
+/// rounds of 128-bit block shuffles (on AVX-512: vunpck*ps, vshufps, vshuff32x4 - cheaper
+/// than two-source permutes). Vector extensions, so that any target gets its own shuffles.
+WEFT_SIMD_INLINE void transpose(u32x16 (&r)[16]) {
+  u32x16 t[16], u[16];
+  for (int k = 0; k < 8; ++k) {
+    const u32x16 a = r[2 * k], b = r[2 * k + 1];
+    t[2 * k] = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29);
+    t[2 * k + 1] = __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+  }
+  for (int k = 0; k < 4; ++k) {
+    for (int m = 0; m < 2; ++m) {
+      const u32x16 a = t[4 * k + m], b = t[4 * k + 2 + m];
+      u[4 * k + 2 * m] =
+          __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+      u[4 * k + 2 * m + 1] =
+          __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int m = 0; m < 4; ++m) {
+      const u32x16 a = u[8 * h + m], b = u[8 * h + 4 + m];
+      t[8 * h + m] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+      t[8 * h + 4 + m] =
+          __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    }
+  }
+  for (int m = 0; m < 8; ++m) {
+    const u32x16 a = t[m], b = t[8 + m];
+    r[m] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    r[8 + m] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  }
+}
+/// The same for 8 x 8 lanes of 8 bytes.
+WEFT_SIMD_INLINE void transpose(u64x8 (&r)[8]) {
+  u64x8 t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    const u64x8 a = r[2 * k], b = r[2 * k + 1];
+    t[2 * k] = __builtin_shufflevector(a, b, 0, 8, 2, 10, 4, 12, 6, 14);
+    t[2 * k + 1] = __builtin_shufflevector(a, b, 1, 9, 3, 11, 5, 13, 7, 15);
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int m = 0; m < 2; ++m) {
+      const u64x8 a = t[4 * h + m], b = t[4 * h + 2 + m];
+      u[4 * h + m] = __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13);
+      u[4 * h + 2 + m] = __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15);
+    }
+  }
+  for (int m = 0; m < 4; ++m) {
+    r[m] = __builtin_shufflevector(u[m], u[4 + m], 0, 1, 4, 5, 8, 9, 12, 13);
+    r[4 + m] = __builtin_shufflevector(u[m], u[4 + m], 2, 3, 6, 7, 10, 11, 14, 15);
+  }
+}
+
+/// W rows of W scalars from p + j * stride (row j), transposed: out[e][j] = p[j * stride + e].
+template <int W, class S>
+WEFT_SIMD_INLINE void load_transposed(const S* p, i64 stride, S (&out)[W][W]) {
+  using R = carrier<W>;
+  R r[W];
+  for (int j = 0; j < W; ++j) std::memcpy(&r[j], p + j * stride, sizeof(R));
+  transpose(r);
+  std::memcpy(out, r, sizeof(r));
+}
+
+/// One element per chain: acc[l] <- acc[l] . x[l] for every lane (chain) l; res[l] (when
+/// asked) the result of the new value (or, Exclusive, of the previous one). Values live as
+/// C arrays of scalars (acc[c][l], the run's simd_split / simd_value), so that after
+/// unrolling every part is a lane-wise operation the compiler turns into vector instructions.
+template <bool Exclusive, bool Out, int W, int C, class S, class Op, class Run>
+WEFT_SIMD_INLINE void step(const Op& op, const Run& run, S (&acc)[C][W], const S (&x)[C][W], S* res) {
+#pragma GCC unroll 16
+  for (int l = 0; l < W; ++l) {
+    S pa[C], px[C];
+    for (int c = 0; c < C; ++c) {
+      pa[c] = acc[c][l];
+      px[c] = x[c][l];
+    }
+    auto a = run.simd_value(pa);
+    if constexpr (Out && Exclusive) res[l] = run.simd_result(a);
+    a = op(a, run.simd_value(px));
+    if constexpr (Out && !Exclusive) res[l] = run.simd_result(a);
+    run.simd_split(a, pa);
+    for (int c = 0; c < C; ++c) acc[c][l] = pa[c];
+  }
+}
+}  // namespace simd
+
+/// Pass 1 of the transposed path: the W chain totals of [t0, t0 + len).
+template <int W, class V, class Op, class Run>
+inline void block_totals_simd(const Op& op, const Run& run, i64 t0, i64 len, V (&tot)[W][1]) {
+  using S = typename Run::simd_t;
+  constexpr int C = Run::simd_parts;
+  alignas(64) S acc[C][W];
+  {
+    S e[C];
+    run.simd_split(op.identity(), e);
+    for (int c = 0; c < C; ++c)
+      for (int l = 0; l < W; ++l) acc[c][l] = e[c];
+  }
+  const S* in[C];
+  for (int c = 0; c < C; ++c) in[c] = run.simd_in(c) + t0;
+  const i64 sub = chain_len<V, 1, W>(len), nv = sub / W * W;
+  for (i64 i = 0; i < nv; i += W) {
+    alignas(64) S xt[C][W][W];
+    for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
+    for (int e = 0; e < W; ++e) {
+      alignas(64) S x[C][W];
+      for (int c = 0; c < C; ++c) std::memcpy(x[c], xt[c][e], sizeof(x[c]));
+      simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
+    }
+  }
+  for (i64 i = nv; i < sub; ++i) {
+    alignas(64) S x[C][W];
+    for (int c = 0; c < C; ++c)
+      for (int l = 0; l < W; ++l) x[c][l] = in[c][l * sub + i];
+    simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
+  }
+  for (int j = 0; j < W; ++j) {
+    S p[C];
+    for (int c = 0; c < C; ++c) p[c] = acc[c][j];
+    tot[j][0] = run.simd_value(p);
+  }
+  for (i64 t = W * sub; t < len; ++t) tot[W - 1][0] = op(tot[W - 1][0], run.load(t0 + t, 0));
+}
+
+/// Pass 2 of the transposed path. With `stream`, whole output lines go out with
+/// non-temporal stores (each chain's elements before its first line boundary, and after its
+/// last whole line, are stored normally).
+template <bool Exclusive, int W, class V, class Op, class Run>
+inline void block_scan_simd(const Op& op, const Run& run, i64 t0, i64 len, const V& carry,
+                            const V (&tot)[W][1], bool stream) {
+  using S = typename Run::simd_t;
+  using R = simd::carrier<W>;
+  constexpr int C = Run::simd_parts;
+  alignas(64) S acc[C][W];
+  {
+    V a = carry;
+    for (int j = 0; j < W; ++j) {
+      if (j > 0) a = op(a, tot[j - 1][0]);
+      S p[C];
+      run.simd_split(a, p);
+      for (int c = 0; c < C; ++c) acc[c][j] = p[c];
+    }
+  }
+  const S* in[C];
+  for (int c = 0; c < C; ++c) in[c] = run.simd_in(c) + t0;
+  S* out = run.simd_out() + t0;
+  const i64 sub = chain_len<V, 1, W>(len);
+  const auto addr = reinterpret_cast<std::uintptr_t>(out);
+  // every chain's rows share one alignment when sub is a multiple of the line
+  const bool aligned_rows = (sub * i64(sizeof(S))) % 64 == 0 && addr % sizeof(S) == 0;
+  i64 head = aligned_rows ? i64((64 - addr % 64) % 64) / i64(sizeof(S)) : 0;
+  if (head > sub) head = sub;
+  const i64 vend = head + (sub - head) / W * W;
+#ifdef WEFT_SCAN_HAS_STREAM
+  const bool nt = stream && aligned_rows;
+#else
+  (void)stream;
+#endif
+  auto scalar_rows = [&](i64 i0, i64 i1) {
+    for (i64 i = i0; i < i1; ++i) {
+      alignas(64) S x[C][W];
+      S res[W];
+      for (int c = 0; c < C; ++c)
+        for (int l = 0; l < W; ++l) x[c][l] = in[c][l * sub + i];
+      simd::step<Exclusive, true, W, C>(op, run, acc, x, res);
+      for (int l = 0; l < W; ++l) out[l * sub + i] = res[l];
+    }
+  };
+  scalar_rows(0, head);
+  for (i64 i = head; i < vend; i += W) {
+    alignas(64) S xt[C][W][W];
+    for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
+    alignas(64) S yt[W][W];
+    for (int e = 0; e < W; ++e) {
+      alignas(64) S x[C][W];
+      for (int c = 0; c < C; ++c) std::memcpy(x[c], xt[c][e], sizeof(x[c]));
+      simd::step<Exclusive, true, W, C>(op, run, acc, x, yt[e]);
+    }
+    R r[W];
+    std::memcpy(r, yt, sizeof(r));
+    simd::transpose(r);
+#ifdef WEFT_SCAN_HAS_STREAM
+    if (nt) {
+      for (int j = 0; j < W; ++j) stream_line(out + j * sub + i, &r[j]);
+      continue;
+    }
+#endif
+    for (int j = 0; j < W; ++j) std::memcpy(out + j * sub + i, &r[j], sizeof(R));
+  }
+  scalar_rows(vend, sub);
+  if (W * sub < len) {
+    S p[C];
+    for (int c = 0; c < C; ++c) p[c] = acc[c][W - 1];
+    V a = run.simd_value(p);
+    for (i64 t = W * sub; t < len; ++t) {
+      const V x = run.load(t0 + t, 0);
+      if constexpr (Exclusive) run.store(t0 + t, 0, a);
+      a = op(a, x);
+      if constexpr (!Exclusive) run.store(t0 + t, 0, a);
+    }
+  }
+#ifdef WEFT_SCAN_HAS_STREAM
+  if (nt) _mm_sfence();
+#endif
+}
+#endif  // WEFT_SCAN_HAS_SIMD
+
+/// Chains per block for a run type: the transposed path's lane count where it applies, else W.
+template <class Runs, class V, int L, int W>
+constexpr int chains_for() {
+#ifdef WEFT_SCAN_HAS_SIMD
+  using run_type = decltype(std::declval<const Runs&>().at(0));
+  if constexpr (L == 1 && simd_lanes<run_type, V>() > 0) return simd_lanes<run_type, V>();
+#endif
+  return W;
+}
+
+/// Accessors are only asked about active lanes (l < run.lanes()); inactive lanes of a tile
+/// carry the identity and are never loaded or stored.
+
+/// Pass 1: folds of W consecutive sub-runs of [t0, t0 + len). Chain j covers
+/// [t0 + j*sub, t0 + (j+1)*sub); the last chain also takes the tail.
+template <int W, int L, class V, class Op, class Run>
+WEFT_INLINE void block_totals(const Op& op, const Run& run, i64 t0, i64 len, V (&tot)[W][L]) {
+#ifdef WEFT_SCAN_HAS_SIMD
+  if constexpr (L == 1 && simd_lanes<Run, V>() == W) {
+    block_totals_simd<W>(op, run, t0, len, tot);
+    return;
+  }
+#endif
+  const int dn = run.lanes();
+  const V e = op.identity();
+  V acc[W][L];  // local, so that the chains live in registers (tot might alias the input)
+  for (int j = 0; j < W; ++j)
+    for (int l = 0; l < L; ++l) acc[j][l] = e;
+  const i64 sub = chain_len<V, L, W>(len);
+  for (i64 i = 0; i < sub; ++i) {
+    for (int j = 0; j < W; ++j) {
+      for (int l = 0; l < L; ++l) {
+        if (L == 1 || l < dn) acc[j][l] = op(acc[j][l], run.load(t0 + j * sub + i, l));
+      }
+    }
+  }
+  for (i64 t = t0 + W * sub; t < t0 + len; ++t)
+    for (int l = 0; l < L; ++l)
+      if (L == 1 || l < dn) acc[W - 1][l] = op(acc[W - 1][l], run.load(t, l));
+  for (int j = 0; j < W; ++j)
+    for (int l = 0; l < L; ++l) tot[j][l] = acc[j][l];
+}
+
 /// Pass 2: the chains again, each from its carry-in, writing prefix values.
 template <bool Exclusive, int W, int L, class V, class Op, class Run>
 WEFT_INLINE void block_scan(const Op& op, const Run& run, i64 t0, i64 len, const V (&carry)[L],
                             const V (&tot)[W][L], bool stream = false) {
+#ifdef WEFT_SCAN_HAS_SIMD
+  if constexpr (L == 1 && simd_lanes<Run, V>() == W) {
+    block_scan_simd<Exclusive, W>(op, run, t0, len, carry[0], tot, stream);
+    return;
+  }
+#endif
 #ifdef WEFT_SCAN_HAS_STREAM
   if constexpr (L == 1 && streamable_run<Run>) {
     if (stream && block_scan_streamed<Exclusive, W>(op, run, t0, len, carry[0], tot)) return;
@@ -278,8 +558,9 @@ WEFT_INLINE void scan_run_single_pass(const Op& op, const Run& run, i64 n) {
 inline constexpr i64 single_pass_min_runs = 8;
 
 /// Scans G runs of n elements. `runs.at(g)` gives run g's accessor.
-template <bool Exclusive, int W, int L, class V, class Exec, class Op, class Runs>
+template <bool Exclusive, int W0, int L, class V, class Exec, class Op, class Runs>
 void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, const Op& op) {
+  constexpr int W = chains_for<Runs, V, L, W0>();
   if (G == 0 || n == 0) return;
   if (L > 1 && G >= single_pass_min_runs) {
     Kokkos::parallel_for(
@@ -341,9 +622,10 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
 }
 
 /// Folds G runs of n elements into per-run totals written by `sink(g, l, v)`.
-template <int W, int L, class V, class Exec, class Op, class Runs, class Sink>
+template <int W0, int L, class V, class Exec, class Op, class Runs, class Sink>
 void reduce_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, const Op& op,
                  const Sink& sink) {
+  constexpr int W = chains_for<Runs, V, L, W0>();
   if (G == 0) return;
   constexpr i64 S = block_elems<V, L, W>();
   const i64 nb = n == 0 ? 1 : ceil_div(n, S);

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "weft/core/config.hpp"
 #include "weft/core/dtype.hpp"
@@ -93,6 +94,18 @@ struct plain_runs {
     static constexpr bool can_stream = KS == 1;
     WEFT_INLINE U* stream_out() const { return y.p; }
     WEFT_INLINE U stream_value(const V& v) const { return from_accum<U>(v); }
+    // Optional SIMD interface (see kscan::block_totals_simd): the C parts of a value, each a
+    // contiguous input stream (simd_in(c)), the value from its parts and back, the output
+    // (contiguous) of a value. Here one part, the value itself.
+    using simd_t = V;
+    static constexpr int simd_parts = 1;
+    static constexpr bool can_simd =
+        KS == 1 && std::is_arithmetic_v<V> && std::is_same_v<std::remove_cv_t<T>, V> && std::is_same_v<U, V>;
+    WEFT_INLINE const V* simd_in(int) const { return reinterpret_cast<const V*>(x.p); }
+    WEFT_INLINE V* simd_out() const { return reinterpret_cast<V*>(y.p); }
+    WEFT_INLINE V simd_value(const V (&p)[1]) const { return p[0]; }
+    WEFT_INLINE void simd_split(const V& v, V (&p)[1]) const { p[0] = v; }
+    WEFT_INLINE V simd_result(const V& v) const { return v; }
   };
   WEFT_INLINE run_t at(i64 g) const {
     return {lane_ptr_of(in, lay, g), lane_ptr_of(out, lay, g), lay.lanes_of(g), init};
@@ -176,6 +189,22 @@ struct forward_runs {
     static constexpr bool can_stream = KS == 1;
     WEFT_INLINE TH* stream_out() const { return ph.p; }
     WEFT_INLINE TH stream_value(const V& v) const { return from_accum<TH>(v.b); }
+    // SIMD interface: (a, b) as two contiguous streams, h contiguous.
+    using simd_t = A;
+    static constexpr int simd_parts = 2;
+    static constexpr bool can_simd = KS == 1 && std::is_same_v<std::remove_cv_t<TA>, A> &&
+                                     std::is_same_v<std::remove_cv_t<TB>, A> && std::is_same_v<TH, A>;
+    WEFT_INLINE const A* simd_in(int c) const {
+      return reinterpret_cast<const A*>(c == 0 ? static_cast<const void*>(pa.p)
+                                               : static_cast<const void*>(pb.p));
+    }
+    WEFT_INLINE A* simd_out() const { return reinterpret_cast<A*>(ph.p); }
+    WEFT_INLINE V simd_value(const A (&p)[2]) const { return {p[0], p[1]}; }
+    WEFT_INLINE void simd_split(const V& v, A (&p)[2]) const {
+      p[0] = v.a;
+      p[1] = v.b;
+    }
+    WEFT_INLINE A simd_result(const V& v) const { return v.b; }
   };
   WEFT_INLINE run_t at(i64 g) const {
     const bool has = init.data() != nullptr;
