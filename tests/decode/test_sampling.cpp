@@ -207,6 +207,52 @@ TEMPLATE_LIST_TEST_CASE("sample: every token lies in the sort-based top-k / top-
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential race over the min-p set",
+                        "[decode][sample]", weft_test::backends) {
+  // The definition, evaluated on every id without pruning: S = {i : x_i - max x >= log min_p},
+  // token = argmax_{i in S} (x_i - log E_i), ties to the lowest id, E_i from the row's Philox
+  // word of id i. The engine prunes groups, compresses sparse candidates and skips entries
+  // by a bound; none of that may change the token.
+  namespace dd = weft::detail::decode;
+  auto be = weft_test::make_backend<TestType>();
+  for (std::int64_t V : {std::int64_t(111), std::int64_t(32000), std::int64_t(128256)}) {
+    for (law l : {law::normal1, law::normal5}) {
+      const std::int64_t B = 4;
+      const auto x = weft_test::make_logits(B, V, l, static_cast<std::uint64_t>(V + 3));
+      for (float temperature : {1.0f, 0.7f}) {
+        for (float min_p : {0.1f, 0.02f, 0.001f}) {
+          INFO("V = " << V << " T = " << temperature << " min_p = " << min_p);
+          weft::sample_options o;
+          o.temperature = temperature;
+          o.min_p = min_p;
+          o.seed = 1234;
+          o.offset = 9;
+          const auto got = run_sample(be, x, B, V, o);
+          const float inv_t = 1.0f / temperature, log_min_p = std::log(min_p);
+          for (std::int64_t b = 0; b < B; ++b) {
+            const float* row = &x[b * V];
+            const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
+            float m = -INFINITY;
+            for (std::int64_t i = 0; i < V; ++i) m = std::max(m, row[i] * inv_t);
+            float best = -INFINITY;
+            std::int32_t arg = -1;
+            for (std::int64_t i = 0; i < V; ++i) {
+              const float xi = row[i] * inv_t;
+              if (!(xi - m >= log_min_p)) continue;
+              const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
+              if (sc > best) {
+                best = sc;
+                arg = static_cast<std::int32_t>(i);
+              }
+            }
+            CHECK(got[static_cast<std::size_t>(b)] == arg);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("sample: 256000-entry vocabulary", "[decode][sample]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   const std::int64_t B = 2, V = 256000;

@@ -17,6 +17,9 @@
 
 #if defined(__GNUC__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__)
 #define WEFT_DECODE_LANES 1
+#if defined(__x86_64__) && (defined(__AVX512F__) || defined(__AVX512DQ__))
+#include <immintrin.h>
+#endif
 #else
 #define WEFT_DECODE_LANES 0
 #endif
@@ -92,6 +95,10 @@ typedef std::int32_t vint8 __attribute__((vector_size(32), aligned(4)));
 typedef std::int32_t vint4 __attribute__((vector_size(16), aligned(4)));
 /// Bit l set when lane l of a compare result is true (an OR tree over the lane bits).
 inline std::uint32_t vmask(vint m) {
+#if defined(__x86_64__) && defined(__AVX512DQ__)
+  // the sign bit of each lane into a mask register (vpmovd2m)
+  return static_cast<std::uint32_t>(_mm512_movepi32_mask(reinterpret_cast<__m512i>(m)));
+#endif
   const vint bits = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
   const vint b = m & bits;
   vint8 lo, hi;
