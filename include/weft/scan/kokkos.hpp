@@ -16,6 +16,11 @@
 //   pass 2: chain j restarts from c_j = c_{j-1} . tot[j-1] (c_0 = the block's carry-in) and
 //           writes its prefix values.
 // Blocks are carried by a left fold of block totals: carry_{k+1} = carry_k . (tot[0] . ... . tot[W-1]).
+// Scalar runs whose data are contiguous streams of 4- or 8-byte scalars (plain scans of
+// float / int / double, linear recurrences as two streams a, b) advance their W = 16 (or 8)
+// chains as the lanes of a vector: W x W transposes turn W rows of W consecutive elements into
+// W vectors with one element of every chain, and the monoid is applied lane by lane (plain
+// scalar calls the compiler vectorises), so any cheap user monoid runs as fast as plus.
 // Runs are spread over threads (many runs), or, for fewer runs than 2 x threads, one team
 // takes P consecutive blocks per round: pass 1, barrier, every thread folds the carries of
 // the blocks before its own, pass 2, barrier. Both strategies bracket identically, so the
@@ -334,10 +339,12 @@ inline void block_totals_simd(const Op& op, const Run& run, i64 t0, i64 len, V (
 
 /// Pass 2 of the transposed path. With `stream`, whole output lines go out with
 /// non-temporal stores (each chain's elements before its first line boundary, and after its
-/// last whole line, are stored normally).
+/// last whole line, are stored normally). While it computes from L2, the input of the block
+/// this thread scans next ([next_t0, next_t0 + next_len)) is prefetched into L2, so that the
+/// next pass 1 does not wait on memory.
 template <bool Exclusive, int W, class V, class Op, class Run>
 inline void block_scan_simd(const Op& op, const Run& run, i64 t0, i64 len, const V& carry,
-                            const V (&tot)[W][1], bool stream) {
+                            const V (&tot)[W][1], bool stream, i64 next_t0, i64 next_len) {
   using S = typename Run::simd_t;
   using R = simd::carrier<W>;
   constexpr int C = Run::simd_parts;
@@ -377,7 +384,15 @@ inline void block_scan_simd(const Op& op, const Run& run, i64 t0, i64 len, const
     }
   };
   scalar_rows(0, head);
+  // prefetch: the next block's lines spread evenly over the vector iterations
+  constexpr i64 line = 64 / i64(sizeof(S));
+  const i64 iters = (vend - head) / W;
+  const i64 pf_lines = next_len > 0 ? ceil_div(next_len, line) : 0;
+  const i64 pf_per = iters > 0 ? ceil_div(pf_lines, iters) : 0;
+  i64 pf_next = 0;
   for (i64 i = head; i < vend; i += W) {
+    for (i64 q = 0; q < pf_per && pf_next < pf_lines; ++q, ++pf_next)
+      for (int c = 0; c < C; ++c) __builtin_prefetch(run.simd_in(c) + next_t0 + pf_next * line, 0, 2);
     alignas(64) S xt[C][W][W];
     for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
     alignas(64) S yt[W][W];
@@ -461,10 +476,10 @@ WEFT_INLINE void block_totals(const Op& op, const Run& run, i64 t0, i64 len, V (
 /// Pass 2: the chains again, each from its carry-in, writing prefix values.
 template <bool Exclusive, int W, int L, class V, class Op, class Run>
 WEFT_INLINE void block_scan(const Op& op, const Run& run, i64 t0, i64 len, const V (&carry)[L],
-                            const V (&tot)[W][L], bool stream = false) {
+                            const V (&tot)[W][L], bool stream = false, i64 next_t0 = 0, i64 next_len = 0) {
 #ifdef WEFT_SCAN_HAS_SIMD
   if constexpr (L == 1 && simd_lanes<Run, V>() == W) {
-    block_scan_simd<Exclusive, W>(op, run, t0, len, carry[0], tot, stream);
+    block_scan_simd<Exclusive, W>(op, run, t0, len, carry[0], tot, stream, next_t0, next_len);
     return;
   }
 #endif
@@ -475,6 +490,8 @@ WEFT_INLINE void block_scan(const Op& op, const Run& run, i64 t0, i64 len, const
 #else
   (void)stream;
 #endif
+  (void)next_t0;
+  (void)next_len;
   const int dn = run.lanes();
   V acc[W][L];
   for (int l = 0; l < L; ++l) acc[0][l] = carry[l];
@@ -526,7 +543,8 @@ WEFT_INLINE void scan_run(const Op& op, const Run& run, i64 n, bool stream) {
     const i64 len = (n - t0) < S ? (n - t0) : S;
     V tot[W][L];
     block_totals<W, L>(op, run, t0, len, tot);
-    block_scan<Exclusive, W, L>(op, run, t0, len, carry, tot, stream);
+    const i64 next = t0 + S, next_len = n - next < S ? n - next : S;
+    block_scan<Exclusive, W, L>(op, run, t0, len, carry, tot, stream, next, next_len);
     V s[L];
     fold_totals<W, L>(op, tot, s);
     for (int l = 0; l < L; ++l) carry[l] = op(carry[l], s[l]);
@@ -608,7 +626,8 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
               for (int k = 0; k < tid; ++k) c = op(c, part[k * L + l]);
               cin[l] = c;
             }
-            if (len > 0) block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot, stream);
+            const i64 next = t0 + np * S, next_len = n - next < S ? n - next : S;
+            if (len > 0) block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot, stream, next, next_len);
             for (int l = 0; l < L; ++l) {
               V c = cin[l];
               for (int k = tid; k < np; ++k) c = op(c, part[k * L + l]);
