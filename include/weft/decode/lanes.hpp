@@ -44,6 +44,11 @@ template <class T>
 inline constexpr bool has_lanes = WEFT_DECODE_LANES && (std::is_same_v<T, float> || std::is_same_v<T, bf16>);
 
 #if WEFT_DECODE_LANES
+// The helpers below take and return 64-byte vectors. Built without AVX-512 their calling
+// convention differs from an AVX-512 build (GCC's -Wpsabi note), so they have internal
+// linkage: translation units compiled for different targets never share one copy.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
 // Element alignment only: these never need 64-byte alignment in memory (the compiler then uses
 // unaligned moves, as fast on current CPUs), and ASan's fake stack would not provide it.
 typedef float vfloat __attribute__((vector_size(64), aligned(4)));         // 16 floats
@@ -53,38 +58,38 @@ typedef std::uint16_t vhalf __attribute__((vector_size(32), aligned(2)));  // 16
 typedef double vdouble __attribute__((vector_size(64), aligned(8)));       // 8 doubles
 typedef float vfloat8 __attribute__((vector_size(32), aligned(4)));        // 8 floats
 
-inline vfloat vload(const float* p) {
+static inline vfloat vload(const float* p) {
   vfloat v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline vfloat vload(const bf16* p) {  // bf16 is the upper half of an fp32
+static inline vfloat vload(const bf16* p) {  // bf16 is the upper half of an fp32
   vhalf h;
   std::memcpy(&h, p, sizeof h);
   return reinterpret_cast<vfloat>(__builtin_convertvector(h, vuint) << 16);
 }
-inline vfloat vsplat(float x) {
+static inline vfloat vsplat(float x) {
   return vfloat{} + x;
 }
 /// a > b ? a : b per lane (b when either is NaN), as x86 maxps.
-inline vfloat vmax(vfloat a, vfloat b) {
+static inline vfloat vmax(vfloat a, vfloat b) {
   return a > b ? a : b;
 }
-inline vuint vmax(vuint a, vuint b) {
+static inline vuint vmax(vuint a, vuint b) {
   return a > b ? a : b;
 }
 /// |bits| of each lane: > 0x7f800000 means NaN.
-inline vuint vabs_bits(vfloat a) {
+static inline vuint vabs_bits(vfloat a) {
   return reinterpret_cast<vuint>(a) & 0x7fffffffu;
 }
-inline float hmax(vfloat a) {
+static inline float hmax(vfloat a) {
   float t[16];
   std::memcpy(t, &a, sizeof t);
   float m = t[0];
   for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
   return m;
 }
-inline std::uint32_t hmax(vuint a) {
+static inline std::uint32_t hmax(vuint a) {
   std::uint32_t t[16];
   std::memcpy(t, &a, sizeof t);
   std::uint32_t m = t[0];
@@ -94,7 +99,7 @@ inline std::uint32_t hmax(vuint a) {
 typedef std::int32_t vint8 __attribute__((vector_size(32), aligned(4)));
 typedef std::int32_t vint4 __attribute__((vector_size(16), aligned(4)));
 /// Bit l set when lane l of a compare result is true (an OR tree over the lane bits).
-inline std::uint32_t vmask(vint m) {
+static inline std::uint32_t vmask(vint m) {
 #if defined(__x86_64__) && defined(__AVX512DQ__)
   // the sign bit of each lane into a mask register (vpmovd2m)
   return static_cast<std::uint32_t>(_mm512_movepi32_mask(reinterpret_cast<__m512i>(m)));
@@ -112,7 +117,7 @@ inline std::uint32_t vmask(vint m) {
   return static_cast<std::uint32_t>(l4[0] | l4[1] | l4[2] | l4[3]);
 }
 /// Adds 16 floats to two 8-lane double accumulators (lanes 0-7 and 8-15).
-inline void vadd_wide(vdouble& lo, vdouble& hi, vfloat x) {
+static inline void vadd_wide(vdouble& lo, vdouble& hi, vfloat x) {
   vfloat8 a, b;
   std::memcpy(&a, &x, sizeof a);
   std::memcpy(&b, reinterpret_cast<const char*>(&x) + sizeof a, sizeof b);
@@ -120,7 +125,7 @@ inline void vadd_wide(vdouble& lo, vdouble& hi, vfloat x) {
   hi += __builtin_convertvector(b, vdouble);
 }
 /// The 16 lane sums in lane order.
-inline double hsum(vdouble lo, vdouble hi) {
+static inline double hsum(vdouble lo, vdouble hi) {
   double t[16];
   std::memcpy(t, &lo, sizeof lo);
   std::memcpy(t + 8, &hi, sizeof hi);
@@ -128,6 +133,7 @@ inline double hsum(vdouble lo, vdouble hi) {
   for (int l = 0; l < 16; ++l) s += t[l];
   return s;
 }
+#pragma GCC diagnostic pop
 #endif
 
 }  // namespace weft::detail::decode

@@ -15,6 +15,14 @@
 #include <cstdint>
 #include <cstring>
 
+// The always-inline helpers pass 64-byte vectors by value; without AVX-512 GCC notes that
+// their calling convention differs (-Wpsabi). They are always inlined, so no call crosses a
+// translation unit; the note is silenced for this header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 namespace weft::detail::la::host {
 
 inline constexpr int lanes = 16;  ///< fp32 lanes per vector value (one AVX-512 register)
@@ -231,3 +239,7 @@ WEFT_LA_NOINLINE void gemm(std::int64_t M, std::int64_t N, std::int64_t P, const
 }
 
 }  // namespace weft::detail::la::host
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
