@@ -167,10 +167,12 @@ inline bool block_scan_streamed(const Op& op, const Run& run, i64 t0, i64 len, c
 // ------------------------------------------------------------------------------------------
 // Transposed SIMD path for runs of scalars (any monoid, its operator called on scalars)
 // ------------------------------------------------------------------------------------------
-// A run may expose its data as C contiguous scalar streams (component c of element k at
-// simd_in(c)[k], the output at simd_out()[k]):
+// A run may expose its data as C contiguous scalar streams (part c of element k at
+// simd_in(c)[k], the output at simd_out()[k], or simd_out() == nullptr for reductions); a
+// scan value is made of the same C parts:
 //   using simd_t = S; static constexpr int simd_parts = C; static constexpr bool can_simd;
-//   V simd_value(const S (&parts)[C]);  S simd_result(const V&);
+//   V simd_value(const S (&parts)[C]);  void simd_split(const V&, S (&parts)[C]);
+//   S simd_result(const V&);   // what is stored for a value
 // Then the W = 64 / sizeof(S) chains of a block are advanced as the W lanes of a vector:
 // each chain's next W elements are loaded as one vector, a W x W transpose turns them into
 // W vectors whose lane j belongs to chain j, and the monoid is applied lane by lane (a loop
