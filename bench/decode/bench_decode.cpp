@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -64,12 +63,7 @@ void copy_2threads(benchmark::State& st) {
   auto& in = flat().x;
   weft_bench::array<float> out(B * V);
   for (auto _ : st) {
-#pragma omp parallel
-    {
-      const std::int64_t n = B * V, t = omp_get_thread_num(), p = omp_get_num_threads();
-      const std::int64_t i0 = n * t / p, i1 = n * (t + 1) / p;
-      std::memcpy(out.data() + i0, in.data() + i0, static_cast<std::size_t>(i1 - i0) * sizeof(float));
-    }
+    weft_bench::copy_split(in.data(), out.data(), B * V);
     benchmark::ClobberMemory();
   }
   st.counters["read_GB/s"] = benchmark::Counter(4.0 * static_cast<double>(B * V) * 1e-9,

@@ -34,41 +34,11 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // The FMA peak of this machine, measured once in this run (bench_core's method).
 // ---------------------------------------------------------------------------------------
-#if defined(__AVX512F__)
-constexpr int lanes = 16;
-#else
-constexpr int lanes = 8;
-#endif
-typedef float vec __attribute__((vector_size(lanes * 4)));
-
-double fma_gflops(std::int64_t iters) {
-  constexpr int chains = 12;
-  int threads = 1;
-  const auto t0 = std::chrono::steady_clock::now();
-  float sink = 0;
-#pragma omp parallel reduction(+ : sink)
-  {
-#pragma omp single
-    threads = omp_get_num_threads();
-    vec acc[chains];
-    const vec m = vec{} + 0.999999f, c = vec{} + 1e-7f;
-    for (int j = 0; j < chains; ++j) acc[j] = vec{} + static_cast<float>(j + omp_get_thread_num());
-    for (std::int64_t i = 0; i < iters; ++i) {
-#pragma GCC unroll 12
-      for (int j = 0; j < chains; ++j) acc[j] = acc[j] * m + c;
-    }
-    for (int j = 0; j < chains; ++j)
-      for (int l = 0; l < lanes; ++l) sink += acc[j][l];
-  }
-  benchmark::DoNotOptimize(sink);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return 2.0 * lanes * chains * static_cast<double>(iters) * threads / s * 1e-9;
-}
-
 /// The FMA peak now (best of 3 short runs, ~50 ms in all).
 double peak_gflops() {
   double best = 0;
-  for (int r = 0; r < 3; ++r) best = std::max(best, fma_gflops(weft_bench::smoke() ? 1000 : 3'000'000));
+  for (int r = 0; r < 3; ++r)
+    best = std::max(best, weft_bench::fma_gflops(weft_bench::smoke() ? 1000 : 3'000'000));
   return best;
 }
 
@@ -82,7 +52,7 @@ void set_flops(benchmark::State& st, double flops, double seconds) {
 
 void fma_peak(benchmark::State& st) {  // the peak as its own figure, for the record
   double g = 0;
-  for (auto _ : st) g = std::max(g, fma_gflops(weft_bench::smoke() ? 1000 : 4'000'000));
+  for (auto _ : st) g = std::max(g, weft_bench::fma_gflops(weft_bench::smoke() ? 1000 : 4'000'000));
   st.counters["GFLOP/s"] = g;
 }
 BENCHMARK(fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -15,7 +15,6 @@
 #include <execution>
 #endif
 
-#include <cstring>
 #include <numeric>
 
 #include "support/bench.hpp"
@@ -26,12 +25,7 @@ const std::int64_t N = weft_bench::size(std::int64_t(1) << 26);
 void copy_2threads(benchmark::State& st) {
   weft_bench::array<float> a(N, 1.0f), b(N);
   for (auto _ : st) {
-#pragma omp parallel
-    {
-      const std::int64_t t = omp_get_thread_num(), p = omp_get_num_threads();
-      const std::int64_t i0 = N * t / p, i1 = N * (t + 1) / p;
-      std::memcpy(b.data() + i0, a.data() + i0, static_cast<std::size_t>(i1 - i0) * sizeof(float));
-    }
+    weft_bench::copy_split(a.data(), b.data(), N);
     benchmark::ClobberMemory();
   }
   weft_bench::set_bandwidth(st, 8.0 * static_cast<double>(N), static_cast<double>(N));

@@ -4,8 +4,10 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 
@@ -48,6 +50,50 @@ inline void set_bandwidth(benchmark::State& st, double bytes_per_iter, double it
   st.SetItemsProcessed(static_cast<std::int64_t>(items_per_iter * static_cast<double>(st.iterations())));
   st.counters["GB/s"] =
       benchmark::Counter(bytes_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// memcpy of n floats split evenly over the OpenMP threads: the peer every bandwidth
+/// figure is compared with in the same process.
+inline void copy_split(const float* src, float* dst, std::int64_t n) {
+#pragma omp parallel
+  {
+    const std::int64_t t = omp_get_thread_num(), p = omp_get_num_threads();
+    const std::int64_t i0 = n * t / p, i1 = n * (t + 1) / p;
+    std::memcpy(dst + i0, src + i0, static_cast<std::size_t>(i1 - i0) * sizeof(float));
+  }
+}
+
+#if defined(__AVX512F__)
+inline constexpr int lanes = 16;
+#else
+inline constexpr int lanes = 8;
+#endif
+typedef float vec __attribute__((vector_size(lanes * 4)));
+
+/// GFLOP/s of independent FMA chains in registers on every OpenMP thread (`iters` rounds of
+/// 12 chains, more than latency x FMA ports, so every pipe is busy): the machine's fp32 peak.
+inline double fma_gflops(std::int64_t iters) {
+  constexpr int chains = 12;
+  int threads = 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+  {
+#pragma omp single
+    threads = omp_get_num_threads();
+    vec acc[chains];
+    const vec m = vec{} + 0.999999f, c = vec{} + 1e-7f;
+    for (int j = 0; j < chains; ++j) acc[j] = vec{} + static_cast<float>(j + omp_get_thread_num());
+    for (std::int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+      for (int j = 0; j < chains; ++j) acc[j] = acc[j] * m + c;  // contracted to one FMA
+    }
+    for (int j = 0; j < chains; ++j)
+      for (int l = 0; l < lanes; ++l) sink += acc[j][l];
+  }
+  benchmark::DoNotOptimize(sink);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * lanes * chains * static_cast<double>(iters) * threads / s * 1e-9;
 }
 
 }  // namespace weft_bench

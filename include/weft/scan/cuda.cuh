@@ -476,33 +476,11 @@ struct deer_impl<cuda_backend> {
     const i64 nchunks = ceil_div(Tn, chunk), nitems = B * nchunks;
     const bool small = D <= 8;
     const i64 nblk = std::min<i64>(Tn, 1024), blen = ceil_div(Tn, nblk);
-    struct ptrs {
-      T *c, *J, *Jd, *scr, *M, *z, *hin, *tmp;
-      double* r;
-    };
-    auto carve = [&](detail::workspace_carver& w) {
-      ptrs p{};
-      p.c = w.take<T>(static_cast<std::size_t>(B * Tn * D));
-      p.r = w.take<double>(static_cast<std::size_t>(nitems));
-      if (quasi) {
-        p.Jd = w.take<T>(static_cast<std::size_t>(B * Tn * D));
-        p.scr = w.take<T>(static_cast<std::size_t>(nitems * D * D));
-      } else {
-        p.J = w.take<T>(static_cast<std::size_t>(B * Tn * D * D));
-        if (!small) {
-          p.M = w.take<T>(static_cast<std::size_t>(B * nblk * D * D));
-          p.z = w.take<T>(static_cast<std::size_t>(B * nblk * D));
-          p.hin = w.take<T>(static_cast<std::size_t>(B * nblk * D));
-          p.tmp = w.take<T>(static_cast<std::size_t>(B * nblk * (D * D + D)));
-        }
-      }
-      return p;
-    };
     detail::workspace_carver sizing;
-    (void)carve(sizing);
+    (void)detail::runs::carve_deer_workspace<T>(sizing, B, Tn, D, nitems, nblk, quasi, small, true);
     scratch_buffer ws = detail::acquire_scratch(be, opts.workspace, sizing.bytes(), "deer");
     detail::workspace_carver cw(ws.data());
-    const ptrs p = carve(cw);
+    const auto p = detail::runs::carve_deer_workspace<T>(cw, B, Tn, D, nitems, nblk, quasi, small, true);
     deer_result res;
     if (!opts.warm_start) {
       detail_cuda_deer::init_iterate<T>

@@ -905,37 +905,16 @@ struct deer_impl<kokkos_backend<Exec>> {
     const bool quasi = opts.method == deer_method::quasi;
     deer_result res;
     if (B == 0 || Tn == 0) return {0, 0.0, true};
-    // workspace: c [B,T,D]; J [B,T,D,D] (Newton) or its diagonal [B,T,D] (quasi); per work
-    // item a D x D Jacobian and D-vector for quasi; for the blocked Newton solve, per block a
-    // D x D transfer matrix, D-vectors and the block's entry state.
+    // workspace: detail::runs::carve_deer_workspace (no residual array: a Kokkos reduction)
     const i64 nchunks = ceil_div(Tn, chunk);
     const i64 nitems = B * nchunks;
     const bool small = D <= 8;
     const i64 nblk = std::min<i64>(Tn, 64), blen = ceil_div(Tn, nblk);
     detail::workspace_carver sizing;
-    auto carve = [&](detail::workspace_carver& w) {
-      struct ptrs {
-        T *c, *J, *Jd, *scr, *M, *z, *hin, *tmp;
-      } p{};
-      p.c = w.take<T>(static_cast<std::size_t>(B * Tn * D));
-      if (quasi) {
-        p.Jd = w.take<T>(static_cast<std::size_t>(B * Tn * D));
-        p.scr = w.take<T>(static_cast<std::size_t>(nitems * D * D));
-      } else {
-        p.J = w.take<T>(static_cast<std::size_t>(B * Tn * D * D));
-        if (!small) {
-          p.M = w.take<T>(static_cast<std::size_t>(B * nblk * D * D));
-          p.z = w.take<T>(static_cast<std::size_t>(B * nblk * D));
-          p.hin = w.take<T>(static_cast<std::size_t>(B * nblk * D));
-          p.tmp = w.take<T>(static_cast<std::size_t>(B * nblk * (D * D + D)));
-        }
-      }
-      return p;
-    };
-    (void)carve(sizing);
+    (void)detail::runs::carve_deer_workspace<T>(sizing, B, Tn, D, nitems, nblk, quasi, small, false);
     scratch_buffer ws = detail::acquire_scratch(be, opts.workspace, sizing.bytes(), "deer");
     detail::workspace_carver cw(ws.data());
-    const auto p = carve(cw);
+    const auto p = detail::runs::carve_deer_workspace<T>(cw, B, Tn, D, nitems, nblk, quasi, small, false);
 
     if (!opts.warm_start) {
       Kokkos::parallel_for(

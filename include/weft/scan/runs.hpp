@@ -17,6 +17,7 @@
 #include "weft/core/dtype.hpp"
 #include "weft/core/math.hpp"
 #include "weft/core/tensor.hpp"
+#include "weft/core/workspace.hpp"
 #include "weft/scan/deer.hpp"
 #include "weft/scan/monoid.hpp"
 
@@ -398,6 +399,42 @@ struct value_runs {
             v.stride(3), &o(b, 0, h, j0), o.stride(1), o.stride(3),     static_cast<int>(dn)};
   }
 };
+
+// ------------------------------------------------------------------------------------------
+// DEER workspace, one layout for every backend
+// ------------------------------------------------------------------------------------------
+
+/// c [B,T,D]; with `residuals`, one double per work item; quasi: the Jacobian diagonal
+/// [B,T,D] and a D x D scratch per work item; Newton: J [B,T,D,D] and, unless `small` (the
+/// affine_matrix scan), per block the transfer matrix M [D,D], z and hin [D], tmp [D*D+D].
+/// Carved from a null carver it only sizes (the same take() sequence both times).
+template <class T>
+struct deer_workspace {
+  T *c = nullptr, *J = nullptr, *Jd = nullptr, *scr = nullptr, *M = nullptr, *z = nullptr, *hin = nullptr,
+    *tmp = nullptr;
+  double* r = nullptr;
+};
+template <class T>
+inline deer_workspace<T> carve_deer_workspace(workspace_carver& w, i64 B, i64 Tn, i64 D, i64 nitems, i64 nblk,
+                                              bool quasi, bool small, bool residuals) {
+  const auto n = [](i64 v) { return static_cast<std::size_t>(v); };
+  deer_workspace<T> p;
+  p.c = w.take<T>(n(B * Tn * D));
+  if (residuals) p.r = w.take<double>(n(nitems));
+  if (quasi) {
+    p.Jd = w.take<T>(n(B * Tn * D));
+    p.scr = w.take<T>(n(nitems * D * D));
+  } else {
+    p.J = w.take<T>(n(B * Tn * D * D));
+    if (!small) {
+      p.M = w.take<T>(n(B * nblk * D * D));
+      p.z = w.take<T>(n(B * nblk * D));
+      p.hin = w.take<T>(n(B * nblk * D));
+      p.tmp = w.take<T>(n(B * nblk * (D * D + D)));
+    }
+  }
+  return p;
+}
 
 // ------------------------------------------------------------------------------------------
 // DEER per-item work
