@@ -146,6 +146,37 @@ TEMPLATE_LIST_TEST_CASE("argmax: lowest index of the maximum, NaN rows flagged",
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("argmax: ties anywhere in the row resolve to the lowest id", "[decode][argmax]",
+                        weft_test::backends) {
+  // The vector path keeps several (max, first id) accumulators over interleaved blocks: a tie
+  // between any two of them, or between a block and the tail, must still give the lowest id.
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 24;
+  for (const std::int64_t V : {64, 65, 200, 1031, 4099}) {
+    INFO("V = " << V);
+    auto x = weft_test::make_logits(B, V, law::normal1, static_cast<std::uint64_t>(V));
+    weft_test::rng r(static_cast<std::uint64_t>(V) + 3);
+    std::vector<std::int64_t> want(static_cast<std::size_t>(B));
+    for (std::int64_t b = 0; b < B; ++b) {
+      std::int64_t lo = V;
+      const int copies = 2 + static_cast<int>(b % 3);
+      for (int c = 0; c < copies; ++c) {
+        // late positions first, so the lowest one is not the first written
+        const std::int64_t at = (c == 0) ? V - 1 - static_cast<std::int64_t>(b % 5)
+                                         : static_cast<std::int64_t>(r.next() % static_cast<std::uint64_t>(V));
+        x[static_cast<std::size_t>(b * V + at)] = 9.0f;
+        lo = at < lo ? at : lo;
+      }
+      want[static_cast<std::size_t>(b)] = lo;
+    }
+    buffer<TestType, float> d(be, x);
+    buffer<TestType, std::int32_t> t(be, static_cast<std::size_t>(B), -7);
+    weft::argmax(be, weft::make_view(d.data(), B, V), weft::make_view(t.data(), B));
+    const auto got = t.to_host();
+    for (std::int64_t b = 0; b < B; ++b) REQUIRE(got[static_cast<std::size_t>(b)] == want[static_cast<std::size_t>(b)]);
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("argmax: bf16 / f16 inputs and strided rows", "[decode][argmax]",
                         weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();

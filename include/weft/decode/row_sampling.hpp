@@ -349,29 +349,38 @@ WEFT_INLINE argmax_result argmax_row(const T* row, std::int64_t n) {
   std::int64_t i = 0;
 #if WEFT_DECODE_LANES
   if constexpr (has_lanes<T>) {
-    // Lane l keeps its maximum and the first block (of 16) where it occurred.
-    const std::int64_t full = n / lanes * lanes;
-    vfloat mx = vsplat(neg_inf());
-    vint blk = vint{} - 1, cur = vint{}, nan = vint{};
-    for (std::int64_t j = 0; j < full; j += lanes) {
-      const vfloat v = vload(row + j);
-      const vint gt = v > mx;
-      mx = gt ? v : mx;
-      blk = gt ? cur : blk;
+    // Four accumulators (vector j goes to j % 4) so that the compare-select chains overlap;
+    // lane l of accumulator q keeps its maximum and the first round (of 64) where it occurred.
+    const std::int64_t full = n / (4 * lanes) * (4 * lanes);
+    vfloat mx[4];
+    vint blk[4], nan = vint{}, cur = vint{};
+    for (int q = 0; q < 4; ++q) {
+      mx[q] = vsplat(neg_inf());
+      blk[q] = vint{} - 1;
+    }
+    for (std::int64_t j = 0; j < full; j += 4 * lanes) {
+      for (int q = 0; q < 4; ++q) {
+        const vfloat v = vload(row + j + q * lanes);
+        const vint gt = v > mx[q];
+        mx[q] = gt ? v : mx[q];
+        blk[q] = gt ? cur : blk[q];
+        nan |= v != v;
+      }
       cur += 1;
-      nan |= v != v;
     }
     i = full;
-    float m[lanes];
-    std::int32_t b[lanes];
-    std::memcpy(m, &mx, sizeof m);
-    std::memcpy(b, &blk, sizeof b);
-    for (int l = 0; l < lanes; ++l) {
-      if (b[l] < 0) continue;
-      const std::int64_t id = static_cast<std::int64_t>(b[l]) * lanes + l;
-      if (m[l] > best || (m[l] == best && id < idx)) {
-        best = m[l];
-        idx = id;
+    for (int q = 0; q < 4; ++q) {
+      float m[lanes];
+      std::int32_t b[lanes];
+      std::memcpy(m, &mx[q], sizeof m);
+      std::memcpy(b, &blk[q], sizeof b);
+      for (int l = 0; l < lanes; ++l) {
+        if (b[l] < 0) continue;
+        const std::int64_t id = (static_cast<std::int64_t>(b[l]) * 4 + q) * lanes + l;
+        if (m[l] > best || (m[l] == best && id < idx)) {
+          best = m[l];
+          idx = id;
+        }
       }
     }
     a = vmask(nan) ? 0xffffffffu : 0u;
