@@ -248,8 +248,19 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential ra
   auto be = weft_test::make_backend<TestType>();
   for (std::int64_t V : {std::int64_t(111), std::int64_t(32000), std::int64_t(128256)}) {
     for (law l : {law::normal1, law::normal5}) {
-      const std::int64_t B = 4;
-      const auto x = weft_test::make_logits(B, V, l, static_cast<std::uint64_t>(V + 3));
+      const std::int64_t B = 5;
+      auto x = weft_test::make_logits(B, V, l, static_cast<std::uint64_t>(V + 3));
+      // Row layouts against the candidate list gathered with a running maximum: ascending (the
+      // bound rises at every group), the maximum last, the maximum first, repeated maxima.
+      std::sort(x.begin() + V, x.begin() + 2 * V);
+      std::iter_swap(x.begin() + 2 * V + (std::max_element(x.begin() + 2 * V, x.begin() + 3 * V) - x.begin() - 2 * V),
+                     x.begin() + 3 * V - 1);
+      std::iter_swap(x.begin() + 3 * V + (std::max_element(x.begin() + 3 * V, x.begin() + 4 * V) - x.begin() - 3 * V),
+                     x.begin() + 3 * V);
+      {
+        const float mx = *std::max_element(x.begin() + 4 * V, x.begin() + 5 * V);
+        for (std::int64_t i = 4 * V + 7; i < 5 * V; i += V / 5 + 1) x[static_cast<std::size_t>(i)] = mx;
+      }
       for (float temperature : {1.0f, 0.7f}) {
         for (float min_p : {0.1f, 0.02f, 0.001f}) {
           INFO("V = " << V << " T = " << temperature << " min_p = " << min_p);

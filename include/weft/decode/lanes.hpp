@@ -82,12 +82,13 @@ static inline vuint vmax(vuint a, vuint b) {
 static inline vuint vabs_bits(vfloat a) {
   return reinterpret_cast<vuint>(a) & 0x7fffffffu;
 }
+/// Largest lane (a shuffle tree; with NaN lanes the result is unspecified).
 static inline float hmax(vfloat a) {
-  float t[16];
-  std::memcpy(t, &a, sizeof t);
-  float m = t[0];
-  for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
-  return m;
+  a = vmax(a, __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  return a[0];
 }
 static inline std::uint32_t hmax(vuint a) {
   std::uint32_t t[16];

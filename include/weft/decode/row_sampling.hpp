@@ -239,9 +239,16 @@ struct scan_result {
   bool nan;   // some value is NaN
 };
 
-/// gmax[g] = max of v over group g (raw values, the last group partial).
-template <class T>
-WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
+/// A scan_groups hook that does nothing.
+struct no_group_hook {
+  WEFT_INLINE void operator()(std::int64_t, int, float) const {}
+};
+
+/// gmax[g] = max of v over group g (raw values, the last group partial); on(base, len, gmax[g])
+/// is called for every group, in order, right after its maximum (its entries are in L1).
+template <class T, class Hook = no_group_hook>
+WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax, Hook& hook) {
+  Hook on = hook;  // a local copy whose state stays in registers (vector stores may alias)
   const std::int64_t full = n / group;
   float m = neg_inf();
   std::uint32_t a = 0;  // largest |bits|: > 0x7f800000 means NaN
@@ -257,6 +264,7 @@ WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
       const vfloat gm = vmax(vmax(a0, a1), vmax(a2, a3));
       mall = vmax(gm, mall);
       gmax[g] = hmax(gm);
+      on(g * group, group, gmax[g]);
     }
     m = hmax(mall);
     a = hmax(am);
@@ -273,6 +281,7 @@ WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
         a = b > a ? b : a;
       }
       gmax[g] = gm;
+      on(g * group, group, gm);
       m = gm > m ? gm : m;
     }
   }
@@ -285,9 +294,17 @@ WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
       a = b > a ? b : a;
     }
     gmax[full] = gm;
+    on(full * group, static_cast<int>(n - full * group), gm);
     m = gm > m ? gm : m;
   }
+  hook = on;
   return {m, a > 0x7f800000u};
+}
+
+template <class T>
+WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
+  no_group_hook none;
+  return scan_groups(row, n, gmax, none);
 }
 
 /// The lowest id i with v_i == target (a value present in the row).
@@ -511,11 +528,13 @@ WEFT_INLINE float race_ceiling(float x) {
   return x + 23.0f;
 }
 
-/// Philox words of 16 counters at once: lane l holds draw4(k, s, position, ctr[l]), word q in
-/// w[q][l]. With AVX-512 the ten rounds run on the 16 lanes in registers (vpmuludq for the
-/// 32 x 32 -> 64-bit products); elsewhere one draw per lane. Bitwise the same words.
-WEFT_INLINE void draw4x16(const row_key& k, stream s, std::uint32_t position, const std::uint32_t* ctr,
-                          std::uint32_t (&w)[4][lanes]) {
+/// Philox words of N x 16 counters at once: lane l of set v holds draw4(k, s, position,
+/// ctr[16 v + l]), word q in w[v][q][l]. With AVX-512 the ten rounds run on the lanes in
+/// registers (vpmuludq for the 32 x 32 -> 64-bit products), the N sets interleaved so that
+/// their multiply chains overlap; elsewhere one draw per lane. Bitwise the same words.
+template <int N>
+WEFT_INLINE void draw4x16n(const row_key& k, stream s, std::uint32_t position, const std::uint32_t* ctr,
+                           std::uint32_t (*w)[4][lanes]) {
 #if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
   const auto mulhilo = [](__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
     const __m512i even = _mm512_maskz_mul_epu32(0xFF, c, m);  // lanes 0, 2, ... as 64-bit products
@@ -524,10 +543,13 @@ WEFT_INLINE void draw4x16(const row_key& k, stream s, std::uint32_t position, co
     lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_maskz_slli_epi64(0xFF, odd, 32));
   };
   const std::uint32_t hi_index = (static_cast<std::uint32_t>(s) << 28) | (position & 0x0fffffffu);
-  __m512i c0 = _mm512_loadu_si512(ctr);
-  __m512i c1 = _mm512_set1_epi32(static_cast<int>(hi_index));
-  __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(k.offset)));
-  __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(k.offset >> 32)));
+  __m512i c0[N], c1[N], c2[N], c3[N];
+  for (int v = 0; v < N; ++v) {
+    c0[v] = _mm512_loadu_si512(ctr + lanes * v);
+    c1[v] = _mm512_set1_epi32(static_cast<int>(hi_index));
+    c2[v] = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(k.offset)));
+    c3[v] = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(k.offset >> 32)));
+  }
   std::uint32_t k0 = static_cast<std::uint32_t>(k.seed), k1 = static_cast<std::uint32_t>(k.seed >> 32);
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(detail::philox_m0));
   const __m512i m1 = _mm512_set1_epi32(static_cast<int>(detail::philox_m1));
@@ -536,24 +558,36 @@ WEFT_INLINE void draw4x16(const row_key& k, stream s, std::uint32_t position, co
       k0 += detail::philox_w0;
       k1 += detail::philox_w1;
     }
-    __m512i hi0, lo0, hi1, lo1;
-    mulhilo(c0, m0, hi0, lo0);
-    mulhilo(c2, m1, hi1, lo1);
-    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(static_cast<int>(k0)));
-    c1 = lo1;
-    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(static_cast<int>(k1)));
-    c3 = lo0;
+    const __m512i kk0 = _mm512_set1_epi32(static_cast<int>(k0));
+    const __m512i kk1 = _mm512_set1_epi32(static_cast<int>(k1));
+    for (int v = 0; v < N; ++v) {
+      __m512i hi0, lo0, hi1, lo1;
+      mulhilo(c0[v], m0, hi0, lo0);
+      mulhilo(c2[v], m1, hi1, lo1);
+      c0[v] = _mm512_xor_si512(_mm512_xor_si512(hi1, c1[v]), kk0);
+      c1[v] = lo1;
+      c2[v] = _mm512_xor_si512(_mm512_xor_si512(hi0, c3[v]), kk1);
+      c3[v] = lo0;
+    }
   }
-  _mm512_storeu_si512(w[0], c0);
-  _mm512_storeu_si512(w[1], c1);
-  _mm512_storeu_si512(w[2], c2);
-  _mm512_storeu_si512(w[3], c3);
+  for (int v = 0; v < N; ++v) {
+    _mm512_storeu_si512(w[v][0], c0[v]);
+    _mm512_storeu_si512(w[v][1], c1[v]);
+    _mm512_storeu_si512(w[v][2], c2[v]);
+    _mm512_storeu_si512(w[v][3], c3[v]);
+  }
 #else
-  for (int l = 0; l < lanes; ++l) {
-    const philox_u32x4 d = draw4(k, s, position, ctr[l]);
-    for (int q = 0; q < 4; ++q) w[q][l] = d.v[q];
-  }
+  for (int v = 0; v < N; ++v)
+    for (int l = 0; l < lanes; ++l) {
+      const philox_u32x4 d = draw4(k, s, position, ctr[lanes * v + l]);
+      for (int q = 0; q < 4; ++q) w[v][q][l] = d.v[q];
+    }
 #endif
+}
+
+WEFT_INLINE void draw4x16(const row_key& k, stream s, std::uint32_t position, const std::uint32_t* ctr,
+                          std::uint32_t (&w)[4][lanes]) {
+  draw4x16n<1>(k, s, position, ctr, &w);
 }
 
 /// Dense race over one aligned group [base, base + group): x[j] the keys, -inf outside the set.
@@ -613,6 +647,56 @@ WEFT_INLINE void race_list16(const row_key& rk, stream s, std::uint32_t position
     const int l = ctz32(m);
     m &= m - 1;
     race_offer(best, race_score(x[l], r[l]), ids[l]);
+  }
+}
+
+/// Race over ids[0, count) of a row (any ids, any order), 32 at a time: keys recomputed from
+/// the row, an entry out of the race unless "v >= lower && key(v) - m >= log_min_p". Two sets of
+/// 16 Philox counters are drawn together so that their multiply chains overlap.
+template <class T, class Key>
+WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t position, const T* row,
+                              const std::int32_t* ids, std::int64_t count, const Key& key, float m,
+                              float lower, float log_min_p, race_best& best) {
+  constexpr int sets = 4;
+  constexpr int width = sets * lanes;
+  for (std::int64_t c0 = 0; c0 < count; c0 += width) {
+    const int n = count - c0 < width ? static_cast<int>(count - c0) : width;
+    std::int32_t id[width];
+    float x[width];
+    std::uint32_t ctr[width];
+    for (int l = 0; l < width; ++l) {
+      const std::int32_t i = l < n ? ids[c0 + l] : 0;
+      const float v = load(row, i);
+      const float k = key(v);
+      id[l] = i;
+      x[l] = (l < n && v >= lower && k - m >= log_min_p) ? k : neg_inf();
+      ctr[l] = static_cast<std::uint32_t>(i >> 2);
+    }
+    std::uint32_t w[sets][4][lanes];
+    draw4x16n<sets>(rk, s, position, ctr, w);
+    std::uint32_t r[width];
+    float reach[width];
+    for (int v = 0; v < sets; ++v) {
+      for (int q = 0; q < lanes; ++q) {
+        const int l = v * lanes + q, sel = id[l] & 3;
+        std::uint32_t u = w[v][0][q];
+        u = sel == 1 ? w[v][1][q] : u;
+        u = sel == 2 ? w[v][2][q] : u;
+        u = sel == 3 ? w[v][3][q] : u;
+        r[l] = u;
+        const float bound = x[l] + neglog_e_bound(u);
+        reach[l] = bound + race_slack(bound);
+      }
+    }
+    const float floor_score = best.score;
+    for (int v = 0; v < sets; ++v) {
+      std::uint32_t mk = ge_mask16(reach, v * lanes, lanes, floor_score);
+      while (mk) {
+        const int l = v * lanes + ctz32(mk);
+        mk &= mk - 1;
+        race_offer(best, race_score(x[l], r[l]), id[l]);
+      }
+    }
   }
 }
 
@@ -869,11 +953,82 @@ WEFT_INLINE std::int64_t append_ids64(std::int32_t* out, std::uint64_t mk, std::
 #endif
 }
 
+/// Min-p candidates gathered during pass 1 (min-p alone, wide rows): the ids of every entry at
+/// or above the raw min-p bound of the running maximum. The running maximum never exceeds the
+/// row's, and lower_raw is monotone, so the list holds every entry of the final set (and some
+/// more, found before the maximum was reached). ids has room for n + 64 slots.
+template <class T, class Key>
+struct min_p_prefilter {
+  const T* row;
+  Key key;
+  float log_min_p;
+  std::int32_t* ids;
+  std::int64_t count = 0;
+  float run = neg_inf();    // running maximum (raw)
+  float bound = neg_inf();  // key.lower_raw(key(run), log_min_p)
+  WEFT_INLINE void operator()(std::int64_t base, int len, float gm) {
+    if (gm > run) {
+      run = gm;
+      bound = key.lower_raw(key(run), log_min_p);
+    }
+    if (!(gm >= bound)) return;
+    if (len == group) {
+#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>) {
+        const __m512 b = _mm512_set1_ps(bound);
+        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int c = 0; c < group / lanes; ++c) {
+          const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + base + c * lanes), b, _CMP_GE_OQ);
+          const __m512i id = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<std::int32_t>(base) + c * lanes));
+          _mm512_storeu_si512(ids + count, _mm512_maskz_compress_epi32(k, id));
+          count += popcount32(k);
+        }
+        return;
+      }
+#endif
+      std::uint64_t mk = 0;
+      for (int c = 0; c < group / lanes; ++c)
+        mk |= static_cast<std::uint64_t>(ge_mask16(row, base + c * lanes, lanes, bound)) << (c * lanes);
+      count += append_ids64(ids + count, mk, static_cast<std::int32_t>(base));
+    } else {
+      for (int j = 0; j < len; ++j) {
+        ids[count] = static_cast<std::int32_t>(base + j);
+        count += load(row, base + j) >= bound ? 1 : 0;
+      }
+    }
+  }
+};
+
+/// Keeps the ids i of ids[0, count) with row[i] >= t, in order, in place; returns how many.
+template <class T>
+WEFT_INLINE std::int64_t compact_ge(const T* row, std::int32_t* ids, std::int64_t count, float t) {
+  std::int64_t kept = 0, c = 0;
+#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m512 tv = _mm512_set1_ps(t);
+    for (; c + lanes <= count; c += lanes) {
+      const __m512i id = _mm512_loadu_si512(ids + c);
+      const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, id, row, 4);
+      const __mmask16 k = _mm512_cmp_ps_mask(v, tv, _CMP_GE_OQ);
+      _mm512_mask_compressstoreu_epi32(ids + kept, k, id);
+      kept += popcount32(k);
+    }
+  }
+#endif
+  for (; c < count; ++c) {
+    const std::int32_t i = ids[c];
+    ids[kept] = i;
+    kept += load(row, i) >= t ? 1 : 0;
+  }
+  return kept;
+}
+
 /// Samples one row (the definitions are in the header comment).
+/// pre: the ids of a min_p_prefilter over this row (in s.cands) and their count, or nullptr.
 template <class T, class Key>
 WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sample_params& P,
                                           const Key& key, float vmax, const row_key& rk,
-                                          const sample_scratch& s) {
+                                          const sample_scratch& s, const std::int64_t* pre = nullptr) {
   const std::int64_t ng = num_groups(n);
   const float m = key(vmax);
   const std::int64_t first_max = find_first(row, n, s.gmax, vmax);
@@ -928,26 +1083,23 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
   // Candidates by a raw compare (v >= lower and v >= the min-p bound), then the exact test.
   const float raw_minp = key.lower_raw(m, P.log_min_p);
   const float lo_raw = lower > raw_minp ? lower : raw_minp;
+  std::int32_t* sparse = reinterpret_cast<std::int32_t*>(s.cands);
+  if (pre) {
+    // The pass-1 list, cut to the final bound: raced as a list unless it covers much of the
+    // row (a dense group is cheaper to race whole: 16 Philox counters cover 64 entries).
+    const std::int64_t kept = compact_ge(row, sparse, *pre, lo_raw);
+    if (kept <= n / 8) {
+      race_row_ids(rk, P.purpose, P.position, row, sparse, kept, key, m, lower, P.log_min_p, best);
+      return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
+    }
+  }
   float x[group];
-  int pending = 0;
   // Sparse candidates waiting for the exact test: their ids, in the candidate scratch (2n
   // int32 slots; an append writes up to 64 past the count, flushed at 1024).
-  std::int32_t* sparse = reinterpret_cast<std::int32_t*>(s.cands);
   const bool wide = n >= 1024;
   std::int64_t count = 0;
   const auto flush = [&] {
-    for (std::int64_t c = 0; c < count; ++c) {
-      const std::int32_t id = sparse[c];
-      const float v = load(row, id);
-      const float xj = key(v);
-      s.ids[pending] = id;
-      s.xs[pending] = xj;
-      pending += (v >= lower && xj - m >= P.log_min_p) ? 1 : 0;
-      if (pending == lanes) {
-        race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
-        pending = 0;
-      }
-    }
+    race_row_ids(rk, P.purpose, P.position, row, sparse, count, key, m, lower, P.log_min_p, best);
     count = 0;
   };
   // The groups whose maximum passes both tests, listed without a branch per group (in flat
@@ -986,7 +1138,6 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
     if (count >= 1024) flush();
   }
   flush();
-  if (pending) race_list16(rk, P.purpose, P.position, s.ids, s.xs, pending, best);
   return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
 }
 
@@ -994,6 +1145,25 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
 template <class T>
 WEFT_INLINE sample_result sample_row(const T* row, std::int64_t n, const sample_params& P, const row_key& rk,
                                      const sample_scratch& s) {
+  // Min-p alone over a wide row: its candidates are gathered during pass 1, while the entries
+  // are in L1, instead of a second pass over the row.
+  const bool prefilter = !P.greedy && !(P.top_k > 0 && P.top_k < n) && !(P.top_p < 1.0f) &&
+                         P.log_min_p > neg_inf() && n >= 1024;
+  std::int32_t* ids = reinterpret_cast<std::int32_t*>(s.cands);
+  if (prefilter && P.probs) {
+    min_p_prefilter<T, probs_key> f{row, probs_key{P.inv_t}, P.log_min_p, ids};
+    const scan_result sc = scan_groups(row, n, s.gmax, f);
+    if (sc.nan) return {-1, false};
+    if (!(sc.max > 0.0f)) return {-1, false};
+    return {sample_row_keyed(row, n, P, f.key, sc.max, rk, s, &f.count), true};
+  }
+  if (prefilter) {
+    min_p_prefilter<T, logits_key> f{row, logits_key{P.inv_t}, P.log_min_p, ids};
+    const scan_result sc = scan_groups(row, n, s.gmax, f);
+    if (sc.nan || sc.max == neg_inf()) return {-1, false};
+    if (sc.max == pos_inf()) return {sample_row_keyed(row, n, P, inf_key{}, sc.max, rk, s), true};
+    return {sample_row_keyed(row, n, P, f.key, sc.max, rk, s, &f.count), true};
+  }
   const scan_result sc = scan_groups(row, n, s.gmax);
   if (sc.nan || n == 0) return {-1, false};
   if (P.probs ? !(sc.max > 0.0f) : sc.max == neg_inf()) return {-1, false};  // no mass anywhere
