@@ -278,6 +278,20 @@ WEFT_SIMD_INLINE void load_transposed(const S* p, i64 stride, S (&out)[W][W]) {
   std::memcpy(out, r, sizeof(r));
 }
 
+/// Even / odd lanes of the 2W lanes of (a, b).
+WEFT_SIMD_INLINE u32x16 even_lanes(u32x16 a, u32x16 b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+WEFT_SIMD_INLINE u32x16 odd_lanes(u32x16 a, u32x16 b) {
+  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+WEFT_SIMD_INLINE u64x8 even_lanes(u64x8 a, u64x8 b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+WEFT_SIMD_INLINE u64x8 odd_lanes(u64x8 a, u64x8 b) {
+  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+
 /// One element per chain: acc[l] <- acc[l] . x[l] for every lane (chain) l; res[l] (when
 /// asked) the result of the new value (or, Exclusive, of the previous one). Values live as
 /// C arrays of scalars (acc[c][l], the run's simd_split / simd_value), so that after
@@ -299,6 +313,34 @@ WEFT_SIMD_INLINE void step(const Op& op, const Run& run, S (&acc)[C][W], const S
     for (int c = 0; c < C; ++c) acc[c][l] = pa[c];
   }
 }
+
+/// The fold of each of W rows of W elements (row j of part c at p[c] + j * stride), in order
+/// within the row, by a pairwise tree: f[c][j] is part c of row j's fold. Every level pairs
+/// even with odd lanes of two vectors (one two-source shuffle per part and vector), so W rows
+/// take 2 (W - 1) shuffles per part instead of a W x W transpose's W log2 W.
+template <int W, int C, class S, class Op, class Run>
+WEFT_SIMD_INLINE void fold_rows(const Op& op, const Run& run, const S* const (&p)[C], i64 stride,
+                                S (&f)[C][W]) {
+  using R = carrier<W>;
+  R r[C][W];
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < W; ++j) std::memcpy(&r[c][j], p[c] + j * stride, sizeof(R));
+#pragma GCC unroll 4
+  for (int n = W; n > 1; n /= 2) {
+#pragma GCC unroll 8
+    for (int k = 0; k < n / 2; ++k) {
+      alignas(64) S left[C][W], right[C][W];
+      for (int c = 0; c < C; ++c) {
+        const R e = even_lanes(r[c][2 * k], r[c][2 * k + 1]), o = odd_lanes(r[c][2 * k], r[c][2 * k + 1]);
+        std::memcpy(left[c], &e, sizeof(R));
+        std::memcpy(right[c], &o, sizeof(R));
+      }
+      step<false, false, W, C>(op, run, left, right, static_cast<S*>(nullptr));
+      for (int c = 0; c < C; ++c) std::memcpy(&r[c][k], left[c], sizeof(R));
+    }
+  }
+  for (int c = 0; c < C; ++c) std::memcpy(f[c], &r[c][0], sizeof(R));
+}
 }  // namespace simd
 
 /// Pass 1 of the transposed path: the W chain totals of [t0, t0 + len).
@@ -317,12 +359,22 @@ inline void block_totals_simd(const Op& op, const Run& run, i64 t0, i64 len, V (
   for (int c = 0; c < C; ++c) in[c] = run.simd_in(c) + t0;
   const i64 sub = chain_len<V, 1, W>(len), nv = sub / W * W;
   for (i64 i = 0; i < nv; i += W) {
-    alignas(64) S xt[C][W][W];
-    for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
-    for (int e = 0; e < W; ++e) {
-      alignas(64) S x[C][W];
-      for (int c = 0; c < C; ++c) std::memcpy(x[c], xt[c][e], sizeof(x[c]));
-      simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
+    if constexpr (C >= 2) {
+      // several parts (the affine pair): fold each chain's row by a tree, fewer shuffles
+      alignas(64) S f[C][W];
+      const S* p[C];
+      for (int c = 0; c < C; ++c) p[c] = in[c] + i;
+      simd::fold_rows<W, C>(op, run, p, sub, f);
+      simd::step<false, false, W, C>(op, run, acc, f, static_cast<S*>(nullptr));
+    } else {
+      // one part: a transpose (in-lane shuffles) and W lane-wise steps measure faster
+      alignas(64) S xt[C][W][W];
+      for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
+      for (int e = 0; e < W; ++e) {
+        alignas(64) S x[C][W];
+        for (int c = 0; c < C; ++c) std::memcpy(x[c], xt[c][e], sizeof(x[c]));
+        simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
+      }
     }
   }
   for (i64 i = nv; i < sub; ++i) {
