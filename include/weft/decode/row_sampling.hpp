@@ -18,7 +18,9 @@
 //                            exponential race, an exact sample of w restricted to S.
 //
 // How, without sorting the row (V = vocabulary size, G = 64):
-//   pass 1   group maxima gmax[V/G] of the raw values, NaN / +inf flags (one streaming pass).
+//   pass 1   group maxima gmax[V/G] of the raw values, NaN / +inf flags (one streaming pass);
+//            with min-p alone it also lists the ids above the running maximum's min-p bound
+//            (a superset of M, cut to the final bound afterwards: min_p_prefilter).
 //   top-k    the k-th largest group maximum is a lower bound of the k-th largest value: only
 //            groups above it are visited and their entries above it collected (a few k
 //            candidates), then selected exactly.
@@ -30,7 +32,7 @@
 //            (gmax key + 23) is below the best so far is skipped without drawing a random
 //            number; within a group an entry is scored exactly only when the bound
 //            x + (lz + 1) ln 2 >= -log E (computed from the integer bits) can beat the best.
-//            Sparse groups go to a list scored 16 at a time.
+//            Sparse groups go to a list scored 64 at a time (four Philox sets interleaved).
 #pragma once
 
 #include <cstdint>

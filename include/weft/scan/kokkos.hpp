@@ -63,7 +63,11 @@ using namespace ::weft::detail::runs;  // the run accessors
 template <class V, int L, int W>
 constexpr i64 block_elems() {
   constexpr i64 value_bytes = i64(sizeof(V)) * L;
-  constexpr i64 target = (i64(256) * 1024) / (value_bytes * W);  // elements per sub-run
+  // 256 KiB of values per block (with its prefetched successor and outputs, within a 1 MiB
+  // L2); 512 KiB for 8-byte scalar runs (the recurrence's (a, b) pairs: half the team
+  // barriers, measured 6% faster on [1, 2^26, 1])
+  constexpr i64 block_kib = (value_bytes == 8 && L == 1) ? 512 : 256;
+  constexpr i64 target = (block_kib * 1024) / (value_bytes * W);  // elements per sub-run
   i64 p2 = 16;
   while (p2 * 2 <= target) p2 *= 2;
   const i64 pad = value_bytes >= 64 ? 1 : 16;  // >= one line, and 16 outputs of 4+ bytes
