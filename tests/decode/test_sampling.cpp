@@ -295,6 +295,67 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential ra
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities equals the brute-force race",
+                        "[decode][sample]", weft_test::backends) {
+  // The other element types and keys of the min-p candidate list (bf16 rows take the generic
+  // compare; probabilities use key = log(p) / T): the token of the definition, bitwise.
+  namespace dd = weft::detail::decode;
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 3, V = 50001;
+  const auto x = weft_test::make_logits(B, V, law::normal1, 77);
+  const auto brute = [&](const std::vector<float>& rows, std::int64_t b, const auto& key, float log_min_p,
+                         const weft::sample_options& o) {
+    const float* row = &rows[static_cast<std::size_t>(b * V)];
+    const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
+    float m = -INFINITY;
+    for (std::int64_t i = 0; i < V; ++i) m = std::max(m, key(row[i]));
+    float best = -INFINITY;
+    std::int32_t arg = -1;
+    for (std::int64_t i = 0; i < V; ++i) {
+      const float xi = key(row[i]);
+      if (!(xi - m >= log_min_p)) continue;
+      const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
+      if (sc > best) {
+        best = sc;
+        arg = static_cast<std::int32_t>(i);
+      }
+    }
+    return arg;
+  };
+  for (float min_p : {0.1f, 0.01f}) {
+    weft::sample_options o;
+    o.temperature = 0.9f;
+    o.min_p = min_p;
+    o.seed = 99;
+    o.offset = 4;
+    INFO("min_p = " << min_p);
+    {  // bf16 logits
+      std::vector<weft::bf16> xb(x.size());
+      std::vector<float> xr(x.size());
+      for (std::size_t i = 0; i < x.size(); ++i) xr[i] = xb[i] = weft::bf16(x[i]);
+      buffer<TestType, weft::bf16> d(be, xb);
+      buffer<TestType, std::int32_t> t(be, static_cast<std::size_t>(B));
+      weft::sample(be, weft::make_view(d.data(), B, V), weft::make_view(t.data(), B), o);
+      const auto got = t.to_host();
+      for (std::int64_t b = 0; b < B; ++b)
+        CHECK(got[static_cast<std::size_t>(b)] == brute(xr, b, dd::logits_key{1.0f / o.temperature}, std::log(min_p), o));
+    }
+    {  // probabilities: softmax of the logits in double, rounded to float
+      std::vector<float> p(x.size());
+      for (std::int64_t b = 0; b < B; ++b) {
+        double mx = -INFINITY, z = 0.0;
+        for (std::int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(x[b * V + i]));
+        for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(x[b * V + i]) - mx);
+        for (std::int64_t i = 0; i < V; ++i)
+          p[b * V + i] = static_cast<float>(std::exp(static_cast<double>(x[b * V + i]) - mx) / z);
+      }
+      const auto got = run_sample(be, p, B, V, o, true);
+      for (std::int64_t b = 0; b < B; ++b)
+        CHECK(got[static_cast<std::size_t>(b)] == brute(p, b, dd::probs_key{1.0f / o.temperature}, std::log(min_p), o));
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("sample: 256000-entry vocabulary", "[decode][sample]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   const std::int64_t B = 2, V = 256000;
