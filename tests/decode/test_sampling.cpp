@@ -162,8 +162,9 @@ TEMPLATE_LIST_TEST_CASE("argmax: ties anywhere in the row resolve to the lowest 
       const int copies = 2 + static_cast<int>(b % 3);
       for (int c = 0; c < copies; ++c) {
         // late positions first, so the lowest one is not the first written
-        const std::int64_t at = (c == 0) ? V - 1 - static_cast<std::int64_t>(b % 5)
-                                         : static_cast<std::int64_t>(r.next() % static_cast<std::uint64_t>(V));
+        const std::int64_t at = (c == 0)
+                                    ? V - 1 - static_cast<std::int64_t>(b % 5)
+                                    : static_cast<std::int64_t>(r.next() % static_cast<std::uint64_t>(V));
         x[static_cast<std::size_t>(b * V + at)] = 9.0f;
         lo = at < lo ? at : lo;
       }
@@ -173,7 +174,8 @@ TEMPLATE_LIST_TEST_CASE("argmax: ties anywhere in the row resolve to the lowest 
     buffer<TestType, std::int32_t> t(be, static_cast<std::size_t>(B), -7);
     weft::argmax(be, weft::make_view(d.data(), B, V), weft::make_view(t.data(), B));
     const auto got = t.to_host();
-    for (std::int64_t b = 0; b < B; ++b) REQUIRE(got[static_cast<std::size_t>(b)] == want[static_cast<std::size_t>(b)]);
+    for (std::int64_t b = 0; b < B; ++b)
+      REQUIRE(got[static_cast<std::size_t>(b)] == want[static_cast<std::size_t>(b)]);
   }
 }
 
@@ -253,10 +255,12 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential ra
       // Row layouts against the candidate list gathered with a running maximum: ascending (the
       // bound rises at every group), the maximum last, the maximum first, repeated maxima.
       std::sort(x.begin() + V, x.begin() + 2 * V);
-      std::iter_swap(x.begin() + 2 * V + (std::max_element(x.begin() + 2 * V, x.begin() + 3 * V) - x.begin() - 2 * V),
-                     x.begin() + 3 * V - 1);
-      std::iter_swap(x.begin() + 3 * V + (std::max_element(x.begin() + 3 * V, x.begin() + 4 * V) - x.begin() - 3 * V),
-                     x.begin() + 3 * V);
+      std::iter_swap(
+          x.begin() + 2 * V + (std::max_element(x.begin() + 2 * V, x.begin() + 3 * V) - x.begin() - 2 * V),
+          x.begin() + 3 * V - 1);
+      std::iter_swap(
+          x.begin() + 3 * V + (std::max_element(x.begin() + 3 * V, x.begin() + 4 * V) - x.begin() - 3 * V),
+          x.begin() + 3 * V);
       {
         const float mx = *std::max_element(x.begin() + 4 * V, x.begin() + 5 * V);
         for (std::int64_t i = 4 * V + 7; i < 5 * V; i += V / 5 + 1) x[static_cast<std::size_t>(i)] = mx;
@@ -338,7 +342,8 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
       weft::sample(be, weft::make_view(d.data(), B, V), weft::make_view(t.data(), B), o);
       const auto got = t.to_host();
       for (std::int64_t b = 0; b < B; ++b)
-        CHECK(got[static_cast<std::size_t>(b)] == brute(xr, b, dd::logits_key{1.0f / o.temperature}, std::log(min_p), o));
+        CHECK(got[static_cast<std::size_t>(b)] ==
+              brute(xr, b, dd::logits_key{1.0f / o.temperature}, std::log(min_p), o));
     }
     {  // probabilities: softmax of the logits in double, rounded to float
       std::vector<float> p(x.size());
@@ -351,7 +356,8 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
       }
       const auto got = run_sample(be, p, B, V, o, true);
       for (std::int64_t b = 0; b < B; ++b)
-        CHECK(got[static_cast<std::size_t>(b)] == brute(p, b, dd::probs_key{1.0f / o.temperature}, std::log(min_p), o));
+        CHECK(got[static_cast<std::size_t>(b)] ==
+              brute(p, b, dd::probs_key{1.0f / o.temperature}, std::log(min_p), o));
     }
   }
 }

@@ -981,7 +981,8 @@ struct min_p_prefilter {
         const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int c = 0; c < group / lanes; ++c) {
           const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + base + c * lanes), b, _CMP_GE_OQ);
-          const __m512i id = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<std::int32_t>(base) + c * lanes));
+          const __m512i id =
+              _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<std::int32_t>(base) + c * lanes));
           _mm512_storeu_si512(ids + count, _mm512_maskz_compress_epi32(k, id));
           count += popcount32(k);
         }
@@ -1149,8 +1150,8 @@ WEFT_INLINE sample_result sample_row(const T* row, std::int64_t n, const sample_
                                      const sample_scratch& s) {
   // Min-p alone over a wide row: its candidates are gathered during pass 1, while the entries
   // are in L1, instead of a second pass over the row.
-  const bool prefilter = !P.greedy && !(P.top_k > 0 && P.top_k < n) && !(P.top_p < 1.0f) &&
-                         P.log_min_p > neg_inf() && n >= 1024;
+  const bool prefilter =
+      !P.greedy && !(P.top_k > 0 && P.top_k < n) && !(P.top_p < 1.0f) && P.log_min_p > neg_inf() && n >= 1024;
   std::int32_t* ids = reinterpret_cast<std::int32_t*>(s.cands);
   if (prefilter && P.probs) {
     min_p_prefilter<T, probs_key> f{row, probs_key{P.inv_t}, P.log_min_p, ids};
