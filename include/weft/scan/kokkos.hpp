@@ -318,6 +318,33 @@ WEFT_SIMD_INLINE void step(const Op& op, const Run& run, S (&acc)[C][W], const S
   }
 }
 
+/// One pair of a fold level: r[c][k] <- lane-wise (even lanes) . (odd lanes) of the 2W lanes of
+/// (r[c][2k], r[c][2k + 1]).
+template <int W, int C, class S, class Op, class Run>
+WEFT_SIMD_INLINE void fold_pair(const Op& op, const Run& run, carrier<W> (&r)[C][W], int k) {
+  using R = carrier<W>;
+  alignas(64) S left[C][W], right[C][W];
+  for (int c = 0; c < C; ++c) {
+    const R e = even_lanes(r[c][2 * k], r[c][2 * k + 1]), o = odd_lanes(r[c][2 * k], r[c][2 * k + 1]);
+    std::memcpy(left[c], &e, sizeof(R));
+    std::memcpy(right[c], &o, sizeof(R));
+  }
+  step<false, false, W, C>(op, run, left, right, static_cast<S*>(nullptr));
+  for (int c = 0; c < C; ++c) std::memcpy(&r[c][k], left[c], sizeof(R));
+}
+
+/// Fold levels from N vectors per part down to one (N a power of two, compile-time loops).
+template <int N, int W, int C, class S, class Op, class Run>
+WEFT_SIMD_INLINE void fold_levels(const Op& op, const Run& run, carrier<W> (&r)[C][W]) {
+  if constexpr (N >= 4) {
+#pragma GCC unroll 8
+    for (int k = 0; k < N / 2; ++k) fold_pair<W, C, S>(op, run, r, k);
+    fold_levels<N / 2, W, C, S>(op, run, r);
+  } else if constexpr (N == 2) {
+    fold_pair<W, C, S>(op, run, r, 0);
+  }
+}
+
 /// The fold of each of W rows of W elements (row j of part c at p[c] + j * stride), in order
 /// within the row, by a pairwise tree: f[c][j] is part c of row j's fold. Every level pairs
 /// even with odd lanes of two vectors (one two-source shuffle per part and vector), so W rows
@@ -329,20 +356,7 @@ WEFT_SIMD_INLINE void fold_rows(const Op& op, const Run& run, const S* const (&p
   R r[C][W];
   for (int c = 0; c < C; ++c)
     for (int j = 0; j < W; ++j) std::memcpy(&r[c][j], p[c] + j * stride, sizeof(R));
-#pragma GCC unroll 4
-  for (int n = W; n > 1; n /= 2) {
-#pragma GCC unroll 8
-    for (int k = 0; k < n / 2; ++k) {
-      alignas(64) S left[C][W], right[C][W];
-      for (int c = 0; c < C; ++c) {
-        const R e = even_lanes(r[c][2 * k], r[c][2 * k + 1]), o = odd_lanes(r[c][2 * k], r[c][2 * k + 1]);
-        std::memcpy(left[c], &e, sizeof(R));
-        std::memcpy(right[c], &o, sizeof(R));
-      }
-      step<false, false, W, C>(op, run, left, right, static_cast<S*>(nullptr));
-      for (int c = 0; c < C; ++c) std::memcpy(&r[c][k], left[c], sizeof(R));
-    }
-  }
+  fold_levels<W, W, C, S>(op, run, r);
   for (int c = 0; c < C; ++c) std::memcpy(f[c], &r[c][0], sizeof(R));
 }
 }  // namespace simd
