@@ -480,6 +480,11 @@ WEFT_INLINE std::uint32_t mask16(const std::uint8_t* keep) {
 template <class T>
 WEFT_INLINE std::uint32_t ge_mask16(const T* row, std::int64_t base, int len, float t) {
   if (len <= 0) return 0;
+#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {  // straight into a mask register
+    if (len >= lanes) return _mm512_cmp_ps_mask(_mm512_loadu_ps(row + base), _mm512_set1_ps(t), _CMP_GE_OQ);
+  }
+#endif
 #if WEFT_DECODE_LANES
   if constexpr (has_lanes<T>) {
     if (len >= lanes) return vmask(vload(row + base) >= vsplat(t));
@@ -620,41 +625,55 @@ WEFT_INLINE void race_group(const row_key& rk, stream s, std::uint32_t position,
   }
 }
 
-/// Race over a list of up to 16 ids (any ids) with keys x: Philox per id, exact scores only
-/// where the bound can beat the best. ids / x hold 16 slots; slots from n on are overwritten.
+/// The race over N x 16 entries (any ids, any order): id[l] and key x[l] (-inf: out of the
+/// race). One Philox word per entry, N sets of 16 counters drawn together; exact scores only
+/// where the bound can beat the best.
+template <int N>
+WEFT_INLINE void race_lanes(const row_key& rk, stream s, std::uint32_t position, const std::int32_t* id,
+                            const float* x, race_best& best) {
+  constexpr int width = N * lanes;
+  std::uint32_t ctr[width];
+  for (int l = 0; l < width; ++l) ctr[l] = static_cast<std::uint32_t>(id[l] >> 2);
+  std::uint32_t w[N][4][lanes];
+  draw4x16n<N>(rk, s, position, ctr, w);
+  std::uint32_t r[width];
+  float reach[width];
+  for (int v = 0; v < N; ++v) {
+    for (int q = 0; q < lanes; ++q) {
+      const int l = v * lanes + q, sel = id[l] & 3;
+      std::uint32_t u = w[v][0][q];
+      u = sel == 1 ? w[v][1][q] : u;
+      u = sel == 2 ? w[v][2][q] : u;
+      u = sel == 3 ? w[v][3][q] : u;
+      r[l] = u;
+      const float bound = x[l] + neglog_e_bound(u);
+      reach[l] = bound + race_slack(bound);
+    }
+  }
+  const float floor_score = best.score;
+  for (int v = 0; v < N; ++v) {
+    std::uint32_t mk = ge_mask16(reach, v * lanes, lanes, floor_score);
+    while (mk) {
+      const int l = v * lanes + ctz32(mk);
+      mk &= mk - 1;
+      race_offer(best, race_score(x[l], r[l]), id[l]);
+    }
+  }
+}
+
+/// Race over a list of up to 16 ids with keys x. ids / x hold 16 slots; slots from n on are
+/// overwritten.
 WEFT_INLINE void race_list16(const row_key& rk, stream s, std::uint32_t position, std::int32_t* ids, float* x,
                              int n, race_best& best) {
   for (int l = n; l < lanes; ++l) {
     ids[l] = 0;
     x[l] = neg_inf();
   }
-  std::uint32_t r[lanes];
-  float reach[lanes];
-  const float floor_score = best.score;
-  std::uint32_t ctr[lanes], w[4][lanes];
-  for (int l = 0; l < lanes; ++l) ctr[l] = static_cast<std::uint32_t>(ids[l] >> 2);
-  draw4x16(rk, s, position, ctr, w);
-  for (int l = 0; l < lanes; ++l) {
-    const int sel = ids[l] & 3;
-    std::uint32_t v = w[0][l];
-    v = sel == 1 ? w[1][l] : v;
-    v = sel == 2 ? w[2][l] : v;
-    v = sel == 3 ? w[3][l] : v;
-    r[l] = v;
-    const float bound = x[l] + neglog_e_bound(v);
-    reach[l] = bound + race_slack(bound);
-  }
-  std::uint32_t m = ge_mask16(reach, 0, lanes, floor_score) & ((1u << n) - 1u);
-  while (m) {
-    const int l = ctz32(m);
-    m &= m - 1;
-    race_offer(best, race_score(x[l], r[l]), ids[l]);
-  }
+  race_lanes<1>(rk, s, position, ids, x, best);
 }
 
-/// Race over ids[0, count) of a row (any ids, any order), 32 at a time: keys recomputed from
-/// the row, an entry out of the race unless "v >= lower && key(v) - m >= log_min_p". Two sets of
-/// 16 Philox counters are drawn together so that their multiply chains overlap.
+/// Race over ids[0, count) of a row, 64 at a time: keys recomputed from the row, an entry out
+/// of the race unless "v >= lower && key(v) - m >= log_min_p".
 template <class T, class Key>
 WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t position, const T* row,
                               const std::int32_t* ids, std::int64_t count, const Key& key, float m,
@@ -665,40 +684,14 @@ WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t positio
     const int n = count - c0 < width ? static_cast<int>(count - c0) : width;
     std::int32_t id[width];
     float x[width];
-    std::uint32_t ctr[width];
     for (int l = 0; l < width; ++l) {
       const std::int32_t i = l < n ? ids[c0 + l] : 0;
       const float v = load(row, i);
       const float k = key(v);
       id[l] = i;
       x[l] = (l < n && v >= lower && k - m >= log_min_p) ? k : neg_inf();
-      ctr[l] = static_cast<std::uint32_t>(i >> 2);
     }
-    std::uint32_t w[sets][4][lanes];
-    draw4x16n<sets>(rk, s, position, ctr, w);
-    std::uint32_t r[width];
-    float reach[width];
-    for (int v = 0; v < sets; ++v) {
-      for (int q = 0; q < lanes; ++q) {
-        const int l = v * lanes + q, sel = id[l] & 3;
-        std::uint32_t u = w[v][0][q];
-        u = sel == 1 ? w[v][1][q] : u;
-        u = sel == 2 ? w[v][2][q] : u;
-        u = sel == 3 ? w[v][3][q] : u;
-        r[l] = u;
-        const float bound = x[l] + neglog_e_bound(u);
-        reach[l] = bound + race_slack(bound);
-      }
-    }
-    const float floor_score = best.score;
-    for (int v = 0; v < sets; ++v) {
-      std::uint32_t mk = ge_mask16(reach, v * lanes, lanes, floor_score);
-      while (mk) {
-        const int l = v * lanes + ctz32(mk);
-        mk &= mk - 1;
-        race_offer(best, race_score(x[l], r[l]), id[l]);
-      }
-    }
+    race_lanes<sets>(rk, s, position, id, x, best);
   }
 }
 
@@ -975,20 +968,6 @@ struct min_p_prefilter {
     }
     if (!(gm >= bound)) return;
     if (len == group) {
-#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>) {
-        const __m512 b = _mm512_set1_ps(bound);
-        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        for (int c = 0; c < group / lanes; ++c) {
-          const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + base + c * lanes), b, _CMP_GE_OQ);
-          const __m512i id =
-              _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<std::int32_t>(base) + c * lanes));
-          _mm512_storeu_si512(ids + count, _mm512_maskz_compress_epi32(k, id));
-          count += popcount32(k);
-        }
-        return;
-      }
-#endif
       std::uint64_t mk = 0;
       for (int c = 0; c < group / lanes; ++c)
         mk |= static_cast<std::uint64_t>(ge_mask16(row, base + c * lanes, lanes, bound)) << (c * lanes);
@@ -1152,28 +1131,29 @@ WEFT_INLINE sample_result sample_row(const T* row, std::int64_t n, const sample_
   // are in L1, instead of a second pass over the row.
   const bool prefilter =
       !P.greedy && !(P.top_k > 0 && P.top_k < n) && !(P.top_p < 1.0f) && P.log_min_p > neg_inf() && n >= 1024;
-  std::int32_t* ids = reinterpret_cast<std::int32_t*>(s.cands);
-  if (prefilter && P.probs) {
-    min_p_prefilter<T, probs_key> f{row, probs_key{P.inv_t}, P.log_min_p, ids};
-    const scan_result sc = scan_groups(row, n, s.gmax, f);
-    if (sc.nan) return {-1, false};
-    if (!(sc.max > 0.0f)) return {-1, false};
-    return {sample_row_keyed(row, n, P, f.key, sc.max, rk, s, &f.count), true};
-  }
+  scan_result sc;
+  std::int64_t listed = 0;  // the prefilter's list (in s.cands), used with the same key below
   if (prefilter) {
-    min_p_prefilter<T, logits_key> f{row, logits_key{P.inv_t}, P.log_min_p, ids};
-    const scan_result sc = scan_groups(row, n, s.gmax, f);
-    if (sc.nan || sc.max == neg_inf()) return {-1, false};
-    if (sc.max == pos_inf()) return {sample_row_keyed(row, n, P, inf_key{}, sc.max, rk, s), true};
-    return {sample_row_keyed(row, n, P, f.key, sc.max, rk, s, &f.count), true};
+    std::int32_t* ids = reinterpret_cast<std::int32_t*>(s.cands);
+    if (P.probs) {
+      min_p_prefilter<T, probs_key> f{row, probs_key{P.inv_t}, P.log_min_p, ids};
+      sc = scan_groups(row, n, s.gmax, f);
+      listed = f.count;
+    } else {
+      min_p_prefilter<T, logits_key> f{row, logits_key{P.inv_t}, P.log_min_p, ids};
+      sc = scan_groups(row, n, s.gmax, f);
+      listed = f.count;
+    }
+  } else {
+    sc = scan_groups(row, n, s.gmax);
   }
-  const scan_result sc = scan_groups(row, n, s.gmax);
+  const std::int64_t* pre = prefilter ? &listed : nullptr;
   if (sc.nan || n == 0) return {-1, false};
   if (P.probs ? !(sc.max > 0.0f) : sc.max == neg_inf()) return {-1, false};  // no mass anywhere
   if (P.greedy) return {static_cast<std::int32_t>(find_first(row, n, s.gmax, sc.max)), true};
   if (!P.probs && sc.max == pos_inf()) return {sample_row_keyed(row, n, P, inf_key{}, sc.max, rk, s), true};
-  if (P.probs) return {sample_row_keyed(row, n, P, probs_key{P.inv_t}, sc.max, rk, s), true};
-  return {sample_row_keyed(row, n, P, logits_key{P.inv_t}, sc.max, rk, s), true};
+  if (P.probs) return {sample_row_keyed(row, n, P, probs_key{P.inv_t}, sc.max, rk, s, pre), true};
+  return {sample_row_keyed(row, n, P, logits_key{P.inv_t}, sc.max, rk, s, pre), true};
 }
 
 }  // namespace weft::detail::decode
