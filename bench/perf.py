@@ -50,7 +50,12 @@ def run(args):
     for b in binaries:
         name = os.path.basename(b)
         out = f"/tmp/weft_{name}.json"
-        cmd = [b, f"--benchmark_out={out}", "--benchmark_out_format=json", "--benchmark_repetitions=3",
+        # five repetitions of 0.2 s each, randomly interleaved with the other benchmarks of the
+        # binary: the host's bandwidth drifts within a process too, and a median over
+        # repetitions spread across the run compares a benchmark with its peer over the same
+        # stretch of time, where one block per benchmark in sequence did not
+        cmd = [b, f"--benchmark_out={out}", "--benchmark_out_format=json", "--benchmark_repetitions=5",
+               "--benchmark_min_time=0.2", "--benchmark_enable_random_interleaving=true",
                "--benchmark_report_aggregates_only=true"]
         if args.filter:
             cmd.append(f"--benchmark_filter={args.filter}")
@@ -93,7 +98,7 @@ def report(args):
     m = medians(data)
     ctx = data["context"]
     print(f"Run {ctx.get('date')} on {ctx.get('host_name')}, {ctx.get('num_cpus')} CPUs, "
-          f"threads={ctx.get('threads', '?')} (medians of 3 repetitions)\n")
+          f"threads={ctx.get('threads', '?')} (medians of 5 randomly interleaved repetitions)\n")
     print("| benchmark | time | rate |\n|---|---|---|")
     seen = set()
     for bm in data["benchmarks"]:
