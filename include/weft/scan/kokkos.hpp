@@ -23,10 +23,8 @@
 // scalar calls the compiler vectorises), so any cheap user monoid runs as fast as plus.
 // Runs are spread over threads (many runs), or, for fewer runs than 2 x threads, one team
 // takes P consecutive blocks per round: pass 1, barrier, every thread folds the carries of
-// the blocks before its own, pass 2, barrier (plain scalar scans pipeline the rounds: pass 1
-// of a thread's next block runs in slices between the slices of its pass 2). Both strategies
-// bracket identically, so the result depends on the shape only - not on the thread count or
-// on which strategy ran.
+// the blocks before its own, pass 2, barrier. Both strategies bracket identically, so the
+// result depends on the shape only - not on the thread count or on which strategy ran.
 // Only operands' bracketing changes, never their order: non-commutative monoids are exact.
 #pragma once
 
@@ -214,15 +212,6 @@ constexpr int simd_lanes() {
   }
 }
 
-/// Streams of a run on the transposed path (0 when it has none).
-template <class Run>
-constexpr int simd_parts_of() {
-  if constexpr (simd_run<Run>)
-    return Run::simd_parts;
-  else
-    return 0;
-}
-
 namespace simd {
 typedef std::uint32_t u32x16 __attribute__((vector_size(64)));
 typedef std::uint64_t u64x8 __attribute__((vector_size(64)));
@@ -372,92 +361,68 @@ WEFT_SIMD_INLINE void fold_rows(const Op& op, const Run& run, const S* const (&p
 }
 }  // namespace simd
 
-/// Pass 1 of the transposed path: the W chain totals of [t0, t0 + len), resumable, so that
-/// it can run in slices between the slices of another block's pass 2 (advance(k) runs the
-/// vector iterations up to element row k of every chain; finish() the rest and the tails).
-template <int W, class V, class Op, class Run>
-struct totals_simd {
-  using S = typename Run::simd_t;
-  static constexpr int C = Run::simd_parts;
-  const Op& op;
-  const Run& run;
-  i64 t0, len, sub, nv, i = 0;
-  const S* in[C];
-  alignas(64) S acc[C][W];
-  totals_simd(const Op& o, const Run& r, i64 t0_, i64 len_)
-      : op(o), run(r), t0(t0_), len(len_), sub(chain_len<V, 1, W>(len_)), nv(sub / W * W) {
-    S e[C];
-    run.simd_split(op.identity(), e);
-    for (int c = 0; c < C; ++c) {
-      in[c] = run.simd_in(c) + t0;
-      for (int l = 0; l < W; ++l) acc[c][l] = e[c];
-    }
-  }
-  WEFT_SIMD_INLINE void advance(i64 upto) {
-    const i64 end = upto < nv ? upto : nv;
-    if (i >= end) return;
-    alignas(64) S a[C][W];  // a local copy, which GCC keeps in vector registers
-    std::memcpy(a, acc, sizeof(acc));
-    for (; i < end; i += W) {
-      if constexpr (C >= 2) {
-        // several parts (the affine pair): fold each chain's row by a tree, fewer shuffles
-        alignas(64) S f[C][W];
-        const S* p[C];
-        for (int c = 0; c < C; ++c) p[c] = in[c] + i;
-        simd::fold_rows<W, C>(op, run, p, sub, f);
-        simd::step<false, false, W, C>(op, run, a, f, static_cast<S*>(nullptr));
-      } else {
-        // one part: a transpose (in-lane shuffles) and W lane-wise steps measure faster
-        alignas(64) S xt[C][W][W];
-        for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
-        // (not unrolled: unrolling this loop halves the plain scan's rate with GCC 12)
-        for (int e = 0; e < W; ++e) {
-          alignas(64) S x[C][W];
-          for (int c = 0; c < C; ++c) std::memcpy(x[c], xt[c][e], sizeof(x[c]));
-          simd::step<false, false, W, C>(op, run, a, x, static_cast<S*>(nullptr));
-        }
-      }
-    }
-    std::memcpy(acc, a, sizeof(acc));
-  }
-  void finish(V (&tot)[W][1]) {
-    advance(nv);
-    for (i64 k = nv; k < sub; ++k) {
-      alignas(64) S x[C][W];
-      for (int c = 0; c < C; ++c)
-        for (int l = 0; l < W; ++l) x[c][l] = in[c][l * sub + k];
-      simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
-    }
-    for (int j = 0; j < W; ++j) {
-      S p[C];
-      for (int c = 0; c < C; ++c) p[c] = acc[c][j];
-      tot[j][0] = run.simd_value(p);
-    }
-    for (i64 t = W * sub; t < len; ++t) tot[W - 1][0] = op(tot[W - 1][0], run.load(t0 + t, 0));
-  }
-};
-
+/// Pass 1 of the transposed path: the W chain totals of [t0, t0 + len).
 template <int W, class V, class Op, class Run>
 inline void block_totals_simd(const Op& op, const Run& run, i64 t0, i64 len, V (&tot)[W][1]) {
-  totals_simd<W, V, Op, Run> p(op, run, t0, len);
-  p.finish(tot);
+  using S = typename Run::simd_t;
+  constexpr int C = Run::simd_parts;
+  alignas(64) S acc[C][W];
+  {
+    S e[C];
+    run.simd_split(op.identity(), e);
+    for (int c = 0; c < C; ++c)
+      for (int l = 0; l < W; ++l) acc[c][l] = e[c];
+  }
+  const S* in[C];
+  for (int c = 0; c < C; ++c) in[c] = run.simd_in(c) + t0;
+  const i64 sub = chain_len<V, 1, W>(len), nv = sub / W * W;
+  for (i64 i = 0; i < nv; i += W) {
+    if constexpr (C >= 2) {
+      // several parts (the affine pair): fold each chain's row by a tree, fewer shuffles
+      alignas(64) S f[C][W];
+      const S* p[C];
+      for (int c = 0; c < C; ++c) p[c] = in[c] + i;
+      simd::fold_rows<W, C>(op, run, p, sub, f);
+      // through a local copy, which GCC keeps in vector registers (acc itself it updates
+      // lane by lane in scalar registers)
+      alignas(64) S left[C][W];
+      std::memcpy(left, acc, sizeof(acc));
+      simd::step<false, false, W, C>(op, run, left, f, static_cast<S*>(nullptr));
+      std::memcpy(acc, left, sizeof(acc));
+    } else {
+      // one part: a transpose (in-lane shuffles) and W lane-wise steps measure faster
+      alignas(64) S xt[C][W][W];
+      for (int c = 0; c < C; ++c) simd::load_transposed<W>(in[c] + i, sub, xt[c]);
+      // (not unrolled: unrolling this loop halves the plain scan's rate with GCC 12)
+      for (int e = 0; e < W; ++e) {
+        alignas(64) S x[C][W];
+        for (int c = 0; c < C; ++c) std::memcpy(x[c], xt[c][e], sizeof(x[c]));
+        simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
+      }
+    }
+  }
+  for (i64 i = nv; i < sub; ++i) {
+    alignas(64) S x[C][W];
+    for (int c = 0; c < C; ++c)
+      for (int l = 0; l < W; ++l) x[c][l] = in[c][l * sub + i];
+    simd::step<false, false, W, C>(op, run, acc, x, static_cast<S*>(nullptr));
+  }
+  for (int j = 0; j < W; ++j) {
+    S p[C];
+    for (int c = 0; c < C; ++c) p[c] = acc[c][j];
+    tot[j][0] = run.simd_value(p);
+  }
+  for (i64 t = W * sub; t < len; ++t) tot[W - 1][0] = op(tot[W - 1][0], run.load(t0 + t, 0));
 }
-
-/// Nothing to do between the slices of a pass 2.
-struct no_slices {
-  WEFT_SIMD_INLINE void operator()(i64, i64) const {}
-};
 
 /// Pass 2 of the transposed path. With `stream`, whole output lines go out with
 /// non-temporal stores (each chain's elements before its first line boundary, and after its
 /// last whole line, are stored normally). While it computes from L2, the input of the block
 /// this thread scans next ([next_t0, next_t0 + next_len)) is prefetched into L2, so that the
 /// next pass 1 does not wait on memory.
-/// between(k, iters) is called after vector iteration k of iters (to interleave other work).
-template <bool Exclusive, int W, class V, class Op, class Run, class Between = no_slices>
+template <bool Exclusive, int W, class V, class Op, class Run>
 inline void block_scan_simd(const Op& op, const Run& run, i64 t0, i64 len, const V& carry,
-                            const V (&tot)[W][1], bool stream, i64 next_t0, i64 next_len,
-                            Between&& between = Between{}) {
+                            const V (&tot)[W][1], bool stream, i64 next_t0, i64 next_len) {
   using S = typename Run::simd_t;
   using R = simd::carrier<W>;
   constexpr int C = Run::simd_parts;
@@ -503,8 +468,7 @@ inline void block_scan_simd(const Op& op, const Run& run, i64 t0, i64 len, const
   const i64 pf_lines = next_len > 0 ? ceil_div(next_len, line) : 0;
   const i64 pf_per = iters > 0 ? ceil_div(pf_lines, iters) : 0;
   i64 pf_next = 0;
-  for (i64 i = head, k = 0; i < vend; i += W, ++k) {
-    between(k, iters);
+  for (i64 i = head; i < vend; i += W) {
     for (i64 q = 0; q < pf_per && pf_next < pf_lines; ++q, ++pf_next)
       for (int c = 0; c < C; ++c) __builtin_prefetch(run.simd_in(c) + next_t0 + pf_next * line, 0, 2);
     alignas(64) S xt[C][W][W];
@@ -719,59 +683,6 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
   V* parts = static_cast<V*>(ws.data());
   const i64 nblocks = ceil_div(n, S);
   using member_t = typename Kokkos::TeamPolicy<Exec>::member_type;
-#ifdef WEFT_SCAN_HAS_SIMD
-  using run_type = std::remove_cv_t<std::remove_reference_t<decltype(runs.at(0))>>;
-  if constexpr (L == 1 && simd_lanes<run_type, V>() == W && simd_parts_of<run_type>() == 1) {
-    // Software-pipelined rounds: pass 2 of this round's block runs in slices with pass 1 of
-    // the thread's next block between them, so that memory streams during the whole round
-    // (the next block's reads, this block's writes) instead of idling through a separate
-    // pass 1. The blocks, their totals and the carry folds are those of the plain rounds.
-    Kokkos::parallel_for(
-        "weft::scan_team", Kokkos::TeamPolicy<Exec>(be.exec, 1, P), KOKKOS_LAMBDA(const member_t& m) {
-          const int tid = m.team_rank(), np = m.team_size();
-          const i64 rounds = ceil_div(nblocks, static_cast<i64>(np));
-          const auto span = [&](i64 r, i64& t0) {
-            t0 = (r * np + tid) * S;
-            return t0 < n ? ((n - t0) < S ? (n - t0) : S) : i64(0);
-          };
-          for (i64 g = 0; g < G; ++g) {
-            const auto run = runs.at(g);
-            V carry = run.lanes() > 0 ? run.initial(0) : op.identity();
-            V tot[W][1];
-            {
-              i64 t0;
-              const i64 len = span(0, t0);
-              block_totals_simd<W>(op, run, t0, len, tot);
-              V mine[1];
-              fold_totals<W, 1>(op, tot, mine);
-              parts[tid] = mine[0];
-            }
-            m.team_barrier();
-            for (i64 r = 0; r < rounds; ++r) {
-              i64 t0, t1;
-              const i64 len = span(r, t0), len1 = r + 1 < rounds ? span(r + 1, t1) : i64(0);
-              const V* part = parts + (r & 1) * P;
-              V cin = carry;
-              for (int k = 0; k < tid; ++k) cin = op(cin, part[k]);
-              totals_simd<W, V, Op, run_type> next(op, run, len1 > 0 ? t1 : 0, len1);
-              const auto between = [&](i64 k, i64 iters) { next.advance((k + 1) * next.nv / iters); };
-              if (len > 0) block_scan_simd<Exclusive, W>(op, run, t0, len, cin, tot, stream, 0, 0, between);
-              next.finish(tot);  // the next round's totals (all of them when this round had no block)
-              if (r + 1 < rounds) {
-                V mine[1];
-                fold_totals<W, 1>(op, tot, mine);
-                parts[((r + 1) & 1) * P + tid] = mine[0];
-              }
-              V c = cin;
-              for (int k = tid; k < np; ++k) c = op(c, part[k]);
-              carry = c;  // the same left fold on every thread
-              m.team_barrier();
-            }
-          }
-        });
-    return;
-  }
-#endif
   Kokkos::parallel_for(
       "weft::scan_team", Kokkos::TeamPolicy<Exec>(be.exec, 1, P), KOKKOS_LAMBDA(const member_t& m) {
         const int tid = m.team_rank(), np = m.team_size();
