@@ -60,7 +60,11 @@ def run(args):
         if args.filter:
             cmd.append(f"--benchmark_filter={args.filter}")
         print("running", " ".join(cmd), file=sys.stderr)
+        if os.path.exists(out):
+            os.remove(out)
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        if not os.path.exists(out) or os.path.getsize(out) == 0:  # the filter matched nothing here
+            continue
         with open(out) as f:
             data = json.load(f)
         merged["context"] = merged["context"] or data["context"]

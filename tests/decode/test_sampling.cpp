@@ -362,6 +362,77 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("sample: min-p pass 1 on wide rows with NaN, infinities, masks and mixed laws",
+                        "[decode][sample]", weft_test::backends) {
+  // Min-p alone over rows of >= 1024 entries takes a dedicated first pass (a candidate list,
+  // NaN found by a per-lane sum, blocks switching between a branch-free and a skipping mode).
+  // Its special rows, and rows whose law changes along the row, against the definition.
+  namespace dd = weft::detail::decode;
+  auto be = weft_test::make_backend<TestType>();
+  for (std::int64_t V : {std::int64_t(4099), std::int64_t(32000)}) {
+    const std::int64_t B = 10;
+    auto x = weft_test::make_logits(B, V, law::normal1, static_cast<std::uint64_t>(V));
+    const auto wide = weft_test::make_logits(1, V, law::normal5, 5);
+    x[0 * V + V / 2] = NAN;                                            // row 0: NaN in a full group
+    x[1 * V + V - 1] = NAN;                                            // row 1: NaN in the last entry
+    x[2 * V + 1000] = INFINITY;                                        // row 2: one +inf
+    for (std::int64_t i = 0; i < V; i += 3) x[3 * V + i] = -INFINITY;  // row 3: +inf and -inf
+    x[3 * V + 77] = INFINITY;
+    for (std::int64_t i = 0; i < V; ++i)  // row 4: one finite value
+      if (i != V - 2) x[4 * V + i] = -INFINITY;
+    for (std::int64_t i = 0; i < V; ++i) x[5 * V + i] = -INFINITY;      // row 5: no mass
+    for (std::int64_t i = V / 2; i < V; ++i) x[6 * V + i] = -INFINITY;  // row 6: masked half
+    for (std::int64_t i = 0; i < V / 3; ++i) x[7 * V + i] = wide[i];    // row 7: peaked, flat, constant
+    for (std::int64_t i = 2 * V / 3; i < V; ++i) x[7 * V + i] = 1.5f;
+    for (std::int64_t i = 0; i < V; ++i)  // row 8: lane sums of +-2e38 overflow to +inf + -inf = NaN
+      x[8 * V + i] = i % 64 < 32 ? 2e38f * (0.9f + 0.1f * static_cast<float>(i % 7) / 7.0f) : -2e38f;
+    for (std::int64_t i = 0; i < V; ++i)
+      x[9 * V + i] = -50.0f + static_cast<float>(i) * 1e-3f;  // row 9: rising
+    for (float min_p : {0.1f, 0.5f}) {
+      INFO("V = " << V << " min_p = " << min_p);
+      weft::sample_options o;
+      o.min_p = min_p;
+      o.temperature = 0.8f;
+      o.seed = 5;
+      o.offset = 6;
+      std::vector<std::uint8_t> valid;
+      const auto tok = run_sample(be, x, B, V, o, false, &valid);
+      CHECK(tok[0] == -1);
+      CHECK(valid[0] == 0);
+      CHECK(tok[1] == -1);
+      CHECK(valid[1] == 0);
+      CHECK(tok[2] == 1000);
+      CHECK(tok[3] == 77);
+      CHECK(tok[4] == V - 2);
+      CHECK(tok[5] == -1);
+      CHECK(valid[5] == 0);
+      for (std::int64_t b : {std::int64_t(2), std::int64_t(3), std::int64_t(4), std::int64_t(6),
+                             std::int64_t(7), std::int64_t(8), std::int64_t(9)}) {
+        CHECK(valid[static_cast<std::size_t>(b)] == 1);
+        if (b < 6) continue;
+        const float* row = &x[static_cast<std::size_t>(b * V)];
+        const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
+        const float inv_t = 1.0f / o.temperature, log_min_p = std::log(min_p);
+        float m = -INFINITY;
+        for (std::int64_t i = 0; i < V; ++i) m = std::max(m, row[i] * inv_t);
+        float best = -INFINITY;
+        std::int32_t arg = -1;
+        for (std::int64_t i = 0; i < V; ++i) {
+          const float xi = row[i] * inv_t;
+          if (!(xi - m >= log_min_p)) continue;
+          const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
+          if (sc > best) {
+            best = sc;
+            arg = static_cast<std::int32_t>(i);
+          }
+        }
+        INFO("row " << b);
+        CHECK(tok[static_cast<std::size_t>(b)] == arg);
+      }
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("sample: 256000-entry vocabulary", "[decode][sample]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   const std::int64_t B = 2, V = 256000;

@@ -37,8 +37,11 @@ struct kokkos_rows {
     Kokkos::Experimental::UniqueToken<Exec> token(be.exec);
     scratch_buffer s = acquire_scratch(be, ws, per_row == 0 ? 0 : stride * token.size(), fn);
     char* base = static_cast<char*>(s.data());
+    // Dynamic schedule: rows of one batch can differ in cost several-fold (a flat row lists
+    // thousands of min-p candidates, a peaked one a few), and a row is the unit of work.
     Kokkos::parallel_for(
-        label, Kokkos::RangePolicy<Exec>(be.exec, 0, n), KOKKOS_LAMBDA(std::int64_t i) {
+        label, Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>(be.exec, 0, n),
+        KOKKOS_LAMBDA(std::int64_t i) {
           const auto id = token.acquire();
           f(i, base ? static_cast<void*>(base + id * stride) : nullptr);
           token.release(id);

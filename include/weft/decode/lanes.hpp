@@ -117,6 +117,36 @@ static inline std::uint32_t vmask(vint m) {
   l4 |= h4;
   return static_cast<std::uint32_t>(l4[0] | l4[1] | l4[2] | l4[3]);
 }
+/// Bit l set when lane l of a is >= t (false for NaN lanes).
+static inline std::uint32_t vmask_ge(vfloat a, float t) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  return static_cast<std::uint32_t>(
+      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), _mm512_set1_ps(t), _CMP_GE_OQ));
+#else
+  return vmask(a >= vsplat(t));
+#endif
+}
+/// Bit l set when lane l of a is > lane l of b.
+static inline std::uint32_t vmask_gt(vfloat a, vfloat b) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  return static_cast<std::uint32_t>(
+      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), _CMP_GT_OQ));
+#else
+  return vmask(a > b);
+#endif
+}
+/// Bit 16 q + l set when lane l of v[q] is >= t (four vectors: one 64-bit mask).
+static inline std::uint64_t vmask64_ge(vfloat v0, vfloat v1, vfloat v2, vfloat v3, float t) {
+#if defined(__x86_64__) && defined(__AVX512BW__)
+  const __m512 tv = _mm512_set1_ps(t);
+  const auto ge = [&](vfloat a) { return _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), tv, _CMP_GE_OQ); };
+  return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(ge(v3), ge(v2)), _mm512_kunpackw(ge(v1), ge(v0))));
+#else
+  return static_cast<std::uint64_t>(vmask_ge(v0, t)) | static_cast<std::uint64_t>(vmask_ge(v1, t)) << 16 |
+         static_cast<std::uint64_t>(vmask_ge(v2, t)) << 32 |
+         static_cast<std::uint64_t>(vmask_ge(v3, t)) << 48;
+#endif
+}
 /// Adds 16 floats to two 8-lane double accumulators (lanes 0-7 and 8-15).
 static inline void vadd_wide(vdouble& lo, vdouble& hi, vfloat x) {
   vfloat8 a, b;

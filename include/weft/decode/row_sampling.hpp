@@ -18,9 +18,10 @@
 //                            exponential race, an exact sample of w restricted to S.
 //
 // How, without sorting the row (V = vocabulary size, G = 64):
-//   pass 1   group maxima gmax[V/G] of the raw values, NaN / +inf flags (one streaming pass);
-//            with min-p alone it also lists the ids above the running maximum's min-p bound
-//            (a superset of M, cut to the final bound afterwards: min_p_prefilter).
+//   pass 1   group maxima gmax[V/G] of the raw values, NaN / +inf flags (one streaming pass).
+//            Min-p alone over a wide row has its own pass (scan_min_p): no group maxima, but
+//            the (id, value) pairs above the running maximum's min-p bound (a superset of M,
+//            cut to the final bound afterwards and raced as a list).
 //   top-k    the k-th largest group maximum is a lower bound of the k-th largest value: only
 //            groups above it are visited and their entries above it collected (a few k
 //            candidates), then selected exactly.
@@ -241,16 +242,9 @@ struct scan_result {
   bool nan;   // some value is NaN
 };
 
-/// A scan_groups hook that does nothing.
-struct no_group_hook {
-  WEFT_INLINE void operator()(std::int64_t, int, float) const {}
-};
-
-/// gmax[g] = max of v over group g (raw values, the last group partial); on(base, len, gmax[g])
-/// is called for every group, in order, right after its maximum (its entries are in L1).
-template <class T, class Hook = no_group_hook>
-WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax, Hook& hook) {
-  Hook on = hook;  // a local copy whose state stays in registers (vector stores may alias)
+/// gmax[g] = max of v over group g (raw values, the last group partial).
+template <class T>
+WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
   const std::int64_t full = n / group;
   float m = neg_inf();
   std::uint32_t a = 0;  // largest |bits|: > 0x7f800000 means NaN
@@ -266,7 +260,6 @@ WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax, H
       const vfloat gm = vmax(vmax(a0, a1), vmax(a2, a3));
       mall = vmax(gm, mall);
       gmax[g] = hmax(gm);
-      on(g * group, group, gmax[g]);
     }
     m = hmax(mall);
     a = hmax(am);
@@ -283,7 +276,6 @@ WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax, H
         a = b > a ? b : a;
       }
       gmax[g] = gm;
-      on(g * group, group, gm);
       m = gm > m ? gm : m;
     }
   }
@@ -296,17 +288,9 @@ WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax, H
       a = b > a ? b : a;
     }
     gmax[full] = gm;
-    on(full * group, static_cast<int>(n - full * group), gm);
     m = gm > m ? gm : m;
   }
-  hook = on;
   return {m, a > 0x7f800000u};
-}
-
-template <class T>
-WEFT_INLINE scan_result scan_groups(const T* row, std::int64_t n, float* gmax) {
-  no_group_hook none;
-  return scan_groups(row, n, gmax, none);
 }
 
 /// The lowest id i with v_i == target (a value present in the row).
@@ -544,10 +528,14 @@ WEFT_INLINE void draw4x16n(const row_key& k, stream s, std::uint32_t position, c
                            std::uint32_t (*w)[4][lanes]) {
 #if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
   const auto mulhilo = [](__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
-    const __m512i even = _mm512_maskz_mul_epu32(0xFF, c, m);  // lanes 0, 2, ... as 64-bit products
-    const __m512i odd = _mm512_maskz_mul_epu32(0xFF, _mm512_maskz_srli_epi64(0xFF, c, 32), m);
-    hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_maskz_srli_epi64(0xFF, even, 32), odd);
-    lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_maskz_slli_epi64(0xFF, odd, 32));
+    // 64-bit products of the even lanes and of the odd lanes (moved down by an in-lane
+    // shuffle); each result lane then picks its half with one masked in-lane shuffle.
+    // (the maskz forms with full masks: GCC 12 warns that the plain forms read an
+    // uninitialised register)
+    const __m512i even = _mm512_maskz_mul_epu32(0xFF, c, m);
+    const __m512i odd = _mm512_maskz_mul_epu32(0xFF, _mm512_maskz_shuffle_epi32(0xFFFF, c, _MM_PERM_DDBB), m);
+    hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);
+    lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
   };
   const std::uint32_t hi_index = (static_cast<std::uint32_t>(s) << 28) | (position & 0x0fffffffu);
   __m512i c0[N], c1[N], c2[N], c3[N];
@@ -638,6 +626,30 @@ WEFT_INLINE void race_lanes(const row_key& rk, stream s, std::uint32_t position,
   draw4x16n<N>(rk, s, position, ctr, w);
   std::uint32_t r[width];
   float reach[width];
+#if WEFT_DECODE_LANES
+  for (int v = 0; v < N; ++v) {  // the loop below, 16 lanes at a time
+    vint iv;
+    vuint w0, w1, w2, w3;
+    std::memcpy(&iv, id + v * lanes, sizeof iv);
+    std::memcpy(&w0, w[v][0], sizeof w0);
+    std::memcpy(&w1, w[v][1], sizeof w1);
+    std::memcpy(&w2, w[v][2], sizeof w2);
+    std::memcpy(&w3, w[v][3], sizeof w3);
+    const vint s1 = (iv & 1) != 0, s2 = (iv & 2) != 0;
+    const vuint u = s2 ? (s1 ? w3 : w2) : (s1 ? w1 : w0);
+    const vint flip = reinterpret_cast<vint>(u) >> 31;
+    const vfloat t =
+        __builtin_convertvector(reinterpret_cast<vint>(u) ^ flip, vfloat) * 2.3283064365386963e-10f +
+        1.16415321826934814e-10f;
+    const vfloat log2t =
+        __builtin_convertvector(reinterpret_cast<vint>(t), vfloat) * 1.1920928955078125e-7f - 127.0f;
+    const vfloat bound = vload(x + v * lanes) + (flip != 0 ? -0.693147181f * log2t : vsplat(0.36651293f));
+    const vfloat mag = reinterpret_cast<vfloat>(vabs_bits(bound));
+    const vfloat rv = bound + (1e-4f + 1e-5f * mag);
+    std::memcpy(r + v * lanes, &u, sizeof u);
+    std::memcpy(reach + v * lanes, &rv, sizeof rv);
+  }
+#else
   for (int v = 0; v < N; ++v) {
     for (int q = 0; q < lanes; ++q) {
       const int l = v * lanes + q, sel = id[l] & 3;
@@ -650,9 +662,9 @@ WEFT_INLINE void race_lanes(const row_key& rk, stream s, std::uint32_t position,
       reach[l] = bound + race_slack(bound);
     }
   }
-  const float floor_score = best.score;
+#endif
   for (int v = 0; v < N; ++v) {
-    std::uint32_t mk = ge_mask16(reach, v * lanes, lanes, floor_score);
+    std::uint32_t mk = ge_mask16(reach, v * lanes, lanes, best.score);
     while (mk) {
       const int l = v * lanes + ctz32(mk);
       mk &= mk - 1;
@@ -701,7 +713,7 @@ WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t positio
 struct sample_scratch {
   float* gmax;            // [groups]
   float* gsel;            // [groups]
-  cand* cands;            // [n]
+  cand* cands;            // [n + group]
   double* hmass;          // [bins + 1]
   std::uint32_t* hcount;  // [bins + 1]
   std::int32_t* ids;      // [2 lanes] pending sparse race entries
@@ -720,7 +732,7 @@ WEFT_INLINE std::size_t layout_sample_scratch(void* base, std::int64_t n, sample
   sample_scratch t;
   t.gmax = static_cast<float*>(take(ng * sizeof(float)));
   t.gsel = static_cast<float*>(take(ng * sizeof(float)));
-  t.cands = static_cast<cand*>(take(static_cast<std::size_t>(n) * sizeof(cand)));
+  t.cands = static_cast<cand*>(take(static_cast<std::size_t>(n + group) * sizeof(cand)));
   t.hmass = static_cast<double*>(take((bins + 1) * sizeof(double)));
   t.hcount = static_cast<std::uint32_t*>(take((bins + 1) * sizeof(std::uint32_t)));
   t.ids = static_cast<std::int32_t*>(take(2 * lanes * sizeof(std::int32_t)));
@@ -948,72 +960,217 @@ WEFT_INLINE std::int64_t append_ids64(std::int32_t* out, std::uint64_t mk, std::
 #endif
 }
 
-/// Min-p candidates gathered during pass 1 (min-p alone, wide rows): the ids of every entry at
-/// or above the raw min-p bound of the running maximum. The running maximum never exceeds the
-/// row's, and lower_raw is monotone, so the list holds every entry of the final set (and some
-/// more, found before the maximum was reached). ids has room for n + 64 slots.
-template <class T, class Key>
-struct min_p_prefilter {
-  const T* row;
-  Key key;
-  float log_min_p;
+/// The min-p list of pass 1: (ids[c], vals[c]) for c < count.
+struct min_p_list {
   std::int32_t* ids;
+  float* vals;
+  std::int64_t count;
+  std::int64_t first_max;  // the lowest id of the row's maximum
+};
+
+/// Appends (base + j, row[base + j]) for every bit j of mk (j < len) at ids / vals + count;
+/// returns the new count. A group of a flat row holds about one entry of the list, so the
+/// first three are written without a branch (slots past the count are overwritten later; the
+/// stop bit keeps them inside the group) and only the rest take a loop.
+/// Open: row[base + 64] is readable (a group that is not the row's last), so an exhausted
+/// mask may point there.
+template <bool Open = false, class T>
+WEFT_INLINE std::int64_t append_pairs(const T* row, std::int32_t* ids, float* vals, std::int64_t count,
+                                      std::int64_t base, int len, std::uint64_t mk) {
+  const int pc = popcount64(mk);
+  const std::uint64_t stop = std::uint64_t{1} << (len - 1);
+  for (int j = 0; j < 3; ++j) {
+#if WEFT_DECODE_LANES && defined(__BMI__)
+    const std::int64_t i =
+        base + static_cast<std::int64_t>(Open ? __builtin_ia32_tzcnt_u64(mk) : ctz64(mk | stop));  // 0 -> 64
+#else
+    const std::int64_t i = base + ctz64(mk | stop);
+#endif
+    ids[count + j] = static_cast<std::int32_t>(i);
+    vals[count + j] = load(row, i);
+    mk &= mk - 1;
+  }
+  if (pc > 3) {
+    std::int64_t c = count + 3;
+    while (mk) {
+      const std::int64_t i = base + ctz64(mk);
+      ids[c] = static_cast<std::int32_t>(i);
+      vals[c++] = load(row, i);
+      mk &= mk - 1;
+    }
+  }
+  return count + pc;
+}
+
+/// True when some value of row[0, n) is NaN.
+template <class T>
+WEFT_INLINE bool has_nan(const T* row, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i)
+    if ((float_bits(load(row, i)) & 0x7fffffffu) > 0x7f800000u) return true;
+  return false;
+}
+
+/// Pass 1 of min-p alone over a wide row (no group maxima): the row's maximum and NaN flag,
+/// and in `list` the first id of the maximum and every entry at or above the raw min-p bound
+/// of the running maximum before its group. The running maximum never exceeds the row's and
+/// lower_raw is monotone, so the list holds every entry of the final set (and some more,
+/// found before the maximum was reached). ids and vals have room for n + 64 slots.
+///
+/// Blocks of 32 groups. In flat rows most groups hold an entry of the list, at random, so a
+/// "dense" block lists every group without a branch; in peaked rows few do, and a "sparse"
+/// block skips the others by a well predicted branch on the group maximum. Each block's mode
+/// follows what the previous block found. The state lives in locals (float stores to vals
+/// could alias a member).
+template <class T, class Key>
+WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key, float log_min_p,
+                                   min_p_list& list) {
+  std::int32_t* const ids = list.ids;
+  float* const vals = list.vals;
   std::int64_t count = 0;
   float run = neg_inf();    // running maximum (raw)
   float bound = neg_inf();  // key.lower_raw(key(run), log_min_p)
-  WEFT_INLINE void operator()(std::int64_t base, int len, float gm) {
+  std::int64_t run_g = -1;  // the group where the running maximum last rose
+  bool nan = false;
+  const auto raise = [&](float gm, std::int64_t g) {
     if (gm > run) {
       run = gm;
       bound = key.lower_raw(key(run), log_min_p);
+      run_g = g;
     }
-    if (!(gm >= bound)) return;
-    if (len == group) {
-      std::uint64_t mk = 0;
-      for (int c = 0; c < group / lanes; ++c)
-        mk |= static_cast<std::uint64_t>(ge_mask16(row, base + c * lanes, lanes, bound)) << (c * lanes);
-      count += append_ids64(ids + count, mk, static_cast<std::int32_t>(base));
-    } else {
-      for (int j = 0; j < len; ++j) {
-        ids[count] = static_cast<std::int32_t>(base + j);
-        count += load(row, base + j) >= bound ? 1 : 0;
+  };
+  std::int64_t g = 0;
+#if WEFT_DECODE_LANES
+  if constexpr (has_lanes<T>) {
+    // NaN by a sum per lane: NaN stays NaN. The sum is also NaN for +inf + -inf (or an
+    // overflow meeting an infinity of the other sign): the exact check settles those.
+    vfloat sum = vsplat(0.0f), runv = vsplat(neg_inf());
+    bool dense = true;
+    const auto block = [&](auto dense_tag, std::int64_t g1) {
+      int hits = 0;
+      for (; g < g1; ++g) {
+        const T* p = row + g * group;
+        const vfloat a0 = vload(p), a1 = vload(p + 16), a2 = vload(p + 32), a3 = vload(p + 48);
+        sum += (a0 + a1) + (a2 + a3);
+        const vfloat gm = vmax(vmax(a0, a1), vmax(a2, a3));
+        // Against the bound before this group (its own maximum is not waited for).
+        if (decltype(dense_tag)::value || vmask_ge(gm, bound) != 0) {
+          const std::int64_t c0 = count;
+          count =
+              append_pairs<true>(row, ids, vals, count, g * group, group, vmask64_ge(a0, a1, a2, a3, bound));
+          if constexpr (!decltype(dense_tag)::value) hits += count > c0 ? 1 : 0;
+        }
+        if (vmask_gt(gm, runv)) {  // rare after the first groups
+          raise(hmax(gm), g);
+          runv = vsplat(run);
+        }
+      }
+      return hits;
+    };
+    const std::int64_t open = (n - 1) / group;  // full groups that are not the row's last
+    while (g < open) {
+      const std::int64_t g1 = open - g < 32 ? open : g + 32;
+      if (dense) {
+        const std::int64_t c0 = count;
+        block(std::true_type{}, g1);
+        dense = count - c0 > 6;
+      } else {
+        dense = block(std::false_type{}, g1) > 6;
       }
     }
+    const vfloat s = sum;
+    nan = vmask(s != s) != 0 && has_nan(row, g * group);
   }
-};
+#endif
+  // Without lanes, and the last partial group.
+  std::uint32_t a = 0;  // largest |bits|: > 0x7f800000 means NaN
+  for (; g * group < n; ++g) {
+    const std::int64_t base = g * group;
+    const int len = static_cast<int>(n - base < group ? n - base : group);
+    float gm = neg_inf();
+    std::uint64_t mk = 0;
+    for (int j = 0; j < len; ++j) {
+      const float v = load(row, base + j);
+      gm = v > gm ? v : gm;
+      const std::uint32_t b = float_bits(v) & 0x7fffffffu;
+      a = b > a ? b : a;
+      mk |= static_cast<std::uint64_t>(v >= bound ? 1 : 0) << j;
+    }
+    if (mk) count = append_pairs(row, ids, vals, count, base, len, mk);
+    raise(gm, g);
+  }
+  list.count = count;
+  list.first_max = 0;
+  if (run_g >= 0) {
+    const std::int64_t end = (run_g + 1) * group < n ? (run_g + 1) * group : n;
+    for (std::int64_t i = run_g * group; i < end; ++i)
+      if (load(row, i) == run) {
+        list.first_max = i;
+        break;
+      }
+  }
+  return {run, nan || a > 0x7f800000u};
+}
 
-/// Keeps the ids i of ids[0, count) with row[i] >= t, in order, in place; returns how many.
-template <class T>
-WEFT_INLINE std::int64_t compact_ge(const T* row, std::int32_t* ids, std::int64_t count, float t) {
+/// Keeps the pairs (ids[c], vals[c]) of c < count with vals[c] >= t, in order, in place;
+/// returns how many, kept. The 64 slots from kept on are set to (0, -inf).
+WEFT_INLINE std::int64_t compact_pairs_ge(std::int32_t* ids, float* vals, std::int64_t count, float t) {
   std::int64_t kept = 0, c = 0;
 #if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m512 tv = _mm512_set1_ps(t);
-    for (; c + lanes <= count; c += lanes) {
-      const __m512i id = _mm512_loadu_si512(ids + c);
-      const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, id, row, 4);
-      const __mmask16 k = _mm512_cmp_ps_mask(v, tv, _CMP_GE_OQ);
-      _mm512_mask_compressstoreu_epi32(ids + kept, k, id);
-      kept += popcount32(k);
-    }
+  const __m512 tv = _mm512_set1_ps(t);
+  for (; c + lanes <= count; c += lanes) {
+    const __m512 v = _mm512_loadu_ps(vals + c);
+    const __mmask16 k = _mm512_cmp_ps_mask(v, tv, _CMP_GE_OQ);
+    _mm512_storeu_si512(ids + kept, _mm512_maskz_compress_epi32(k, _mm512_loadu_si512(ids + c)));
+    _mm512_storeu_ps(vals + kept, _mm512_maskz_compress_ps(k, v));
+    kept += popcount32(k);
   }
 #endif
   for (; c < count; ++c) {
     const std::int32_t i = ids[c];
+    const float v = vals[c];
     ids[kept] = i;
-    kept += load(row, i) >= t ? 1 : 0;
+    vals[kept] = v;
+    kept += v >= t ? 1 : 0;
+  }
+  for (int l = 0; l < group; ++l) {  // padding for race_pairs
+    ids[kept + l] = 0;
+    vals[kept + l] = neg_inf();
   }
   return kept;
 }
 
+/// Race over the pairs (ids, vals)[0, count), 64 at a time: an entry out of the race unless
+/// "v >= lower && key(v) - m >= log_min_p". The 64 slots from count on are readable (padding
+/// of compact_pairs_ge), so the loop below has no conditional load and is vectorised.
+template <class Key>
+WEFT_INLINE void race_pairs(const row_key& rk, stream s, std::uint32_t position, const std::int32_t* ids,
+                            const float* vals, std::int64_t count, const Key& key, float m, float lower,
+                            float log_min_p, race_best& best) {
+  constexpr int sets = 4;
+  constexpr int width = sets * lanes;
+  for (std::int64_t c0 = 0; c0 < count; c0 += width) {
+    const int n = count - c0 < width ? static_cast<int>(count - c0) : width;
+    std::int32_t id[width];
+    float x[width];
+    for (int l = 0; l < width; ++l) {
+      const float v = vals[c0 + l];
+      const float k = key(v);
+      id[l] = ids[c0 + l];
+      x[l] = (l < n && v >= lower && k - m >= log_min_p) ? k : neg_inf();
+    }
+    race_lanes<sets>(rk, s, position, id, x, best);
+  }
+}
+
 /// Samples one row (the definitions are in the header comment).
-/// pre: the ids of a min_p_prefilter over this row (in s.cands) and their count, or nullptr.
+/// pre: the list of scan_min_p over this row, or nullptr.
 template <class T, class Key>
 WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sample_params& P,
                                           const Key& key, float vmax, const row_key& rk,
-                                          const sample_scratch& s, const std::int64_t* pre = nullptr) {
+                                          const sample_scratch& s, const min_p_list* pre = nullptr) {
   const std::int64_t ng = num_groups(n);
   const float m = key(vmax);
-  const std::int64_t first_max = find_first(row, n, s.gmax, vmax);
+  const std::int64_t first_max = pre ? pre->first_max : find_first(row, n, s.gmax, vmax);
   race_best best{neg_inf(), -1};
 
   if (P.top_k > 0 && P.top_k < n) {
@@ -1069,11 +1226,12 @@ WEFT_INLINE std::int32_t sample_row_keyed(const T* row, std::int64_t n, const sa
   if (pre) {
     // The pass-1 list, cut to the final bound: raced as a list unless it covers much of the
     // row (a dense group is cheaper to race whole: 16 Philox counters cover 64 entries).
-    const std::int64_t kept = compact_ge(row, sparse, *pre, lo_raw);
+    const std::int64_t kept = compact_pairs_ge(pre->ids, pre->vals, pre->count, lo_raw);
     if (kept <= n / 8) {
-      race_row_ids(rk, P.purpose, P.position, row, sparse, kept, key, m, lower, P.log_min_p, best);
+      race_pairs(rk, P.purpose, P.position, pre->ids, pre->vals, kept, key, m, lower, P.log_min_p, best);
       return static_cast<std::int32_t>(best.index >= 0 ? best.index : first_max);
     }
+    scan_groups(row, n, s.gmax);  // the group maxima, which the prefilter's pass skipped
   }
   float x[group];
   // Sparse candidates waiting for the exact test: their ids, in the candidate scratch (2n
@@ -1132,26 +1290,23 @@ WEFT_INLINE sample_result sample_row(const T* row, std::int64_t n, const sample_
   const bool prefilter =
       !P.greedy && !(P.top_k > 0 && P.top_k < n) && !(P.top_p < 1.0f) && P.log_min_p > neg_inf() && n >= 1024;
   scan_result sc;
-  std::int64_t listed = 0;  // the prefilter's list (in s.cands), used with the same key below
+  min_p_list list{};  // the prefilter's list, used with the same key below
   if (prefilter) {
-    std::int32_t* ids = reinterpret_cast<std::int32_t*>(s.cands);
-    if (P.probs) {
-      min_p_prefilter<T, probs_key> f{row, probs_key{P.inv_t}, P.log_min_p, ids};
-      sc = scan_groups(row, n, s.gmax, f);
-      listed = f.count;
-    } else {
-      min_p_prefilter<T, logits_key> f{row, logits_key{P.inv_t}, P.log_min_p, ids};
-      sc = scan_groups(row, n, s.gmax, f);
-      listed = f.count;
-    }
+    list.ids = reinterpret_cast<std::int32_t*>(s.cands);
+    list.vals = reinterpret_cast<float*>(list.ids + n + group);
+    sc = P.probs ? scan_min_p(row, n, probs_key{P.inv_t}, P.log_min_p, list)
+                 : scan_min_p(row, n, logits_key{P.inv_t}, P.log_min_p, list);
   } else {
     sc = scan_groups(row, n, s.gmax);
   }
-  const std::int64_t* pre = prefilter ? &listed : nullptr;
+  const min_p_list* pre = prefilter ? &list : nullptr;
   if (sc.nan || n == 0) return {-1, false};
   if (P.probs ? !(sc.max > 0.0f) : sc.max == neg_inf()) return {-1, false};  // no mass anywhere
   if (P.greedy) return {static_cast<std::int32_t>(find_first(row, n, s.gmax, sc.max)), true};
-  if (!P.probs && sc.max == pos_inf()) return {sample_row_keyed(row, n, P, inf_key{}, sc.max, rk, s), true};
+  if (!P.probs && sc.max == pos_inf()) {
+    if (prefilter) scan_groups(row, n, s.gmax);  // the group maxima, which scan_min_p skipped
+    return {sample_row_keyed(row, n, P, inf_key{}, sc.max, rk, s), true};
+  }
   if (P.probs) return {sample_row_keyed(row, n, P, probs_key{P.inv_t}, sc.max, rk, s, pre), true};
   return {sample_row_keyed(row, n, P, logits_key{P.inv_t}, sc.max, rk, s, pre), true};
 }
