@@ -52,6 +52,29 @@ const weft_test::sample_spec specs[] = {{1.0, 0, 1.0, 0.0},   {0.7, 0, 1.0, 0.0}
                                         {0.8, 0, 0.9, 0.05},  {1.0, 50, 0.8, 0.02},  {2.0, 5, 0.5, 0.0},
                                         {1.0, 0, 0.999, 0.0}, {0.5, 1000, 0.95, 0.0}};
 
+/// The token of the min-p definition, every id scored without pruning: argmax over
+/// S = {i : key(row[i]) - max key >= log_min_p} of the race score of id i (the first of equal
+/// scores; -1 when S is empty).
+template <class Key>
+std::int32_t brute_min_p(const float* row, std::int64_t V, const Key& key, float log_min_p,
+                         const weft::detail::decode::row_key& rk) {
+  namespace dd = weft::detail::decode;
+  float m = -INFINITY;
+  for (std::int64_t i = 0; i < V; ++i) m = std::max(m, key(row[i]));
+  float best = -INFINITY;
+  std::int32_t arg = -1;
+  for (std::int64_t i = 0; i < V; ++i) {
+    const float xi = key(row[i]);
+    if (!(xi - m >= log_min_p)) continue;
+    const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
+    if (sc > best) {
+      best = sc;
+      arg = static_cast<std::int32_t>(i);
+    }
+  }
+  return arg;
+}
+
 std::string spec_name(const weft_test::sample_spec& s) {
   return "T=" + std::to_string(s.temperature) + " k=" + std::to_string(s.top_k) +
          " p=" + std::to_string(s.top_p) + " min_p=" + std::to_string(s.min_p);
@@ -276,22 +299,9 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential ra
           const auto got = run_sample(be, x, B, V, o);
           const float inv_t = 1.0f / temperature, log_min_p = std::log(min_p);
           for (std::int64_t b = 0; b < B; ++b) {
-            const float* row = &x[b * V];
             const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
-            float m = -INFINITY;
-            for (std::int64_t i = 0; i < V; ++i) m = std::max(m, row[i] * inv_t);
-            float best = -INFINITY;
-            std::int32_t arg = -1;
-            for (std::int64_t i = 0; i < V; ++i) {
-              const float xi = row[i] * inv_t;
-              if (!(xi - m >= log_min_p)) continue;
-              const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
-              if (sc > best) {
-                best = sc;
-                arg = static_cast<std::int32_t>(i);
-              }
-            }
-            CHECK(got[static_cast<std::size_t>(b)] == arg);
+            CHECK(got[static_cast<std::size_t>(b)] ==
+                  brute_min_p(&x[static_cast<std::size_t>(b * V)], V, dd::logits_key{inv_t}, log_min_p, rk));
           }
         }
       }
@@ -309,22 +319,8 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
   const auto x = weft_test::make_logits(B, V, law::normal1, 77);
   const auto brute = [&](const std::vector<float>& rows, std::int64_t b, const auto& key, float log_min_p,
                          const weft::sample_options& o) {
-    const float* row = &rows[static_cast<std::size_t>(b * V)];
-    const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
-    float m = -INFINITY;
-    for (std::int64_t i = 0; i < V; ++i) m = std::max(m, key(row[i]));
-    float best = -INFINITY;
-    std::int32_t arg = -1;
-    for (std::int64_t i = 0; i < V; ++i) {
-      const float xi = key(row[i]);
-      if (!(xi - m >= log_min_p)) continue;
-      const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
-      if (sc > best) {
-        best = sc;
-        arg = static_cast<std::int32_t>(i);
-      }
-    }
-    return arg;
+    return brute_min_p(&rows[static_cast<std::size_t>(b * V)], V, key, log_min_p,
+                       dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b));
   };
   for (float min_p : {0.1f, 0.01f}) {
     weft::sample_options o;
@@ -410,24 +406,10 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p pass 1 on wide rows with NaN, infinities,
                              std::int64_t(7), std::int64_t(8), std::int64_t(9)}) {
         CHECK(valid[static_cast<std::size_t>(b)] == 1);
         if (b < 6) continue;
-        const float* row = &x[static_cast<std::size_t>(b * V)];
-        const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
-        const float inv_t = 1.0f / o.temperature, log_min_p = std::log(min_p);
-        float m = -INFINITY;
-        for (std::int64_t i = 0; i < V; ++i) m = std::max(m, row[i] * inv_t);
-        float best = -INFINITY;
-        std::int32_t arg = -1;
-        for (std::int64_t i = 0; i < V; ++i) {
-          const float xi = row[i] * inv_t;
-          if (!(xi - m >= log_min_p)) continue;
-          const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
-          if (sc > best) {
-            best = sc;
-            arg = static_cast<std::int32_t>(i);
-          }
-        }
         INFO("row " << b);
-        CHECK(tok[static_cast<std::size_t>(b)] == arg);
+        CHECK(tok[static_cast<std::size_t>(b)] ==
+              brute_min_p(&x[static_cast<std::size_t>(b * V)], V, dd::logits_key{1.0f / o.temperature},
+                          std::log(min_p), dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b)));
       }
     }
   }

@@ -684,12 +684,13 @@ WEFT_INLINE void race_list16(const row_key& rk, stream s, std::uint32_t position
   race_lanes<1>(rk, s, position, ids, x, best);
 }
 
-/// Race over ids[0, count) of a row, 64 at a time: keys recomputed from the row, an entry out
-/// of the race unless "v >= lower && key(v) - m >= log_min_p".
-template <class T, class Key>
-WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t position, const T* row,
-                              const std::int32_t* ids, std::int64_t count, const Key& key, float m,
-                              float lower, float log_min_p, race_best& best) {
+/// Race over count entries, 64 at a time: get(c, in, id, v) gives entry c's id and value (in
+/// = c < count; c runs up to 63 past the count); an entry is out of the race unless
+/// "v >= lower && key(v) - m >= log_min_p".
+template <class Get, class Key>
+WEFT_INLINE void race_staged(const row_key& rk, stream s, std::uint32_t position, std::int64_t count,
+                             const Get& get, const Key& key, float m, float lower, float log_min_p,
+                             race_best& best) {
   constexpr int sets = 4;
   constexpr int width = sets * lanes;
   for (std::int64_t c0 = 0; c0 < count; c0 += width) {
@@ -697,14 +698,27 @@ WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t positio
     std::int32_t id[width];
     float x[width];
     for (int l = 0; l < width; ++l) {
-      const std::int32_t i = l < n ? ids[c0 + l] : 0;
-      const float v = load(row, i);
+      std::int32_t i;
+      float v;
+      get(c0 + l, l < n, i, v);
       const float k = key(v);
       id[l] = i;
       x[l] = (l < n && v >= lower && k - m >= log_min_p) ? k : neg_inf();
     }
     race_lanes<sets>(rk, s, position, id, x, best);
   }
+}
+
+/// Race over ids[0, count) of a row, the values read from the row.
+template <class T, class Key>
+WEFT_INLINE void race_row_ids(const row_key& rk, stream s, std::uint32_t position, const T* row,
+                              const std::int32_t* ids, std::int64_t count, const Key& key, float m,
+                              float lower, float log_min_p, race_best& best) {
+  const auto get = [&](std::int64_t c, bool in, std::int32_t& i, float& v) {
+    i = in ? ids[c] : 0;
+    v = load(row, i);
+  };
+  race_staged(rk, s, position, count, get, key, m, lower, log_min_p, best);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1139,27 +1153,17 @@ WEFT_INLINE std::int64_t compact_pairs_ge(std::int32_t* ids, float* vals, std::i
   return kept;
 }
 
-/// Race over the pairs (ids, vals)[0, count), 64 at a time: an entry out of the race unless
-/// "v >= lower && key(v) - m >= log_min_p". The 64 slots from count on are readable (padding
-/// of compact_pairs_ge), so the loop below has no conditional load and is vectorised.
+/// Race over the pairs (ids, vals)[0, count). The 64 slots from count on are readable (padding
+/// of compact_pairs_ge), so the staging loop has no conditional load and is vectorised.
 template <class Key>
 WEFT_INLINE void race_pairs(const row_key& rk, stream s, std::uint32_t position, const std::int32_t* ids,
                             const float* vals, std::int64_t count, const Key& key, float m, float lower,
                             float log_min_p, race_best& best) {
-  constexpr int sets = 4;
-  constexpr int width = sets * lanes;
-  for (std::int64_t c0 = 0; c0 < count; c0 += width) {
-    const int n = count - c0 < width ? static_cast<int>(count - c0) : width;
-    std::int32_t id[width];
-    float x[width];
-    for (int l = 0; l < width; ++l) {
-      const float v = vals[c0 + l];
-      const float k = key(v);
-      id[l] = ids[c0 + l];
-      x[l] = (l < n && v >= lower && k - m >= log_min_p) ? k : neg_inf();
-    }
-    race_lanes<sets>(rk, s, position, id, x, best);
-  }
+  const auto get = [&](std::int64_t c, bool, std::int32_t& i, float& v) {
+    i = ids[c];
+    v = vals[c];
+  };
+  race_staged(rk, s, position, count, get, key, m, lower, log_min_p, best);
 }
 
 /// Samples one row (the definitions are in the header comment).
