@@ -114,6 +114,7 @@ problem& get_problem(std::int64_t T, std::int64_t H) {
 }
 
 std::int64_t bench_T() {
+  if (const char* e = std::getenv("WEFT_LA_T")) return std::atoll(e);
   return weft_bench::size(8192, 256);
 }
 std::int64_t bench_H() {
@@ -269,7 +270,7 @@ void register_all() {
   const auto ms = benchmark::kMillisecond;
   for (gate_kind g : {gate_kind::none, gate_kind::scalar, gate_kind::vector, gate_kind::mlstm,
                       gate_kind::delta, gate_kind::gated_delta})
-    for (int C : {64, 128, 256}) {
+    for (int C : {16, 32, 64, 128, 256}) {
       if (C != 64 && g != gate_kind::scalar && g != gate_kind::vector && g != gate_kind::mlstm) continue;
       benchmark::RegisterBenchmark(
           (std::string("weft_chunk/") + gate_name(g) + "/" + std::to_string(C)).c_str(),

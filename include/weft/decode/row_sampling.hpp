@@ -1016,14 +1016,6 @@ WEFT_INLINE std::int64_t append_pairs(const T* row, std::int32_t* ids, float* va
   return count + pc;
 }
 
-/// True when some value of row[0, n) is NaN.
-template <class T>
-WEFT_INLINE bool has_nan(const T* row, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i)
-    if ((float_bits(load(row, i)) & 0x7fffffffu) > 0x7f800000u) return true;
-  return false;
-}
-
 /// Pass 1 of min-p alone over a wide row (no group maxima): the row's maximum and NaN flag,
 /// and in `list` the first id of the maximum and every entry at or above the raw min-p bound
 /// of the running maximum before its group. The running maximum never exceeds the row's and
@@ -1092,7 +1084,7 @@ WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key,
       }
     }
     const vfloat s = sum;
-    nan = vmask(s != s) != 0 && has_nan(row, g * group);
+    nan = vmask(s != s) != 0 && row_max(row, g * group).nan;  // +inf + -inf, or a NaN
   }
 #endif
   // Without lanes, and the last partial group.
