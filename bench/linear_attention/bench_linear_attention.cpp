@@ -2,14 +2,16 @@
 // with every peer measured in the same run:
 //
 //   fma_peak                 independent FMA chains in registers: the machine's fp32 peak
-//   weft_chunk/<gate>/<C>    weft's chunk form; GFLOP/s counts 2 T H (C K + C V + 2 K V)
+//   weft_chunk/<gate>/<C>    weft's chunk form; GFLOP/s counts 2 T H (C K + C V + 2 K V);
+//                            C = 64 for every gate, 16 .. 256 for scalar, vector, mLSTM
 //   weft_recurrent/<gate>    weft's token loop (mode = recurrent), same FLOP count (C = 64)
 //   blas_chunk/<gate>/64     the same chunk form with one OpenBLAS sgemm per product per chunk
 //   sweep/<gate>/<mode>/<T>  time vs T (1K .. 64K) for the plot (bench/plot_linear_attention.py)
 //
 // Counters: GFLOP/s; peak_GFLOP/s, the FMA peak measured right after the benchmark (the
 // machine may be shared: the peak is re-measured beside each figure); peak_frac, their ratio;
-// workspace_MiB, weft's scratch (weft::workspace_size).
+// workspace_MiB, weft's scratch (weft::workspace_size). WEFT_LA_T=<T> overrides T = 8192 (e.g.
+// 1024: inputs that fit in L3).
 #include <weft/weft.hpp>
 #if WEFT_BENCH_KOKKOS
 #include <weft/kokkos.hpp>
