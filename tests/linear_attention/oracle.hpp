@@ -212,6 +212,7 @@ struct gen_opts {
   double reset_prob = 0;     ///< probability of a -inf gate (reset) per token (per channel: vector)
   double input_scale = 1;    ///< mLSTM input-gate pre-activation scale (large: exp overflow)
   bool with_states = false;  ///< random initial states
+  double scale = 0;          ///< an explicit scale (a float value), 0: the default K^-1/2
 };
 
 /// A random problem whose q, k, v are already rounded through E.
@@ -227,6 +228,7 @@ problem make_problem(gk kind, std::int64_t B, std::int64_t T, std::int64_t H, st
   p.K = K;
   p.V = V;
   p.cu = std::move(cu);
+  p.scale = go.scale;
   p.q.resize(B * T * H * K);
   p.k.resize(B * T * H * K);
   p.v.resize(B * T * H * V);

@@ -19,6 +19,16 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: delta and gated delta match the fp64 
         check_case<TestType, float>(be, kind, s, mode, 1e-5, seed++);
 }
 
+TEMPLATE_LIST_TEST_CASE("linear_attention: delta rules with an explicit scale",
+                        "[linear_attention][oracle][delta]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  std::uint64_t seed = 750;
+  for (gk kind : {gk::delta, gk::gated_delta})
+    for (auto mode : {linear_attention_mode::chunk, linear_attention_mode::recurrent})
+      check_case<TestType, float>(be, kind, {1, 130, 2, 60, 40, 32, 1, 0.02}, mode, 1e-5, seed++,
+                                  {.scale = 0.3});
+}
+
 TEMPLATE_LIST_TEST_CASE("linear_attention: delta rules with bf16 inputs",
                         "[linear_attention][oracle][delta][bf16]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();

@@ -39,6 +39,10 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   std::vector<float> gnan(B * T * H * K, -0.5f);
   gnan[17] = NAN;
   buffer<TestType, float> g_nan(be, gnan);
+  std::vector<float> ginf(gnan), gminf(gnan);
+  ginf[17] = INFINITY;    // a log gate or pre-activation of +inf
+  gminf[17] = -INFINITY;  // a reset: valid for log gates, not for beta
+  buffer<TestType, float> g_inf(be, ginf), g_minf(be, gminf);
   buffer<TestType, float> nrm(be, N * H * K, 0.0f), stab(be, N * H, 0.0f);
   const auto qv = make_view(static_cast<const float*>(q.data()), B, T, H, K);
   const auto kv = make_view(static_cast<const float*>(k.data()), B, T, H, K);
@@ -102,6 +106,69 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   expect_bad("gate.beta", [&] {
     weft::linear_attention(be, weft::gates::delta{make_view(g_nan.data(), B, T, H)}, qv, kv, vv, ov, ok);
   });
+  expect_bad("gate.f", [&] {
+    weft::linear_attention(be,
+                           weft::gates::mlstm{make_view(g.data(), B, T, H), make_view(g_nan.data(), B, T, H)},
+                           qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(
+        be, weft::gates::gated_delta{make_view(g_nan.data(), B, T, H), make_view(beta.data(), B, T, H)}, qv,
+        kv, vv, ov, ok);
+  });
+  expect_bad("gate.beta", [&] {
+    weft::linear_attention(
+        be, weft::gates::gated_delta{make_view(g.data(), B, T, H), make_view(g_nan.data(), B, T, H)}, qv, kv,
+        vv, ov, ok);
+  });
+  // NaN in a strided gate (every other element of g_nan: index 17 is not read, 16 + 2 * 9 ... is)
+  {
+    std::vector<float> gs2(2 * B * T * H, -0.5f);
+    gs2[2 * 13] = NAN;
+    buffer<TestType, float> g2(be, gs2);
+    const auto strided =
+        weft::make_strided_view(static_cast<const float*>(g2.data()), std::array<std::int64_t, 3>{B, T, H},
+                                std::array<std::int64_t, 3>{2 * T * H, 2 * H, 2});
+    expect_bad("gate.g",
+               [&] { weft::linear_attention(be, weft::gates::scalar{strided}, qv, kv, vv, ov, ok); });
+  }
+  // +inf: in log gates and pre-activations; any inf in beta
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(be, weft::gates::scalar{make_view(g_inf.data(), B, T, H)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(be, weft::gates::vector{make_view(g_inf.data(), B, T, H, K)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.i", [&] {
+    weft::linear_attention(be,
+                           weft::gates::mlstm{make_view(g_inf.data(), B, T, H), make_view(g.data(), B, T, H)},
+                           qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.g", [&] {
+    weft::linear_attention(
+        be, weft::gates::gated_delta{make_view(g_inf.data(), B, T, H), make_view(beta.data(), B, T, H)}, qv,
+        kv, vv, ov, ok);
+  });
+  expect_bad("gate.beta", [&] {
+    weft::linear_attention(be, weft::gates::delta{make_view(g_inf.data(), B, T, H)}, qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.beta", [&] {
+    weft::linear_attention(be, weft::gates::delta{make_view(g_minf.data(), B, T, H)}, qv, kv, vv, ov, ok);
+  });
+  // mLSTM options
+  expect_bad("gate.eps", [&] {
+    weft::linear_attention(
+        be,
+        weft::gates::mlstm{.i = make_view(g.data(), B, T, H), .f = make_view(g.data(), B, T, H), .eps = -1},
+        qv, kv, vv, ov, ok);
+  });
+  expect_bad("gate.input", [&] {
+    weft::linear_attention(be,
+                           weft::gates::mlstm{.i = make_view(g.data(), B, T, H),
+                                              .f = make_view(g.data(), B, T, H),
+                                              .input = static_cast<weft::gates::mlstm_input>(5)},
+                           qv, kv, vv, ov, ok);
+  });
   // states
   expect_bad("initial_state", [&] {
     weft::linear_attention(be, gs, qv, kv, vv, ov,
@@ -127,6 +194,21 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   });
   expect_bad("final_normalizer", [&] {  // not an mLSTM gate
     weft::linear_attention(be, gs, qv, kv, vv, ov, {.final_normalizer = make_view(nrm.data(), N, H, K)});
+  });
+  const weft::gates::mlstm gm{make_view(static_cast<const float*>(g.data()), B, T, H),
+                              make_view(static_cast<const float*>(g.data()), B, T, H)};
+  expect_bad("final_normalizer", [&] {
+    weft::linear_attention(be, gm, qv, kv, vv, ov, {.final_normalizer = make_view(nrm.data(), N, H, K - 1)});
+  });
+  expect_bad("final_stabilizer", [&] {
+    weft::linear_attention(be, gm, qv, kv, vv, ov, {.final_stabilizer = make_view(stab.data(), N + 1, H)});
+  });
+  expect_bad("final_stabilizer", [&] {  // sigmoid input gate: no stabilizer
+    weft::linear_attention(be,
+                           weft::gates::mlstm{.i = make_view(g.data(), B, T, H),
+                                              .f = make_view(g.data(), B, T, H),
+                                              .input = weft::gates::mlstm_input::sigmoid},
+                           qv, kv, vv, ov, {.final_stabilizer = make_view(stab.data(), N, H)});
   });
   // options
   for (int c : {0, 8, 48, 100, 512, -64})
@@ -158,7 +240,8 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   {
     buffer<TestType, std::int64_t> cu(be, std::vector<std::int64_t>{0, 3, 10});
     const auto cv = make_view(static_cast<const std::int64_t*>(cu.data()), 3);
-    expect_bad("q", [&] { weft::linear_attention(be, gs, qv, kv, vv, ov, {.cu_seqlens = cv}); });  // B = 2
+    expect_bad("cu_seqlens",
+               [&] { weft::linear_attention(be, gs, qv, kv, vv, ov, {.cu_seqlens = cv}); });  // B = 2
     expect_bad("final_state", [&] {  // N = 2 sequences, H = 3: [2, 3, K, V] expected
       weft::linear_attention(be, g1, q1, k1, v1, o1,
                              {.final_state = make_view(s1.data(), 1, H, K, V), .cu_seqlens = cv});
@@ -181,6 +264,22 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   expect_bad("state", [&] {
     weft::linear_attention_step(be, gs1, q_1, k_1, v_1, o_1, make_view(s1.data(), B, H, K, 1));
   });
+  {  // NaN in a step's gate (B x 1 x H values, the last one NaN)
+    std::vector<float> gstep(B * H, -0.5f);
+    gstep.back() = NAN;
+    buffer<TestType, float> g_step(be, gstep);
+    expect_bad("gate.g", [&] {
+      weft::linear_attention_step(
+          be, weft::gates::scalar{make_view(static_cast<const float*>(g_step.data()), B, 1, H)}, q_1, k_1,
+          v_1, o_1, S1);
+    });
+  }
+  expect_bad("stabilizer", [&] {
+    weft::linear_attention_step(
+        be, weft::gates::mlstm{make_view(g.data(), B, 1, H), make_view(g.data(), B, 1, H)}, q_1, k_1, v_1,
+        o_1, S1,
+        {.normalizer = make_view(nrm.data(), B, H, K), .stabilizer = make_view(stab.data(), B, H + 1)});
+  });
   expect_bad("normalizer", [&] {  // an mLSTM step needs n
     weft::linear_attention_step(
         be, weft::gates::mlstm{make_view(g.data(), B, 1, H), make_view(g.data(), B, 1, H)}, q_1, k_1, v_1,
@@ -189,8 +288,23 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
 
   for (float x : o.to_host()) REQUIRE(x == -7.0f);
   for (float x : s1.to_host()) REQUIRE(x == -9.0f);
+  for (float x : nrm.to_host()) REQUIRE(x == 0.0f);
+  for (float x : stab.to_host()) REQUIRE(x == 0.0f);
+
+  // workspace_size checks what it is given, like the call it sizes
+  expect_bad("chunk_size", [&] { (void)weft::workspace_size(be, gs, qv, kv, vv, {.chunk_size = -64}); });
+  expect_bad("k", [&] { (void)weft::workspace_size(be, gs, qv, make_view(k.data(), B, T, H, K - 1), vv); });
+  expect_bad("mode", [&] {
+    (void)weft::workspace_size(be, gs, qv, kv, vv, {.mode = static_cast<weft::linear_attention_mode>(7)});
+  });
 
   // and the good call does write
   weft::linear_attention(be, gs, qv, kv, vv, ov, ok);
   CHECK(o.to_host()[0] != -7.0f);
+
+  // -inf in a log gate is a reset, not an error
+  weft::linear_attention(be,
+                         weft::gates::scalar{make_view(static_cast<const float*>(g_minf.data()), B, T, H)},
+                         qv, kv, vv, ov, ok);
+  for (float x : o.to_host()) CHECK(std::isfinite(x));
 }

@@ -18,6 +18,16 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: mLSTM matches the fp64 oracle (fp32)"
         check_case<TestType, float>(be, kind, s, mode, 1e-5, seed++);
 }
 
+TEMPLATE_LIST_TEST_CASE("linear_attention: mLSTM with an explicit scale", "[linear_attention][oracle][mlstm]",
+                        weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  std::uint64_t seed = 350;
+  for (gk kind : {gk::mlstm_exp, gk::mlstm_sig})
+    for (auto mode : {linear_attention_mode::chunk, linear_attention_mode::recurrent})
+      check_case<TestType, float>(be, kind, {1, 130, 2, 60, 40, 32, 1, 0.02}, mode, 1e-5, seed++,
+                                  {.scale = 0.3});
+}
+
 TEMPLATE_LIST_TEST_CASE("linear_attention: mLSTM with bf16 inputs", "[linear_attention][oracle][mlstm][bf16]",
                         weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
@@ -48,6 +58,8 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: mLSTM input gates far beyond exp's ra
     CHECK(well > want.cond.size() / 2);
     CHECK(rel_rmse_conditioned(got.o, want.o, want.cond, p.V, 100) <= 1e-5);
     CHECK(rel_rmse(got.S, want.S) <= 1e-5);
+    CHECK(rel_rmse(got.n, want.n) <= 1e-5);
+    CHECK(rel_rmse(got.m, want.m) <= 1e-6);
   }
 }
 

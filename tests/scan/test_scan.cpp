@@ -1,15 +1,17 @@
 // inclusive / exclusive / reverse / segmented scans on every backend, against loops written
-// from the definitions: exact non-commutative monoids at every size around the engine's
-// boundaries (16 chains, 2^13 / 2^16-element blocks, team rounds), [B,T,D] shapes with lane
-// tiles, strided and in-place views, bf16, bad input, bitwise determinism.
+// from the definitions: exact non-commutative monoids at every size around the engines'
+// boundaries (16 chains, the Kokkos blocks of each value type, team rounds, CUDA tiles), [B,T,D] shapes with
+// lane tiles, strided and in-place views, bf16, bad input, bitwise determinism.
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/catch_test_macros.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "scan/monoids.hpp"
 #include "scan/oracle.hpp"
+#include "scan/sizes.hpp"
 #include "support/backends.hpp"
 
 using weft_test::buffer;
@@ -17,11 +19,7 @@ using weft_test::mat2;
 using weft_test::mat2_mul;
 
 namespace {
-// 0, 1, around 16 chains x 4, the mat2 block (2^13), the float block (2^16), 2 blocks (team
-// path), 2^k +- 1 and a large prime.
-const std::int64_t sizes[] = {0,      1,    2,     3,     63,    64,    65,     1023,          8191,
-                              8192,   8193, 16385, 65535, 65536, 65537, 131073, (1 << 20) - 1, (1 << 20) + 1,
-                              1000003};
+const std::vector<std::int64_t> sizes = weft_test::scan_sizes();
 
 std::vector<mat2> mats(std::int64_t n, std::uint64_t seed) {
   weft_test::rng r(seed);
@@ -259,7 +257,11 @@ TEMPLATE_LIST_TEST_CASE("segmented_inclusive_scan: empty, length-1 and long segm
 TEMPLATE_LIST_TEST_CASE("scan: bitwise repeatable; the same bits on the team and per-run paths",
                         "[scan][determinism]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
-  const std::int64_t T = 1 << 19, B = 8;
+  // B >= 2 x threads runs take the per-run path (one thread per run); one run of T >= two
+  // blocks takes the team path (all threads on one run).
+  std::int64_t B = 8;
+  if constexpr (requires { be.concurrency(); }) B = std::max<std::int64_t>(B, 2 * be.concurrency());
+  const std::int64_t T = 1 << 18;
   weft_test::rng r(5);
   std::vector<float> one(static_cast<std::size_t>(T));
   for (auto& v : one) v = static_cast<float>(r.normal());
@@ -271,8 +273,7 @@ TEMPLATE_LIST_TEST_CASE("scan: bitwise repeatable; the same bits on the team and
   weft::inclusive_scan(be, weft::make_view(x1.data(), T), weft::make_view(y2.data(), T), weft::plus{});
   const auto a = y1.to_host();
   CHECK(weft_test::bitwise_equal(a, y2.to_host()));
-  // B = 8 runs of the same data: many runs take the per-run path (one thread per run), one
-  // run takes the team path; both must bracket identically.
+  // B runs of the same data (per-run path) and one run (team path) must bracket identically.
   weft::inclusive_scan(be, weft::make_view(xb.data(), B, T, std::int64_t(1)),
                        weft::make_view(yb.data(), B, T, std::int64_t(1)), weft::plus{});
   const auto m = yb.to_host();

@@ -28,7 +28,7 @@ namespace detail::la::cuda {
 inline constexpr int threads = 128;
 
 template <class T, int R>
-__global__ void nan_kernel(tensor_view<const T, R> v, std::int64_t n, int* flag) {
+__global__ void invalid_kernel(tensor_view<const T, R> v, std::int64_t n, bool finite, int* flag) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   std::int64_t rem = i, off = 0;
@@ -36,8 +36,7 @@ __global__ void nan_kernel(tensor_view<const T, R> v, std::int64_t n, int* flag)
     off += (rem % v.extent(r)) * v.stride(r);
     rem /= v.extent(r);
   }
-  const float x = load<float>(v.data()[off]);
-  if (x != x) atomicOr(flag, 1);  // an integer flag: order does not matter
+  if (invalid_gate_value(v.data()[off], finite)) atomicOr(flag, 1);  // an integer flag: order does not matter
 }
 
 /// Copies the initial state into per-column scratch S [N,H,V,K] (and the mLSTM n copies, m).
@@ -107,15 +106,15 @@ namespace impl {
 template <>
 struct linear_attention_impl<cuda_backend> {
   template <class T, int R>
-  static bool any_nan(const cuda_backend& be, const tensor_view<T, R>& v) {
+  static bool any_invalid(const cuda_backend& be, const tensor_view<T, R>& v, bool finite) {
     const std::int64_t n = v.size();
     if (n == 0) return false;
     scratch_buffer flag = be.allocate(sizeof(int));
     int* f = static_cast<int*>(flag.data());
     detail::cuda_check(cudaMemsetAsync(f, 0, sizeof(int), be.stream), "cudaMemsetAsync");
     detail::la::cuda::
-        nan_kernel<<<detail::la::cuda::blocks_for(n), detail::la::cuda::threads, 0, be.stream>>>(
-            tensor_view<const T, R>(v), n, f);
+        invalid_kernel<<<detail::la::cuda::blocks_for(n), detail::la::cuda::threads, 0, be.stream>>>(
+            tensor_view<const T, R>(v), n, finite, f);
     be.check_launch("weft::linear_attention_check");
     int h = 0;
     detail::cuda_check(cudaMemcpyAsync(&h, f, sizeof(int), cudaMemcpyDeviceToHost, be.stream),

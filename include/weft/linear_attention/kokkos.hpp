@@ -31,7 +31,7 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
   static constexpr bool host_exec = Kokkos::SpaceAccessibility<Exec, Kokkos::HostSpace>::accessible;
 
   template <class T, int R>
-  static bool any_nan(const backend_t& be, const tensor_view<T, R>& v) {
+  static bool any_invalid(const backend_t& be, const tensor_view<T, R>& v, bool finite) {
     const std::int64_t n = v.size();
     if (n == 0) return false;
     int bad = 0;
@@ -40,8 +40,7 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
       Kokkos::parallel_reduce(
           "weft::linear_attention_check", Kokkos::RangePolicy<Exec>(be.exec, 0, n),
           KOKKOS_LAMBDA(std::int64_t i, int& acc) {
-            const float y = detail::la::load<float>(x[i]);
-            acc = y != y ? 1 : acc;
+            acc = detail::la::invalid_gate_value(x[i], finite) ? 1 : acc;
           },
           Kokkos::Max<int>(bad));
       return bad > 0;
@@ -54,8 +53,7 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
             off += (rem % v.extent(r)) * v.stride(r);
             rem /= v.extent(r);
           }
-          const float x = detail::la::load<float>(v.data()[off]);
-          if (x != x) acc = 1;
+          if (detail::la::invalid_gate_value(v.data()[off], finite)) acc = 1;
         },
         Kokkos::Max<int>(bad));
     return bad > 0;  // Max starts from the lowest int

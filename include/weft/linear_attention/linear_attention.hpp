@@ -41,7 +41,7 @@ namespace weft {
 namespace impl {
 /// Per-backend implementation of the linear_attention family; specialised per backend.
 /// Every specialisation provides (all arguments already checked):
-///   any_nan(be, view) -> bool                  value checks of gate tensors
+///   any_invalid(be, view, finite) -> bool      value checks of gate tensors (invalid_gate_value)
 ///   offsets_to_host(be, cu_seqlens) -> vector  the cu_seqlens values, on the host
 ///   workspace_bytes(be, kind, shape) -> size_t scratch that forward() needs
 ///   forward(be, gate, args, scratch_ptr)       the computation; reads every state slice
@@ -179,6 +179,16 @@ WEFT_INLINE A load(const double& x) {
   return static_cast<A>(x);
 }
 
+/// A gate value no recurrence can take: NaN or +inf (a log decay, or a pre-activation, of
+/// +inf), and with `finite` also -inf (beta). -inf is otherwise a reset / no input. Read in
+/// the element's own precision (a huge double is not +inf).
+template <class T>
+WEFT_INLINE bool invalid_gate_value(const T& x, bool finite) {
+  using L = std::conditional_t<std::is_same_v<std::remove_const_t<T>, double>, double, float>;
+  const L y = load<L>(x);
+  return y != y || y == infinity<L>() || (finite && y == -infinity<L>());
+}
+
 // Per-token gate values of head h (accumulation type A). Kinds without the value give the
 // neutral one: log decay 0, beta 1.
 template <class A, class Gate>
@@ -219,16 +229,21 @@ inline bool is_pow2_chunk(int c) {
   return c >= 16 && c <= 256 && (c & (c - 1)) == 0;
 }
 
-/// Checks the gate tensors' shapes and values (no NaN), for B,T,H,K.
+/// Checks the gate tensors' shapes and values (invalid_gate_value), for B,T,H,K.
 template <class Backend, class Gate>
 void check_gate(std::string_view fn, const Backend& be, const Gate& gate, std::int64_t B, std::int64_t T,
                 std::int64_t H, std::int64_t K) {
   using I = impl::linear_attention_impl<Backend>;
   const std::array<std::int64_t, 3> s3{B, T, H};
-  auto check3 = [&](const char* name, const auto& g) {
+  // Log gates and pre-activations: no NaN, no +inf (-inf is a reset / no input); beta: finite.
+  auto values = [&](const char* name, const auto& g, bool finite) {
+    require(!I::any_invalid(be, g, finite), fn, name, finite ? "finite values" : "no NaN or +inf values",
+            finite ? "NaN or inf" : "NaN or +inf");
+  };
+  auto check3 = [&](const char* name, const auto& g, bool finite = false) {
     check_view(fn, name, g);
     require_shape(fn, name, g, s3);
-    require(!I::any_nan(be, g), fn, name, "no NaN values", "NaN");
+    values(name, g, finite);
   };
   constexpr kind kd = kind_of<Gate>;
   if constexpr (kd == kind::scalar) {
@@ -237,7 +252,7 @@ void check_gate(std::string_view fn, const Backend& be, const Gate& gate, std::i
     check_view(fn, "gate.g", gate.g);
     require_shape(fn, "gate.g", gate.g, std::array<std::int64_t, 4>{B, T, H, K});
     require_unit_inner_stride(fn, "gate.g", gate.g);
-    require(!I::any_nan(be, gate.g), fn, "gate.g", "no NaN values", "NaN");
+    values("gate.g", gate.g, false);
   } else if constexpr (kd == kind::mlstm) {
     check3("gate.i", gate.i);
     check3("gate.f", gate.f);
@@ -245,10 +260,10 @@ void check_gate(std::string_view fn, const Backend& be, const Gate& gate, std::i
             "gate.input", "exponential or sigmoid", static_cast<int>(gate.input));
     require(std::isfinite(gate.eps) && gate.eps >= 0, fn, "gate.eps", "a finite value >= 0", gate.eps);
   } else if constexpr (kd == kind::delta) {
-    check3("gate.beta", gate.beta);
+    check3("gate.beta", gate.beta, true);
   } else if constexpr (kd == kind::gated_delta) {
     check3("gate.g", gate.g);
-    check3("gate.beta", gate.beta);
+    check3("gate.beta", gate.beta, true);
   }
 }
 
@@ -310,7 +325,7 @@ args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, ten
     const auto& cu = opts.cu_seqlens;
     check_view(fn, "cu_seqlens", cu);
     require(cu.extent(0) >= 1, fn, "cu_seqlens", "at least one offset (N+1 values)", "[0]");
-    require(a.B == 1, fn, "q", "batch size 1 with cu_seqlens (sequences packed along T)",
+    require(a.B == 1, fn, "cu_seqlens", "q, k, v, o of batch size 1 (sequences packed along T)",
             concat("batch size ", a.B));
     const std::vector<std::int64_t> off = I::offsets_to_host(be, cu);
     require(off.front() == 0, fn, "cu_seqlens", "cu_seqlens[0] == 0", off.front());
@@ -390,10 +405,24 @@ constexpr void static_gate_check() {
 /// Scratch bytes linear_attention(be, gate, q, k, v, o, opts) needs on this backend; pass at
 /// least that much as opts.workspace to avoid allocations. Depends on shapes only.
 template <backend Backend, class Gate, class Q, class K, class V>
-std::size_t workspace_size(const Backend& be, const Gate&, tensor_view<Q, 4> q, tensor_view<K, 4>,
+std::size_t workspace_size(const Backend& be, const Gate&, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                            tensor_view<V, 4> v, const linear_attention_options& opts = {}) {
   using G = typename detail::la::gate_traits<Gate>::const_gate;
   detail::la::static_gate_check<Gate>();
+  // What the size depends on is checked as linear_attention checks it (no value scans).
+  constexpr std::string_view fn = "workspace_size";
+  detail::check_view(fn, "q", q);
+  detail::check_view(fn, "k", k);
+  detail::check_view(fn, "v", v);
+  detail::require_shape(fn, "k", k,
+                        std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), q.extent(3)});
+  detail::require_shape(fn, "v", v,
+                        std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), v.extent(3)});
+  detail::require(detail::la::is_pow2_chunk(opts.chunk_size), fn, "chunk_size", "a power of two in [16, 256]",
+                  opts.chunk_size);
+  detail::require(opts.mode == linear_attention_mode::chunk || opts.mode == linear_attention_mode::recurrent,
+                  fn, "mode", "chunk or recurrent", static_cast<int>(opts.mode));
+  if (detail::la::given(opts.cu_seqlens)) detail::check_view(fn, "cu_seqlens", opts.cu_seqlens);
   const std::int64_t N = detail::la::given(opts.cu_seqlens)
                              ? std::max<std::int64_t>(opts.cu_seqlens.extent(0) - 1, 0)
                              : q.extent(0);
@@ -462,17 +491,14 @@ void linear_attention_step(const Backend& be, const Gate& gate, tensor_view<Q, 4
 // ---------------------------------------------------------------------------------------
 namespace detail::la {
 
-/// Host check for NaN in any view (serial and host-side Kokkos).
+/// Host check of a gate view's values (serial and host-side Kokkos): invalid_gate_value.
 template <class T, int R>
-bool host_any_nan(const tensor_view<T, R>& v) {
+bool host_any_invalid(const tensor_view<T, R>& v, bool finite) {
   if (v.empty()) return false;
   if (v.is_contiguous()) {  // one flat pass (vectorised)
     bool bad = false;
     const std::int64_t n = v.size();
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float x = load<float>(v.data()[i]);
-      bad |= x != x;
-    }
+    for (std::int64_t i = 0; i < n; ++i) bad |= invalid_gate_value(v.data()[i], finite);
     return bad;
   }
   std::int64_t idx[R] = {};
@@ -480,8 +506,7 @@ bool host_any_nan(const tensor_view<T, R>& v) {
   for (std::int64_t i = 0; i < n; ++i) {
     std::int64_t off = 0;
     for (int r = 0; r < R; ++r) off += idx[r] * v.stride(r);
-    const double x = load<double>(v.data()[off]);
-    if (x != x) return true;
+    if (invalid_gate_value(v.data()[off], finite)) return true;
     for (int r = R - 1; r >= 0; --r) {
       if (++idx[r] < v.extent(r)) break;
       idx[r] = 0;
@@ -779,8 +804,8 @@ namespace impl {
 template <>
 struct linear_attention_impl<serial_backend> {
   template <class T, int R>
-  static bool any_nan(const serial_backend&, const tensor_view<T, R>& v) {
-    return detail::la::host_any_nan(v);
+  static bool any_invalid(const serial_backend&, const tensor_view<T, R>& v, bool finite) {
+    return detail::la::host_any_invalid(v, finite);
   }
   static std::vector<std::int64_t> offsets_to_host(const serial_backend&,
                                                    tensor_view<const std::int64_t, 1> cu) {

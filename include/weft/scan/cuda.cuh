@@ -38,11 +38,17 @@ using namespace ::weft::detail::runs;
 
 /// Block shape per value size: big values (matrices) get fewer threads and items so that
 /// shared memory (threads * sizeof(V)) and registers stay bounded.
+/// Every kernel of the engine (tile_totals, tile_carries, tile_scan) runs blocks of `threads`
+/// with `threads * sizeof(V)` bytes of dynamic shared memory, which must fit the 48 KiB a
+/// launch gets without opting in: 256 threads up to 64-byte values, 64 up to 768 bytes
+/// (affine_matrix<8, double> is 576), 32 up to 1536.
 template <class V>
 struct config {
-  static constexpr int threads = sizeof(V) > 64 ? 64 : 256;
+  static constexpr int threads = sizeof(V) > 768 ? 32 : (sizeof(V) > 64 ? 64 : 256);
   static constexpr int items = sizeof(V) > 64 ? 2 : (sizeof(V) > 16 ? 4 : 8);
   static constexpr i64 tile = i64(threads) * items;
+  static constexpr std::size_t smem = std::size_t(threads) * sizeof(V);
+  static_assert(smem <= 48 * 1024, "weft CUDA scan: value type larger than 1536 bytes");
 };
 
 template <class V>
@@ -193,12 +199,12 @@ void scan_runs(const cuda_backend& be, const Runs& runs, i64 G, int L, i64 n, co
   if (G == 0 || n == 0) return;
   const i64 nseq = G * L, ntiles = ceil_div(n, C::tile);
   auto e = engine_alloc<V>(be, nseq, ntiles);
-  const std::size_t sm = C::threads * sizeof(V);
+  const std::size_t sm = C::smem;
   tile_totals<V>
       <<<static_cast<unsigned>(nseq * ntiles), C::threads, sm, be.stream>>>(runs, L, n, ntiles, op, e.tiles);
   be.check_launch("weft::scan(totals)");
-  tile_carries<V><<<static_cast<unsigned>(nseq), 256, 256 * sizeof(V), be.stream>>>(
-      runs, L, ntiles, op, e.tiles, static_cast<V*>(nullptr));
+  tile_carries<V><<<static_cast<unsigned>(nseq), C::threads, sm, be.stream>>>(runs, L, ntiles, op, e.tiles,
+                                                                              static_cast<V*>(nullptr));
   be.check_launch("weft::scan(carries)");
   tile_scan<Exclusive, V>
       <<<static_cast<unsigned>(nseq * ntiles), C::threads, sm, be.stream>>>(runs, L, n, ntiles, op, e.tiles);
@@ -214,12 +220,12 @@ void reduce_runs(const cuda_backend& be, const Runs& runs, i64 G, int L, i64 n, 
   if (G == 0) return;
   const i64 nseq = G * L, ntiles = n == 0 ? 1 : ceil_div(n, C::tile);
   auto e = engine_alloc<V>(be, nseq, ntiles);
-  const std::size_t sm = C::threads * sizeof(V);
+  const std::size_t sm = C::smem;
   tile_totals<V>
       <<<static_cast<unsigned>(nseq * ntiles), C::threads, sm, be.stream>>>(runs, L, n, ntiles, op, e.tiles);
   be.check_launch("weft::reduce(totals)");
-  tile_carries<V><<<static_cast<unsigned>(nseq), 256, 256 * sizeof(V), be.stream>>>(runs, L, ntiles, op,
-                                                                                    e.tiles, e.folds);
+  tile_carries<V>
+      <<<static_cast<unsigned>(nseq), C::threads, sm, be.stream>>>(runs, L, ntiles, op, e.tiles, e.folds);
   be.check_launch("weft::reduce(folds)");
   sink_folds<V>
       <<<static_cast<unsigned>(ceil_div<i64>(nseq, 128)), 128, 0, be.stream>>>(runs, L, nseq, e.folds, sink);
