@@ -80,6 +80,64 @@ TEMPLATE_LIST_TEST_CASE("prefix_attention equals softmax attention over every pr
   }
 }
 
+namespace {
+/// The same outputs by one fp64 pass per (b, h) (the query is fixed per sequence, so every
+/// prefix's softmax follows from a running max, sum and weighted sum): O(T), for long T.
+std::vector<double> oracle_linear(const shape& s, const std::vector<float>& q, const std::vector<float>& k,
+                                  const std::vector<float>& v, double scale) {
+  std::vector<double> o(static_cast<std::size_t>(s.B * s.T * s.H * s.V));
+  for (std::int64_t b = 0; b < s.B; ++b)
+    for (std::int64_t h = 0; h < s.H; ++h) {
+      double mx = -INFINITY, z = 0;
+      std::vector<double> acc(static_cast<std::size_t>(s.V), 0.0);
+      for (std::int64_t t = 0; t < s.T; ++t) {
+        double d = 0;
+        for (std::int64_t c = 0; c < s.K; ++c)
+          d += double(q[(b * s.H + h) * s.K + c]) * k[((b * s.T + t) * s.H + h) * s.K + c];
+        const double sc = scale * d, m1 = std::max(mx, sc);
+        const double old = std::exp(mx - m1), w = std::exp(sc - m1);
+        z = z * old + w;
+        for (std::int64_t j = 0; j < s.V; ++j) {
+          acc[j] = acc[j] * old + w * v[((b * s.T + t) * s.H + h) * s.V + j];
+          o[((b * s.T + t) * s.H + h) * s.V + j] = acc[j] / z;
+        }
+        mx = m1;
+      }
+    }
+  return o;
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("prefix_attention over many blocks and tiles; bitwise repeatable",
+                        "[scan][prefix_attention][determinism]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  for (const shape& s : {shape{1, 70001, 2, 8, 5}, shape{2, 5000, 1, 3, 20}}) {
+    for (float qscale : {1.0f, 30.0f}) {
+      weft_test::rng r(static_cast<std::uint64_t>(s.T + s.V + 1));
+      std::vector<float> q(static_cast<std::size_t>(s.B * s.H * s.K)),
+          k(static_cast<std::size_t>(s.B * s.T * s.H * s.K)),
+          v(static_cast<std::size_t>(s.B * s.T * s.H * s.V));
+      for (auto& x : q) x = static_cast<float>(qscale * r.normal());
+      for (auto& x : k) x = static_cast<float>(r.normal());
+      for (auto& x : v) x = static_cast<float>(r.normal());
+      const auto ref = oracle_linear(s, q, k, v, 1.0 / std::sqrt(static_cast<double>(s.K)));
+      buffer<TestType, float> dq(be, q), dk(be, k), dv(be, v), o1(be, ref.size()), o2(be, ref.size());
+      const auto vq = weft::make_view(dq.data(), s.B, s.H, s.K);
+      const auto vk = weft::make_view(dk.data(), s.B, s.T, s.H, s.K);
+      const auto vv = weft::make_view(dv.data(), s.B, s.T, s.H, s.V);
+      weft::prefix_attention(be, vq, vk, vv, weft::make_view(o1.data(), s.B, s.T, s.H, s.V));
+      weft::prefix_attention(be, vq, vk, vv, weft::make_view(o2.data(), s.B, s.T, s.H, s.V));
+      const auto got = o1.to_host();
+      double worst = 0;
+      for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(got[i] - ref[i]));
+      INFO("B,T,H,K,V = " << s.B << "," << s.T << "," << s.H << "," << s.K << "," << s.V << " qscale "
+                          << qscale);
+      CHECK(worst <= 1e-4);  // as above: fp32 weights of scores up to ~100, convex combinations
+      CHECK(weft_test::bitwise_equal(got, o2.to_host()));
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("prefix_attention: bf16 inputs, explicit scale, bad input",
                         "[scan][prefix_attention]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
@@ -116,6 +174,13 @@ TEMPLATE_LIST_TEST_CASE("prefix_attention: bf16 inputs, explicit scale, bad inpu
                   weft::invalid_argument);
   CHECK_THROWS_AS(weft::prefix_attention(be, vq, vk, vv, weft::make_view(o2.data(), 2, 50, 3, 1)),
                   weft::invalid_argument);
+  try {  // o over v
+    weft::prefix_attention(be, vq, vk, weft::make_view(static_cast<const float*>(o2.data()), 2, 50, 1, 3),
+                           weft::make_view(o2.data(), 2, 50, 1, 3));
+    FAIL("no exception");
+  } catch (const weft::invalid_argument& e) {
+    CHECK(e.argument() == "o");
+  }
   CHECK_THROWS_AS(
       weft::prefix_attention(be, vq, vk, vv, weft::make_view(o2.data(), 2, 50, 1, 3), {.scale = -1.0f}),
       weft::invalid_argument);

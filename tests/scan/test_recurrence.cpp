@@ -191,39 +191,55 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence_backward: fp64 finite differences", "
 
 TEMPLATE_LIST_TEST_CASE("linear_recurrence_backward: fp32 against serial on long sequences",
                         "[scan][recurrence][backward]", weft_test::backends) {
+  // Many blocks / tiles / lanes (T = 200001; D = 33 over 16-lane tiles), forward and reverse,
+  // with and without an initial state (d_initial_state is written either way).
   auto be = weft_test::make_backend<TestType>();
   const std::array<std::int64_t, 3> shapes[] = {{1, 200001, 1}, {3, 4000, 9}, {2, 500, 33}, {2, 0, 2}};
-  for (const auto& sh : shapes) {
-    const std::int64_t B = sh[0], T = sh[1], D = sh[2];
-    const problem p = make_problem(B, T, D, 8);
-    weft_test::rng r(2);
-    std::vector<float> w(p.a.size());
-    for (auto& x : w) x = static_cast<float>(r.normal());
-    const auto a32 = cast<float>(p.a), h32 = cast<float>(forward_oracle(p, false, false));
-    std::vector<float> sda(a32.size()), sdb(a32.size()), sd0(static_cast<std::size_t>(B * D));
-    weft::linear_recurrence_backward(
-        weft::serial_backend{}, weft::make_view(a32.data(), B, T, D), weft::make_view(h32.data(), B, T, D),
-        weft::make_view(w.data(), B, T, D), weft::make_view(sda.data(), B, T, D),
-        weft::make_view(sdb.data(), B, T, D), {.d_initial_state = weft::make_view(sd0.data(), B, D)});
-    buffer<TestType, float> a(be, a32), h(be, h32), dh(be, w), da(be, a32.size(), 9.0f),
-        db(be, a32.size(), 9.0f), d0(be, sd0.size(), 9.0f);
-    weft::linear_recurrence_backward(be, weft::make_view(a.data(), B, T, D),
-                                     weft::make_view(h.data(), B, T, D), weft::make_view(dh.data(), B, T, D),
-                                     weft::make_view(da.data(), B, T, D), weft::make_view(db.data(), B, T, D),
-                                     {.d_initial_state = weft::make_view(d0.data(), B, D)});
-    INFO("B,T,D = " << B << "," << T << "," << D);
-    auto close = [](const std::vector<float>& x, const std::vector<float>& y) {
-      double m = 0, s = 1;
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        m = std::max(m, std::abs(static_cast<double>(x[i]) - y[i]));
-        s = std::max(s, std::abs(static_cast<double>(y[i])));
+  for (const auto& sh : shapes)
+    for (bool reverse : {false, true})
+      for (bool with_init : {false, true}) {
+        const std::int64_t B = sh[0], T = sh[1], D = sh[2];
+        const problem p = make_problem(B, T, D, 8);
+        weft_test::rng r(2);
+        std::vector<float> w(p.a.size());
+        for (auto& x : w) x = static_cast<float>(r.normal());
+        const auto a32 = cast<float>(p.a), h32 = cast<float>(forward_oracle(p, with_init, reverse)),
+                   h032 = cast<float>(p.h0);
+        std::vector<float> sda(a32.size()), sdb(a32.size()), sd0(static_cast<std::size_t>(B * D));
+        const auto init =
+            with_init ? weft::make_view(h032.data(), B, D) : weft::tensor_view<const float, 2>{};
+        weft::linear_recurrence_backward(
+            weft::serial_backend{}, weft::make_view(a32.data(), B, T, D),
+            weft::make_view(h32.data(), B, T, D), weft::make_view(w.data(), B, T, D),
+            weft::make_view(sda.data(), B, T, D), weft::make_view(sdb.data(), B, T, D),
+            {.initial_state = init,
+             .d_initial_state = weft::make_view(sd0.data(), B, D),
+             .reverse = reverse});
+        buffer<TestType, float> a(be, a32), h(be, h32), dh(be, w), h0(be, h032), da(be, a32.size(), 9.0f),
+            db(be, a32.size(), 9.0f), d0(be, sd0.size(), 9.0f);
+        const auto init_be = with_init ? weft::make_view(static_cast<const float*>(h0.data()), B, D)
+                                       : weft::tensor_view<const float, 2>{};
+        weft::linear_recurrence_backward(
+            be, weft::make_view(a.data(), B, T, D), weft::make_view(h.data(), B, T, D),
+            weft::make_view(dh.data(), B, T, D), weft::make_view(da.data(), B, T, D),
+            weft::make_view(db.data(), B, T, D),
+            {.initial_state = init_be,
+             .d_initial_state = weft::make_view(d0.data(), B, D),
+             .reverse = reverse});
+        INFO("B,T,D = " << B << "," << T << "," << D << " reverse " << reverse << " initial state "
+                        << with_init);
+        auto close = [](const std::vector<float>& x, const std::vector<float>& y) {
+          double m = 0, s = 1;
+          for (std::size_t i = 0; i < x.size(); ++i) {
+            m = std::max(m, std::abs(static_cast<double>(x[i]) - y[i]));
+            s = std::max(s, std::abs(static_cast<double>(y[i])));
+          }
+          return m <= tol32 * s;  // both are fp32 scans of the same contracting recurrence
+        };
+        CHECK(close(da.to_host(), sda));
+        CHECK(close(db.to_host(), sdb));
+        CHECK(close(d0.to_host(), sd0));
       }
-      return m <= tol32 * s;  // both are fp32 scans of the same contracting recurrence
-    };
-    CHECK(close(da.to_host(), sda));
-    CHECK(close(db.to_host(), sdb));
-    CHECK(close(d0.to_host(), sd0));
-  }
 }
 
 TEMPLATE_LIST_TEST_CASE("linear_recurrence: bad input, nothing written; bitwise repeatable",
@@ -252,7 +268,39 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence: bad input, nothing written; bitwise 
   CHECK_THROWS_AS(weft::linear_recurrence_backward(be, va, vh, vb, vh, weft::make_view(a.data(), 2, 3, 4),
                                                    {.d_initial_state = weft::make_view(s.data(), 3, 2)}),
                   weft::invalid_argument);
+  // overlapping outputs and inputs (h may only be b itself)
+  auto expect_bad = [](const char* arg, auto&& f) {
+    INFO("expected a complaint about '" << arg << "'");
+    try {
+      f();
+      FAIL("no exception");
+    } catch (const weft::invalid_argument& e) {
+      INFO(e.what());
+      CHECK(e.argument() == arg);
+    }
+  };
+  buffer<TestType, float> big(be, 48, 7.0f), g(be, 24, 1.0f), da(be, 24, 7.0f);
+  auto vg = weft::make_view(static_cast<const float*>(g.data()), 2, 3, 4);
+  expect_bad("h", [&] {
+    weft::linear_recurrence(be, weft::make_view(static_cast<const float*>(h.data()), 2, 3, 4), vb, vh);
+  });
+  expect_bad("h", [&] {  // h one element past b: partial overlap
+    weft::linear_recurrence(be, va, weft::make_view(static_cast<const float*>(big.data()), 2, 3, 4),
+                            weft::make_view(big.data() + 1, 2, 3, 4));
+  });
+  expect_bad("da", [&] {  // da over a: the gradient reads a at the next step
+    weft::linear_recurrence_backward(be, weft::make_view(static_cast<const float*>(da.data()), 2, 3, 4), vh,
+                                     vg, weft::make_view(da.data(), 2, 3, 4),
+                                     weft::make_view(big.data(), 2, 3, 4));
+  });
+  expect_bad("db", [&] {  // db over dh
+    weft::linear_recurrence_backward(
+        be, va, vh, weft::make_view(static_cast<const float*>(big.data()), 2, 3, 4),
+        weft::make_view(da.data(), 2, 3, 4), weft::make_view(big.data() + 8, 2, 3, 4));
+  });
   for (float v : h.to_host()) CHECK(v == 7.0f);
+  for (float v : big.to_host()) CHECK(v == 7.0f);
+  for (float v : da.to_host()) CHECK(v == 7.0f);
 
   const problem p = make_problem(1, 300000, 1, 1);
   buffer<TestType, float> pa(be, cast<float>(p.a)), pb(be, cast<float>(p.b)), h1(be, p.a.size()),

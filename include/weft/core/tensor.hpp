@@ -169,6 +169,37 @@ void check_view(std::string_view fn, std::string_view name, const tensor_view<T,
           "nullptr with shape " + shape_string(v));
 }
 
+/// The bytes [first, last) that a view's elements span (first == last for an empty view).
+template <class T, int R>
+std::array<std::uintptr_t, 2> byte_span(const tensor_view<T, R>& v) {
+  const auto base = reinterpret_cast<std::uintptr_t>(v.data());
+  if (v.empty()) return {base, base};
+  std::int64_t last = 0;  // offset of the last element (strides are non-negative)
+  for (int r = 0; r < R; ++r) last += (v.extent(r) - 1) * v.stride(r);
+  return {base, base + static_cast<std::uintptr_t>(last + 1) * sizeof(T)};
+}
+
+/// An output must not overlap an input, or results would depend on the order of reads and
+/// writes (and on the backend). With `same_ok`, the output may be exactly the input (the same
+/// pointer, element size and strides: in place).
+template <class T, int R, class U, int R2>
+void require_disjoint(std::string_view fn, std::string_view out_name, const tensor_view<T, R>& out,
+                      std::string_view in_name, const tensor_view<U, R2>& in, bool same_ok = false) {
+  const auto a = byte_span(out), b = byte_span(in);
+  if (a[0] == a[1] || b[0] == b[1] || a[1] <= b[0] || b[1] <= a[0]) return;
+  if constexpr (R == R2 && sizeof(T) == sizeof(U)) {
+    if (same_ok && static_cast<const void*>(out.data()) == static_cast<const void*>(in.data())) {
+      bool same = true;
+      for (int r = 0; r < R; ++r)
+        same = same && out.extent(r) == in.extent(r) && out.stride(r) == in.stride(r);
+      if (same) return;
+    }
+  }
+  fail(fn, out_name,
+       concat("memory disjoint from '", in_name, "'", same_ok ? " (or exactly it, in place)" : ""),
+       "an overlapping view");
+}
+
 /// An output view must not map two indices to the same element (no zero or overlapping
 /// strides), or results would race and depend on the thread count.
 template <class T, int R>

@@ -57,6 +57,8 @@ struct deer_result {
   bool converged = false;
 };
 
+/// A cell: state_size(), f (operator()) and its Jacobian; optionally input_size() (then x's
+/// last extent is checked against it) and value_and_jacobian (both at once).
 template <class Cell, class T>
 concept deer_cell = requires(const Cell& c, const T* hp, const T* x, T* out) {
   { c.state_size() } -> std::convertible_to<std::int64_t>;
@@ -111,6 +113,13 @@ deer(const Backend& be, const Cell& cell, tensor_view<TX, 3> x, tensor_view<T0, 
   detail::require_shape(fn, "h0", h0, std::array<std::int64_t, 2>{x.extent(0), D});
   detail::check_output_view(fn, "h", h);
   detail::require_shape(fn, "h", h, std::array<std::int64_t, 3>{x.extent(0), x.extent(1), D});
+  if constexpr (requires { cell.input_size(); })  // optional: the cell's input width
+    detail::require(
+        x.extent(2) == static_cast<std::int64_t>(cell.input_size()), fn, "x",
+        detail::concat("last extent == cell.input_size() = ", static_cast<std::int64_t>(cell.input_size())),
+        x.extent(2));
+  detail::require_disjoint(fn, "h", h, "x", x);
+  detail::require_disjoint(fn, "h", h, "h0", h0);
   detail::require_unit_inner_stride(fn, "x", x);
   detail::require_unit_inner_stride(fn, "h0", h0);
   detail::require_unit_inner_stride(fn, "h", h);

@@ -27,6 +27,7 @@ struct gru {
   const T *Wi, *Wh, *bi, *bh;
 
   std::int64_t state_size() const { return D; }
+  std::int64_t input_size() const { return Dx; }
 
   struct row {
     T r, z, n, hn;  // gates of row i and (Wh_n h + bh_n)_i
@@ -79,6 +80,7 @@ struct tanh_rnn {
   const T *W, *U, *b;
 
   std::int64_t state_size() const { return D; }
+  std::int64_t input_size() const { return Dx; }
 
   WEFT_INLINE T pre(std::int64_t i, const T* h, const T* x) const {
     T a = b[i];

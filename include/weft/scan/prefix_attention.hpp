@@ -56,6 +56,9 @@ void prefix_attention(const Backend& be, tensor_view<TQ, 3> q, tensor_view<TK, 4
   detail::require_shape(fn, "v", v, std::array<std::int64_t, 4>{B, T, H, V});
   detail::check_output_view(fn, "o", o);
   detail::require_shape(fn, "o", o, std::array<std::int64_t, 4>{B, T, H, V});
+  detail::require_disjoint(fn, "o", o, "q", q);
+  detail::require_disjoint(fn, "o", o, "k", k);
+  detail::require_disjoint(fn, "o", o, "v", v);
   detail::require(opts.scale >= 0 && std::isfinite(opts.scale), fn, "scale",
                   "a finite value >= 0 (0: K^-1/2)", opts.scale);
   prefix_attention_options o2 = opts;

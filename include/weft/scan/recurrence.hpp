@@ -82,8 +82,12 @@ void linear_recurrence(const Backend& be, tensor_view<TA, 3> a, tensor_view<TB, 
   detail::require_shape(fn, "b", b, e);
   detail::check_output_view(fn, "h", h);
   detail::require_shape(fn, "h", h, e);
-  if (detail::present(opts.initial_state))
+  detail::require_disjoint(fn, "h", h, "a", a);
+  detail::require_disjoint(fn, "h", h, "b", b, true);  // h may be b (in place)
+  if (detail::present(opts.initial_state)) {
     detail::check_state(fn, "initial_state", opts.initial_state, e[0], e[2]);
+    detail::require_disjoint(fn, "h", h, "initial_state", opts.initial_state);
+  }
   impl::recurrence_impl<Backend>::forward(be, tensor_view<const TA, 3>(a), tensor_view<const TB, 3>(b), h,
                                           opts);
 }
@@ -108,14 +112,29 @@ void linear_recurrence_backward(
   detail::require_shape(fn, "da", da, e);
   detail::check_output_view(fn, "db", db);
   detail::require_shape(fn, "db", db, e);
-  detail::require(da.data() != db.data() || da.empty(), fn, "db", "a buffer distinct from da",
-                  "the same pointer as da");
   if (detail::present(opts.initial_state))
     detail::check_state(fn, "initial_state", opts.initial_state, e[0], e[2]);
   if (detail::present(opts.d_initial_state)) {
     detail::check_output_view(fn, "d_initial_state", opts.d_initial_state);
     detail::require_shape(fn, "d_initial_state", opts.d_initial_state,
                           std::array<std::int64_t, 2>{e[0], e[2]});
+  }
+  // The outputs overlap neither each other nor any input (the gradients read a, h and dh at
+  // other steps than the one they write).
+  detail::require_disjoint(fn, "db", db, "da", da);
+  auto disjoint_from_inputs = [&](std::string_view name, const auto& out) {
+    detail::require_disjoint(fn, name, out, "a", a);
+    detail::require_disjoint(fn, name, out, "h", h);
+    detail::require_disjoint(fn, name, out, "dh", dh);
+    if (detail::present(opts.initial_state))
+      detail::require_disjoint(fn, name, out, "initial_state", opts.initial_state);
+  };
+  disjoint_from_inputs("da", da);
+  disjoint_from_inputs("db", db);
+  if (detail::present(opts.d_initial_state)) {
+    disjoint_from_inputs("d_initial_state", opts.d_initial_state);
+    detail::require_disjoint(fn, "d_initial_state", opts.d_initial_state, "da", da);
+    detail::require_disjoint(fn, "d_initial_state", opts.d_initial_state, "db", db);
   }
   impl::recurrence_impl<Backend>::backward(be, tensor_view<const TA, 3>(a), tensor_view<const TH, 3>(h),
                                            tensor_view<const TG, 3>(dh), da, db, opts);

@@ -78,6 +78,7 @@ void check_scan_views(std::string_view fn, const tensor_view<T, R>& in, const te
   std::array<std::int64_t, R> e{};
   for (int r = 0; r < R; ++r) e[r] = in.extent(r);
   require_shape(fn, "out", out, e);
+  require_disjoint(fn, "out", out, "in", in, true);
 }
 
 /// Reads a rank-1 index view into host memory (copying from device memory when needed).
@@ -109,6 +110,7 @@ void reduce(const Backend& be, tensor_view<T, 3> in, tensor_view<U, 2> out, Op o
   detail::check_view("reduce", "in", in);
   detail::check_output_view("reduce", "out", out);
   detail::require_shape("reduce", "out", out, std::array<std::int64_t, 2>{in.extent(0), in.extent(2)});
+  detail::require_disjoint("reduce", "out", out, "in", in);
   impl::scan_impl<Backend>::reduce(be, tensor_view<const T, 3>(in), out, bind_monoid<T>(op), opts);
 }
 
