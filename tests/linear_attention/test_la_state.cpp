@@ -84,6 +84,7 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: chunked prefill then decode steps equ
     CHECK(rel_rmse(got, want.o) <= 1e-5);
     CHECK(rel_rmse(to_double(state.to_host()), want.S) <= 1e-5);
     if (mlstm) CHECK(rel_rmse(to_double(nrm.to_host()), want.n) <= 1e-5);
+    if (stabilized) CHECK(rel_rmse(to_double(stab.to_host()), want.m) <= 1e-6);
     // the decode tokens alone (the last `steps` of each sequence)
     std::vector<double> a, b;
     for (std::int64_t bb = 0; bb < B; ++bb)

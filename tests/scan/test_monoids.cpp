@@ -85,32 +85,38 @@ TEMPLATE_LIST_TEST_CASE("log_affine scan: log-gates down to -1e4 and -inf stay e
     }
     // fp64 oracle of the defining recurrence in log space: log h_t = logaddexp(log_a_t + log h_{t-1},
     // log_b_t)
-    std::vector<double> ref(x.size());
-    double lh = -INFINITY;
-    for (std::int64_t i = 0; i < n; ++i) {
-      lh = lae(x[i].log_a == -INFINITY ? -INFINITY : x[i].log_a + lh, x[i].log_b);
-      ref[i] = lh;
-    }
-    buffer<TestType, L> in(be, x), out(be, x.size());
-    weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
-                         weft::log_affine<float>{});
-    const auto got = out.to_host();
-    double worst = 0;
-    bool finite_where_expected = true;
-    for (std::int64_t i = 0; i < n; ++i) {
-      if (std::isnan(got[i].log_b)) finite_where_expected = false;
-      if (ref[i] == -INFINITY) {
-        finite_where_expected = finite_where_expected && got[i].log_b == -INFINITY;
-      } else {
-        worst = std::max(
-            worst, std::abs(static_cast<double>(got[i].log_b) - ref[i]) / std::max(1.0, std::abs(ref[i])));
+    // (reverse: the same recurrence run from the end; ref and got are compared in that order)
+    for (bool reverse : {false, true}) {
+      const auto at = [&](std::int64_t i) { return reverse ? n - 1 - i : i; };
+      std::vector<double> ref(x.size());
+      double lh = -INFINITY;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const L& xi = x[at(i)];
+        lh = lae(xi.log_a == -INFINITY ? -INFINITY : xi.log_a + lh, xi.log_b);
+        ref[i] = lh;
       }
+      buffer<TestType, L> in(be, x), out(be, x.size());
+      weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
+                           weft::log_affine<float>{}, {.reverse = reverse});
+      const auto got = out.to_host();
+      double worst = 0;
+      bool finite_where_expected = true;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float g = got[at(i)].log_b;
+        if (std::isnan(g)) finite_where_expected = false;
+        if (ref[i] == -INFINITY) {
+          finite_where_expected = finite_where_expected && g == -INFINITY;
+        } else {
+          worst =
+              std::max(worst, std::abs(static_cast<double>(g) - ref[i]) / std::max(1.0, std::abs(ref[i])));
+        }
+      }
+      INFO("n = " << n << " reverse " << reverse);
+      CHECK(finite_where_expected);
+      // log h reaches -1e4 here (h = e^-7509 exists only in log space); each fp32 step rounds log h to
+      // ~u |log h|, so the error is measured relative to max(1, |log h|): 1e-5 is ~170 u.
+      CHECK(worst <= 1e-5);
     }
-    INFO("n = " << n);
-    CHECK(finite_where_expected);
-    // log h reaches -1e4 here (h = e^-7509 exists only in log space); each fp32 step rounds log h to
-    // ~u |log h|, so the error is measured relative to max(1, |log h|): 1e-5 is ~170 u.
-    CHECK(worst <= 1e-5);
   }
 }
 
@@ -126,30 +132,36 @@ TEMPLATE_LIST_TEST_CASE("online_softmax scan: running softmax average, all -inf 
     x[i] = masked ? O{-INFINITY, 0.0f, 0.0f}
                   : O{static_cast<float>(20 * r.normal()), 1.0f, static_cast<float>(r.normal())};
   }
-  buffer<TestType, O> in(be, x), out(be, x.size());
-  weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
-                       weft::online_softmax<float>{});
-  const auto got = out.to_host();
-  // fp64 oracle: softmax-weighted average of the values seen so far
-  double m = -INFINITY, s = 0, w = 0, worst = 0;
-  bool ok = true;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (x[i].m != -INFINITY) {
-      const double mn = std::max(m, static_cast<double>(x[i].m));
-      const double c = m == -INFINITY ? 0.0 : std::exp(m - mn), e = std::exp(x[i].m - mn);
-      s = s * c + e;
-      w = w * c + e * x[i].w;
-      m = mn;
+  for (bool reverse : {false, true}) {
+    const auto at = [&](std::int64_t i) { return reverse ? n - 1 - i : i; };
+    buffer<TestType, O> in(be, x), out(be, x.size());
+    weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
+                         weft::online_softmax<float>{}, {.reverse = reverse});
+    const auto got = out.to_host();
+    // fp64 oracle: softmax-weighted average of the values seen so far (from the end: reverse)
+    double m = -INFINITY, s = 0, w = 0, worst = 0;
+    bool ok = true;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const O& xi = x[at(i)];
+      const O& gi = got[at(i)];
+      if (xi.m != -INFINITY) {
+        const double mn = std::max(m, static_cast<double>(xi.m));
+        const double c = m == -INFINITY ? 0.0 : std::exp(m - mn), e = std::exp(xi.m - mn);
+        s = s * c + e;
+        w = w * c + e * xi.w;
+        m = mn;
+      }
+      if (m == -INFINITY) {
+        ok = ok && gi.m == -INFINITY && gi.s == 0 && gi.w == 0;
+      } else {
+        ok = ok && !std::isnan(gi.w) && gi.s >= 1.0f - 1e-6f;
+        worst = std::max(worst, std::abs(static_cast<double>(gi.w) / gi.s - w / s));
+      }
     }
-    if (m == -INFINITY) {
-      ok = ok && got[i].m == -INFINITY && got[i].s == 0 && got[i].w == 0;
-    } else {
-      ok = ok && !std::isnan(got[i].w) && got[i].s >= 1.0f - 1e-6f;
-      worst = std::max(worst, std::abs(static_cast<double>(got[i].w) / got[i].s - w / s));
-    }
+    INFO("reverse " << reverse);
+    CHECK(ok);
+    CHECK(worst <= 1e-5);  // an average of O(1) values, fp32: 1e-5 absolute is ~100 u
   }
-  CHECK(ok);
-  CHECK(worst <= 1e-5);  // an average of O(1) values, fp32: 1e-5 absolute is ~100 u
 }
 
 TEMPLATE_LIST_TEST_CASE("affine_matrix scan: h_t = A_t h_{t-1} + b_t for 3-vectors", "[scan][monoid]",
@@ -163,21 +175,25 @@ TEMPLATE_LIST_TEST_CASE("affine_matrix scan: h_t = A_t h_{t-1} + b_t for 3-vecto
     for (double& v : m.A) v = 0.5 * r.normal() / 3;  // contracting on average
     for (double& v : m.b) v = r.normal();
   }
-  buffer<TestType, M> in(be, x), out(be, x.size());
-  weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
-                       weft::affine_matrix<3, double>{});
-  const auto got = out.to_host();
-  double h[3] = {0, 0, 0}, worst = 0;
-  for (std::int64_t t = 0; t < n; ++t) {
-    double nh[3];
-    for (int i = 0; i < 3; ++i) {
-      nh[i] = x[t].b[i];
-      for (int j = 0; j < 3; ++j) nh[i] += x[t].A[i * 3 + j] * h[j];
+  for (bool reverse : {false, true}) {  // reverse: h_t = A_t h_{t+1} + b_t
+    buffer<TestType, M> in(be, x), out(be, x.size());
+    weft::inclusive_scan(be, weft::make_view(in.data(), n), weft::make_view(out.data(), n),
+                         weft::affine_matrix<3, double>{}, {.reverse = reverse});
+    const auto got = out.to_host();
+    double h[3] = {0, 0, 0}, worst = 0;
+    for (std::int64_t k = 0; k < n; ++k) {
+      const std::int64_t t = reverse ? n - 1 - k : k;
+      double nh[3];
+      for (int i = 0; i < 3; ++i) {
+        nh[i] = x[t].b[i];
+        for (int j = 0; j < 3; ++j) nh[i] += x[t].A[i * 3 + j] * h[j];
+      }
+      for (int i = 0; i < 3; ++i) {
+        h[i] = nh[i];
+        worst = std::max(worst, std::abs(got[t].b[i] - h[i]));
+      }
     }
-    for (int i = 0; i < 3; ++i) {
-      h[i] = nh[i];
-      worst = std::max(worst, std::abs(got[t].b[i] - h[i]));
-    }
+    INFO("reverse " << reverse);
+    CHECK(worst <= 1e-12);
   }
-  CHECK(worst <= 1e-12);
 }

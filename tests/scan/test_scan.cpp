@@ -123,6 +123,9 @@ TEMPLATE_LIST_TEST_CASE("scan: floats, user monoids and in-place", "[scan]", wef
     buffer<TestType, float> ins(be, hs);
     weft::inclusive_scan(be, weft::make_view(ins.data(), n), weft::make_view(out.data(), n), weft::maximum{});
     CHECK(out.to_host() == weft_test::scan_oracle(hs, weft::maximum<float>{}, false, false, -INFINITY));
+    weft::inclusive_scan(be, weft::make_view(ins.data(), n), weft::make_view(out.data(), n), weft::minimum{},
+                         {.reverse = true});
+    CHECK(out.to_host() == weft_test::scan_oracle(hs, weft::minimum<float>{}, true, false, INFINITY));
   }
 }
 
