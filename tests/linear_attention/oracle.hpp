@@ -212,7 +212,7 @@ struct gen_opts {
   double reset_prob = 0;     ///< probability of a -inf gate (reset) per token (per channel: vector)
   double input_scale = 1;    ///< mLSTM input-gate pre-activation scale (large: exp overflow)
   bool with_states = false;  ///< random initial states
-  double scale = 0;          ///< an explicit scale (a float value), 0: the default K^-1/2
+  double scale = 0;          ///< an explicit scale, 0: the default K^-1/2
 };
 
 /// A random problem whose q, k, v are already rounded through E.
@@ -394,10 +394,9 @@ output run(const Backend& be, const problem& p, const run_opts& ro = {}, weft::w
   buffer<Backend, float> n1(be, static_cast<std::size_t>(N * H * K), -555.0f);
   buffer<Backend, float> m1(be, static_cast<std::size_t>(N * H), -555.0f);
   buffer<Backend, std::int64_t> cu(be, p.cu);
-  weft::linear_attention_options opts{
-      .scale = p.scale != 0 ? std::optional<float>(static_cast<float>(p.scale)) : std::nullopt,
-      .mode = ro.mode,
-      .chunk_size = ro.chunk};
+  weft::linear_attention_options opts{.scale = p.scale != 0 ? std::optional<double>(p.scale) : std::nullopt,
+                                      .mode = ro.mode,
+                                      .chunk_size = ro.chunk};
   if (!p.s0.empty()) opts.initial_state = make_view(static_cast<const float*>(s0.data()), N, H, K, V);
   if (!p.n0.empty()) opts.initial_normalizer = make_view(static_cast<const float*>(n0.data()), N, H, K);
   if (!p.m0.empty()) opts.initial_stabilizer = make_view(static_cast<const float*>(m0.data()), N, H);

@@ -25,8 +25,12 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: fp64 matches the oracle to 1e-12 for 
   for (gk kind :
        {gk::none, gk::scalar, gk::vector, gk::mlstm_exp, gk::mlstm_sig, gk::delta, gk::gated_delta}) {
     INFO(name(kind));
-    const problem p = make_problem<double>(kind, 1, 130, 2, 60, 100, seed++,
-                                           {.gate_norm = 1, .reset_prob = 0.02, .with_states = true});
+    const problem p =
+        make_problem<double>(kind, 1, 130, 2, 60, 100, seed++,
+                             {.gate_norm = 1,
+                              .reset_prob = 0.02,
+                              .with_states = true,
+                              .scale = kind == gk::scalar ? 0.1 : 0.0});  // a double scale, exactly
     const result want = oracle(p);
     for (auto mode : {linear_attention_mode::chunk, linear_attention_mode::recurrent}) {
       const output got = run<TestType, double>(be, p, {.mode = mode, .chunk = 32});

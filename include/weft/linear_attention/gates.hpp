@@ -83,7 +83,7 @@ enum class linear_attention_mode { chunk, recurrent };
 
 /// Options of linear_attention. N is the number of sequences: B, or cu_seqlens.extent(0) - 1.
 struct linear_attention_options {
-  std::optional<float> scale{};  ///< multiplies q; default K^-1/2
+  std::optional<double> scale{};  ///< multiplies q; default K^-1/2 (double: fp64 callers keep it exactly)
   linear_attention_mode mode = linear_attention_mode::chunk;
   int chunk_size = 64;                              ///< power of two in [16, 256]
   tensor_view<const float, 4> initial_state{};      ///< [N,H,K,V]; zeros when not given
@@ -99,7 +99,7 @@ struct linear_attention_options {
 
 /// Options of linear_attention_step (one decode token per sequence, states updated in place).
 struct linear_attention_step_options {
-  std::optional<float> scale{};        ///< default K^-1/2
+  std::optional<double> scale{};       ///< default K^-1/2
   tensor_view<float, 3> normalizer{};  ///< mLSTM n [N,H,K], in place
   tensor_view<float, 2> stabilizer{};  ///< mLSTM m [N,H], in place (exponential input gate)
   weft::workspace workspace{};
