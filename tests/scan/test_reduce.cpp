@@ -242,7 +242,14 @@ TEMPLATE_LIST_TEST_CASE("reduce: bad input throws invalid_argument and writes no
     CHECK(e.expected() == "shape [2, 4]");
     CHECK(e.actual() == "[2, 5]");
   }
+  try {  // the output inside the input
+    weft::reduce(be, x, weft::make_view(in.data() + 4, 2, 4), weft::plus{});
+    FAIL("no exception");
+  } catch (const weft::invalid_argument& e) {
+    CHECK(e.argument() == "out");
+  }
   for (float v : out.to_host()) CHECK(v == 7.0f);
+  for (float v : in.to_host()) CHECK(v == 1.0f);
 }
 
 TEMPLATE_LIST_TEST_CASE("reduce: more than 2^31 elements", "[scan][reduce][large]", weft_test::backends) {
