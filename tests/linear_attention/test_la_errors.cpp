@@ -14,19 +14,7 @@
 using weft::make_view;
 using weft_test::buffer;
 
-namespace {
-/// Runs f, expects weft::invalid_argument naming `arg`.
-void expect_bad(const std::string& arg, const std::function<void()>& f) {
-  INFO("expected a complaint about '" << arg << "'");
-  try {
-    f();
-    FAIL("no exception");
-  } catch (const weft::invalid_argument& e) {
-    INFO(e.what());
-    CHECK(e.argument() == arg);
-  }
-}
-}  // namespace
+using weft_test::expect_bad;
 
 TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and writes nothing",
                         "[linear_attention][errors]", weft_test::backends) {

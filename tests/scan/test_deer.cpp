@@ -220,16 +220,7 @@ TEMPLATE_LIST_TEST_CASE("deer: bad input throws and writes nothing; empty proble
   buffer<TestType, double> x(be, 2 * 10 * 2, 0.5), h0(be, 6, 0.1), h(be, 2 * 10 * 3, 7.0);
   auto vx = weft::make_view(x.data(), 2, 10, 2);
   auto vh = weft::make_view(h.data(), 2, 10, 3);
-  auto expect_bad = [](const char* arg, auto&& f) {
-    INFO("expected a complaint about '" << arg << "'");
-    try {
-      f();
-      FAIL("no exception");
-    } catch (const weft::invalid_argument& e) {
-      INFO(e.what());
-      CHECK(e.argument() == arg);
-    }
-  };
+  using weft_test::expect_bad;
   expect_bad("h0", [&] { weft::deer(be, dw.cell, vx, weft::make_view(h0.data(), 3, 2), vh); });
   expect_bad("h", [&] {
     weft::deer(be, dw.cell, vx, weft::make_view(h0.data(), 2, 3), weft::make_view(h.data(), 2, 10, 2));

@@ -3,6 +3,7 @@
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/catch_test_macros.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -15,6 +16,18 @@ namespace {
 struct shape {
   std::int64_t B, T, H, K, V;
 };
+
+/// Random q (N(0, qscale^2)), k, v (N(0, 1)) of a shape.
+std::array<std::vector<float>, 3> inputs(const shape& s, float qscale, std::uint64_t seed) {
+  weft_test::rng r(seed);
+  std::array<std::vector<float>, 3> x{std::vector<float>(static_cast<std::size_t>(s.B * s.H * s.K)),
+                                      std::vector<float>(static_cast<std::size_t>(s.B * s.T * s.H * s.K)),
+                                      std::vector<float>(static_cast<std::size_t>(s.B * s.T * s.H * s.V))};
+  for (auto& e : x[0]) e = static_cast<float>(qscale * r.normal());
+  for (auto& e : x[1]) e = static_cast<float>(r.normal());
+  for (auto& e : x[2]) e = static_cast<float>(r.normal());
+  return x;
+}
 
 /// o[b,t,h,:] = sum_{i<=t} softmax_i(scale q.k_i) v_i, explicitly for every prefix.
 std::vector<double> oracle(const shape& s, const std::vector<float>& q, const std::vector<float>& k,
@@ -50,13 +63,7 @@ TEMPLATE_LIST_TEST_CASE("prefix_attention equals softmax attention over every pr
   const shape shapes[] = {{1, 1, 1, 1, 1}, {2, 17, 3, 5, 7}, {1, 300, 2, 16, 40}, {1, 0, 2, 3, 4}};
   for (const auto& s : shapes) {
     for (float qscale : {1.0f, 30.0f}) {  // 30: scores far beyond exp's fp32 range without the running max
-      weft_test::rng r(static_cast<std::uint64_t>(s.T + s.V));
-      std::vector<float> q(static_cast<std::size_t>(s.B * s.H * s.K)),
-          k(static_cast<std::size_t>(s.B * s.T * s.H * s.K)),
-          v(static_cast<std::size_t>(s.B * s.T * s.H * s.V));
-      for (auto& x : q) x = static_cast<float>(qscale * r.normal());
-      for (auto& x : k) x = static_cast<float>(r.normal());
-      for (auto& x : v) x = static_cast<float>(r.normal());
+      const auto [q, k, v] = inputs(s, qscale, static_cast<std::uint64_t>(s.T + s.V));
       const double scale = 1.0 / std::sqrt(static_cast<double>(s.K));
       const auto ref = oracle(s, q, k, v, scale);
       buffer<TestType, float> dq(be, q), dk(be, k), dv(be, v), dout(be, ref.size(), -7.0f);
@@ -113,13 +120,7 @@ TEMPLATE_LIST_TEST_CASE("prefix_attention over many blocks and tiles; bitwise re
   auto be = weft_test::make_backend<TestType>();
   for (const shape& s : {shape{1, 70001, 2, 8, 5}, shape{2, 5000, 1, 3, 20}}) {
     for (float qscale : {1.0f, 30.0f}) {
-      weft_test::rng r(static_cast<std::uint64_t>(s.T + s.V + 1));
-      std::vector<float> q(static_cast<std::size_t>(s.B * s.H * s.K)),
-          k(static_cast<std::size_t>(s.B * s.T * s.H * s.K)),
-          v(static_cast<std::size_t>(s.B * s.T * s.H * s.V));
-      for (auto& x : q) x = static_cast<float>(qscale * r.normal());
-      for (auto& x : k) x = static_cast<float>(r.normal());
-      for (auto& x : v) x = static_cast<float>(r.normal());
+      const auto [q, k, v] = inputs(s, qscale, static_cast<std::uint64_t>(s.T + s.V + 1));
       const auto ref = oracle_linear(s, q, k, v, 1.0 / std::sqrt(static_cast<double>(s.K)));
       buffer<TestType, float> dq(be, q), dk(be, k), dv(be, v), o1(be, ref.size()), o2(be, ref.size());
       const auto vq = weft::make_view(dq.data(), s.B, s.H, s.K);

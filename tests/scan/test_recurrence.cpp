@@ -269,16 +269,7 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence: bad input, nothing written; bitwise 
                                                    {.d_initial_state = weft::make_view(s.data(), 3, 2)}),
                   weft::invalid_argument);
   // overlapping outputs and inputs (h may only be b itself)
-  auto expect_bad = [](const char* arg, auto&& f) {
-    INFO("expected a complaint about '" << arg << "'");
-    try {
-      f();
-      FAIL("no exception");
-    } catch (const weft::invalid_argument& e) {
-      INFO(e.what());
-      CHECK(e.argument() == arg);
-    }
-  };
+  using weft_test::expect_bad;
   buffer<TestType, float> big(be, 48, 7.0f), g(be, 24, 1.0f), da(be, 24, 7.0f);
   auto vg = weft::make_view(static_cast<const float*>(g.data()), 2, 3, 4);
   expect_bad("h", [&] {

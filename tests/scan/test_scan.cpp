@@ -292,16 +292,7 @@ TEMPLATE_LIST_TEST_CASE("scan: bad input throws invalid_argument and writes noth
   buffer<TestType, float> in(be, 24, 1.0f), out(be, 24, 7.0f);
   auto x = weft::make_view(in.data(), 2, 3, 4);
   auto y = weft::make_view(out.data(), 2, 3, 4);
-  auto expect_bad = [](const char* arg, auto&& f) {
-    INFO("expected a complaint about '" << arg << "'");
-    try {
-      f();
-      FAIL("no exception");
-    } catch (const weft::invalid_argument& err) {
-      INFO(err.what());
-      CHECK(err.argument() == arg);
-    }
-  };
+  using weft_test::expect_bad;
   expect_bad("out", [&] { weft::inclusive_scan(be, x, weft::make_view(out.data(), 2, 4, 3), weft::plus{}); });
   expect_bad("out", [&] {
     weft::exclusive_scan(be, weft::make_view(in.data(), 24), weft::make_view(out.data(), 23), 0.0f,

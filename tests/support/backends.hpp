@@ -22,6 +22,19 @@
 
 namespace weft_test {
 
+/// Runs f and expects a weft::invalid_argument that names `arg`.
+template <class F>
+void expect_bad(const std::string& arg, F&& f) {
+  INFO("expected a complaint about '" << arg << "'");
+  try {
+    f();
+    FAIL("no exception");
+  } catch (const weft::invalid_argument& e) {
+    INFO(e.what());
+    CHECK(e.argument() == arg);
+  }
+}
+
 /// Every backend this test executable exercises; TEMPLATE_LIST_TEST_CASE runs each.
 using backends = std::tuple<weft::serial_backend
 #if WEFT_TEST_KOKKOS
