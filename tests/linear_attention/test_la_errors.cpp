@@ -198,6 +198,20 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
                                               .input = weft::gates::mlstm_input::sigmoid},
                            qv, kv, vv, ov, {.final_stabilizer = make_view(stab.data(), N, H)});
   });
+  // overlaps: o over v; a final state over part of the initial one (exactly it is fine: in place)
+  expect_bad("o", [&] {
+    weft::linear_attention(be, gs, qv, kv, make_view(static_cast<const float*>(o.data()), B, T, H, V), ov,
+                           ok);
+  });
+  {
+    buffer<TestType, float> st(be, N * H * K * V + 1, -9.0f);
+    expect_bad("final_state", [&] {
+      weft::linear_attention(be, gs, qv, kv, vv, ov,
+                             {.initial_state = make_view(static_cast<const float*>(st.data()), N, H, K, V),
+                              .final_state = make_view(st.data() + 1, N, H, K, V)});
+    });
+    for (float x : st.to_host()) REQUIRE(x == -9.0f);
+  }
   // options
   for (int c : {0, 8, 48, 100, 512, -64})
     expect_bad("chunk_size", [&] { weft::linear_attention(be, gs, qv, kv, vv, ov, {.chunk_size = c}); });

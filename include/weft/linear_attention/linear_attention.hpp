@@ -372,6 +372,16 @@ args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, ten
     require(extra == nullptr, fn, extra ? extra : "", "no mLSTM normalizer/stabilizer for this gate",
             "a view");
   }
+  // The output overlaps no input; a state output may be its input exactly (updated in place),
+  // never partly.
+  require_disjoint(fn, "o", o, "q", q);
+  require_disjoint(fn, "o", o, "k", k);
+  require_disjoint(fn, "o", o, "v", v);
+  if (given(opts.final_state)) {
+    require_disjoint(fn, nm.s1, opts.final_state, "o", o);
+    if (given(opts.initial_state))
+      require_disjoint(fn, nm.s1, opts.final_state, nm.s0, opts.initial_state, true);
+  }
   a.q = q;
   a.k = k;
   a.v = v;
