@@ -287,14 +287,28 @@ struct state_names {
 inline constexpr state_names step_names{"state",      "state",      "normalizer",
                                         "normalizer", "stabilizer", "stabilizer"};
 
+/// What the scratch size depends on: q, k, v views and shapes, chunk_size, mode, the
+/// cu_seqlens view (no value scans; shared by check_args and workspace_size).
+template <class Q, class K, class V>
+void check_sizes(std::string_view fn, const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k,
+                 const tensor_view<V, 4>& v, const linear_attention_options& opts) {
+  check_view(fn, "q", q);
+  check_view(fn, "k", k);
+  check_view(fn, "v", v);
+  require_shape(fn, "k", k, std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), q.extent(3)});
+  require_shape(fn, "v", v, std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), v.extent(3)});
+  require(is_pow2_chunk(opts.chunk_size), fn, "chunk_size", "a power of two in [16, 256]", opts.chunk_size);
+  require(opts.mode == linear_attention_mode::chunk || opts.mode == linear_attention_mode::recurrent, fn,
+          "mode", "chunk or recurrent", static_cast<int>(opts.mode));
+  if (given(opts.cu_seqlens)) check_view(fn, "cu_seqlens", opts.cu_seqlens);
+}
+
 /// Checks q, k, v, o and the options; returns the checked arguments.
 template <class Backend, class Gate, class E>
 args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, tensor_view<const E, 4> q,
                    tensor_view<const E, 4> k, tensor_view<const E, 4> v, tensor_view<E, 4> o,
                    const linear_attention_options& opts, const state_names& nm = {}) {
-  check_view(fn, "q", q);
-  check_view(fn, "k", k);
-  check_view(fn, "v", v);
+  check_sizes(fn, q, k, v, opts);
   check_output_view(fn, "o", o);
   args<E> a;
   a.B = q.extent(0);
@@ -302,16 +316,11 @@ args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, ten
   a.H = q.extent(2);
   a.K = q.extent(3);
   a.V = v.extent(3);
-  require_shape(fn, "k", k, std::array<std::int64_t, 4>{a.B, a.T, a.H, a.K});
-  require_shape(fn, "v", v, std::array<std::int64_t, 4>{a.B, a.T, a.H, a.V});
   require_shape(fn, "o", o, std::array<std::int64_t, 4>{a.B, a.T, a.H, a.V});
   require_unit_inner_stride(fn, "q", q);
   require_unit_inner_stride(fn, "k", k);
   require_unit_inner_stride(fn, "v", v);
   require_unit_inner_stride(fn, "o", o);
-  require(is_pow2_chunk(opts.chunk_size), fn, "chunk_size", "a power of two in [16, 256]", opts.chunk_size);
-  require(opts.mode == linear_attention_mode::chunk || opts.mode == linear_attention_mode::recurrent, fn,
-          "mode", "chunk or recurrent", static_cast<int>(opts.mode));
   const double scale = opts.scale ? static_cast<double>(*opts.scale)
                                   : (a.K > 0 ? 1.0 / std::sqrt(static_cast<double>(a.K)) : 1.0);
   require(std::isfinite(scale), fn, "scale", "a finite value", scale);
@@ -419,20 +428,7 @@ std::size_t workspace_size(const Backend& be, const Gate&, tensor_view<Q, 4> q, 
                            tensor_view<V, 4> v, const linear_attention_options& opts = {}) {
   using G = typename detail::la::gate_traits<Gate>::const_gate;
   detail::la::static_gate_check<Gate>();
-  // What the size depends on is checked as linear_attention checks it (no value scans).
-  constexpr std::string_view fn = "workspace_size";
-  detail::check_view(fn, "q", q);
-  detail::check_view(fn, "k", k);
-  detail::check_view(fn, "v", v);
-  detail::require_shape(fn, "k", k,
-                        std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), q.extent(3)});
-  detail::require_shape(fn, "v", v,
-                        std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), v.extent(3)});
-  detail::require(detail::la::is_pow2_chunk(opts.chunk_size), fn, "chunk_size", "a power of two in [16, 256]",
-                  opts.chunk_size);
-  detail::require(opts.mode == linear_attention_mode::chunk || opts.mode == linear_attention_mode::recurrent,
-                  fn, "mode", "chunk or recurrent", static_cast<int>(opts.mode));
-  if (detail::la::given(opts.cu_seqlens)) detail::check_view(fn, "cu_seqlens", opts.cu_seqlens);
+  detail::la::check_sizes("workspace_size", q, k, v, opts);  // as linear_attention checks them
   const std::int64_t N = detail::la::given(opts.cu_seqlens)
                              ? std::max<std::int64_t>(opts.cu_seqlens.extent(0) - 1, 0)
                              : q.extent(0);
