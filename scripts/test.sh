@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, then builds and runs the whole test
-# suite twice: the default (Release) preset, then the ASan + UBSan preset.
+# suite twice: the default (Release) preset, then the ASan + UBSan preset; then, under TSan,
+# the test that runs the CUDA kernels' bodies with host threads meeting at barriers.
 #   scripts/test.sh [--no-asan]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,6 @@ run_preset() {
 run_preset default
 if [ "${1:-}" != "--no-asan" ]; then
   run_preset asan
+  run_preset tsan
 fi
 ccache --show-stats 2>/dev/null | grep -iE "hits|misses" | head -3 || true

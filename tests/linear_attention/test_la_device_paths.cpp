@@ -1,10 +1,15 @@
 // The CUDA algorithms of linear_attention run on the host: chunk_block (the chunk kernel's
-// body, one block per (sequence, head, V slice)) with one thread, and recurrent_column (the
+// body, one block per (sequence, head, V slice)) with one thread and with several threads
+// that meet at a std::barrier where the kernel calls __syncthreads, and recurrent_column (the
 // column kernel, also Kokkos' device-space fallback) column by column, against the fp64
-// oracle. This checks their math and indexing where no GPU is available; races are not.
+// oracle. This checks their math and indexing where no GPU is available, and with threads a
+// missing barrier shows as a wrong result (most of the time: a race is not certain to strike).
 #include <catch2/catch_test_macros.hpp>
 
+#include <barrier>
 #include <cstdint>
+#include <functional>
+#include <thread>
 #include <vector>
 
 #include "linear_attention/cases.hpp"
@@ -17,8 +22,13 @@ namespace {
 struct no_sync {
   void operator()() const {}
 };
+struct barrier_sync {
+  std::barrier<>* b;
+  void operator()() const { b->arrive_and_wait(); }
+};
 
-enum class path { chunk_block, columns };
+enum class path { chunk_block, chunk_block_threads, columns };
+constexpr int emulated_threads = 6;  // not a divisor of the loops' extents, so that shares differ
 
 /// Runs p through one of the device algorithms on the host; returns o and final states.
 output run_device_path(const problem& p, path which) {
@@ -41,24 +51,31 @@ output run_device_path(const problem& p, path which) {
     const auto a = weft::detail::la::check_args<weft::serial_backend>(
         "test", be, g, d.qv(0, T), d.kv(0, T), d.vv(0, T), make_view(o.data(), B, T, H, V), opts);
     constexpr auto kd = weft::detail::la::kind_of<Gate>;
-    if (which == path::chunk_block) {
-      if constexpr (kd == weft::detail::la::kind::none || kd == weft::detail::la::kind::scalar ||
-                    kd == weft::detail::la::kind::mlstm) {
-        namespace dev = weft::detail::la::dev;
-        std::vector<float> nm(N * H * (K + 1));  // load_nm_kernel
-        for (std::int64_t nh = 0; nh < N * H; ++nh) {
-          for (std::int64_t i = 0; i < K; ++i) nm[nh * (K + 1) + i] = p.n0.empty() ? 0.0f : n0[nh * K + i];
-          nm[nh * (K + 1) + K] = p.m0.empty() ? 0.0f : m0[nh];
-        }
-        const int slices = static_cast<int>((V + dev::slice - 1) / dev::slice);
-        std::vector<unsigned char> smem(dev::chunk_smem_bytes(K) + 64);
-        unsigned char* base = smem.data() + (64 - reinterpret_cast<std::uintptr_t>(smem.data()) % 64) % 64;
-        for (std::int64_t blk = 0; blk < N * H * slices; ++blk) {
-          double m_state = 0;
+    if (which != path::columns) {
+      namespace dev = weft::detail::la::dev;
+      std::vector<float> nm(N * H * (K + 1));  // load_nm_kernel
+      for (std::int64_t nh = 0; nh < N * H; ++nh) {
+        for (std::int64_t i = 0; i < K; ++i) nm[nh * (K + 1) + i] = p.n0.empty() ? 0.0f : n0[nh * K + i];
+        nm[nh * (K + 1) + K] = p.m0.empty() ? 0.0f : m0[nh];
+      }
+      const int slices = static_cast<int>((V + dev::slice - 1) / dev::slice);
+      std::vector<unsigned char> smem(dev::chunk_smem_bytes(kd, K) + 64);
+      unsigned char* base = smem.data() + (64 - reinterpret_cast<std::uintptr_t>(smem.data()) % 64) % 64;
+      double m_state = 0;
+      if (which == path::chunk_block) {
+        for (std::int64_t blk = 0; blk < N * H * slices; ++blk)
           dev::chunk_block(g, a, nm.data(), slices, blk, 0, 1, base, m_state, no_sync{});
-        }
-      } else {
-        FAIL("the chunk kernel covers none, scalar and mLSTM only");
+      } else {  // the blocks one after another, each run by emulated_threads threads
+        std::barrier<> bar(emulated_threads);
+        std::vector<std::jthread> team;
+        for (int tid = 0; tid < emulated_threads; ++tid)
+          team.emplace_back([&, tid] {
+            for (std::int64_t blk = 0; blk < N * H * slices; ++blk) {
+              dev::chunk_block(g, a, nm.data(), slices, blk, tid, emulated_threads, base, m_state,
+                               barrier_sync{&bar});
+              bar.arrive_and_wait();  // a new block reuses the shared memory
+            }
+          });
       }
     } else {  // forward_columns: per-column state copies, then the column recurrence
       const bool mlstm = kd == weft::detail::la::kind::mlstm;
@@ -94,19 +111,20 @@ TEST_CASE("linear_attention device algorithms on the host: chunk_block and recur
   for (gk kind :
        {gk::none, gk::scalar, gk::vector, gk::mlstm_exp, gk::mlstm_sig, gk::delta, gk::gated_delta}) {
     for (const shape_case& s :
-         {shape_case{2, 130, 2, 60, 100, 64, 1, 0.02}, shape_case{1, 200, 1, 128, 40, 64, 0.1, 0}}) {
+         {shape_case{2, 130, 2, 60, 100, 64, 1, 0.02}, shape_case{1, 200, 1, 128, 40, 64, 0.1, 0},
+          shape_case{2, 1, 1, 16, 16, 64, 1, 0}, shape_case{1, 47, 1, 33, 7, 64, 10, 0.05}}) {
       for (bool varlen : {false, true}) {
         const problem p =
             make_problem<float>(kind, varlen ? 1 : s.B, varlen ? cu.back() : s.T, s.H, s.K, s.V, seed++,
                                 {.gate_norm = s.gate_norm, .reset_prob = s.reset, .with_states = true},
                                 varlen ? cu : std::vector<std::int64_t>{});
         const result want = oracle(p);
-        for (path w : {path::chunk_block, path::columns}) {
-          const bool chunk_kind =
-              kind == gk::none || kind == gk::scalar || kind == gk::mlstm_exp || kind == gk::mlstm_sig;
-          if (w == path::chunk_block && !chunk_kind) continue;
-          INFO(name(kind) << (w == path::chunk_block ? " chunk_block" : " recurrent_column") << " K " << s.K
-                          << " V " << s.V << (varlen ? " varlen" : ""));
+        for (path w : {path::chunk_block, path::chunk_block_threads, path::columns}) {
+          INFO(name(kind) << (w == path::chunk_block           ? " chunk_block"
+                              : w == path::chunk_block_threads ? " chunk_block, threads"
+                                                               : " recurrent_column")
+                          << " T " << p.T << " K " << s.K << " V " << s.V << " gate/" << s.gate_norm
+                          << " reset " << s.reset << (varlen ? " varlen" : ""));
           const output got = run_device_path(p, w);
           CHECK(rel_rmse(got.o, want.o) <= 1e-5);
           CHECK(rel_rmse(got.S, want.S) <= 1e-5);

@@ -2,10 +2,10 @@
 //
 // Status: compiled in CI (sm_90); not yet verified on hardware.
 //
-// chunk mode, gates none / scalar / mLSTM, K <= 128: chunk_kernel, one thread block per
-//   (sequence, head, 32-column slice of V) running detail::la::dev::chunk_block
-//   (device_chunk.hpp): chunks of 64 tokens, the state slice in shared memory.
-// Everything else (recurrent mode, decode steps, vector / delta gates, K > 128): one thread
+// chunk mode, every gate kind, K <= 128: chunk_kernel, one thread block per (sequence, head,
+//   32-column slice of V) running detail::la::dev::chunk_block (device_chunk.hpp): chunks of
+//   64 tokens, the state slice in shared memory (at most 142 KiB, under sm_80's 163 KiB).
+// Everything else (recurrent mode, decode steps, K > 128): one thread
 // per (sequence, head, value column) runs detail::la::recurrent_column, the token loop of one
 // column of the state (columns evolve independently for every gate kind).
 // The two device algorithms also run on the host, one thread at a time, in
@@ -134,15 +134,16 @@ struct linear_attention_impl<cuda_backend> {
     return h;
   }
 
-  /// The chunk kernel applies: chunk mode, a scalar-kind gate, K <= 128.
-  static bool use_chunk_kernel(detail::la::kind kd, const detail::la::shape& s) {
-    using detail::la::kind;
-    return s.mode == linear_attention_mode::chunk &&
-           (kd == kind::none || kd == kind::scalar || kd == kind::mlstm) && s.K <= detail::la::dev::max_k;
+  /// The chunk kernel applies: chunk mode, K <= 128.
+  static bool use_chunk_kernel(const detail::la::shape& s) {
+    return s.mode == linear_attention_mode::chunk && s.K <= detail::la::dev::max_k;
   }
+  static_assert(detail::la::dev::chunk_smem_bytes(detail::la::kind::vector, detail::la::dev::max_k) <=
+                    163 * 1024,
+                "the chunk kernel's shared memory must fit sm_80's opt-in limit");
 
   static std::size_t workspace_bytes(const cuda_backend&, detail::la::kind kd, const detail::la::shape& s) {
-    if (use_chunk_kernel(kd, s)) return sizeof(float) * static_cast<std::size_t>(s.N * s.H * (s.K + 1));
+    if (use_chunk_kernel(s)) return sizeof(float) * static_cast<std::size_t>(s.N * s.H * (s.K + 1));
     const std::size_t cols = static_cast<std::size_t>(s.N * s.H * s.V * s.K);
     return sizeof(float) *
            (cols * (kd == detail::la::kind::mlstm ? 2 : 1) + static_cast<std::size_t>(s.N * s.H));
@@ -153,25 +154,21 @@ struct linear_attention_impl<cuda_backend> {
     namespace k = detail::la::cuda;
     const std::int64_t cols = a.N * a.H * a.V;
     if (cols == 0) return;
-    constexpr detail::la::kind kd = detail::la::kind_of<Gate>;
-    if constexpr (kd == detail::la::kind::none || kd == detail::la::kind::scalar ||
-                  kd == detail::la::kind::mlstm) {
-      if (use_chunk_kernel(kd, a.dims())) {
-        float* nm = static_cast<float*>(ws);
-        k::load_nm_kernel<<<static_cast<unsigned>(a.N * a.H), 128, 0, be.stream>>>(a, nm);
-        be.check_launch("weft::linear_attention_load_state");
-        const int slices = static_cast<int>(ceil_div<std::int64_t>(a.V, detail::la::dev::slice));
-        const std::size_t smem = detail::la::dev::chunk_smem_bytes(a.K);
-        auto kernel = k::chunk_kernel<Gate, E>;
-        detail::cuda_check(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-            "cudaFuncSetAttribute");
-        kernel<<<static_cast<unsigned>(a.N * a.H * slices), detail::la::dev::chunk_threads, smem,
-                 be.stream>>>(gate, a, nm, slices);
-        be.check_launch("weft::linear_attention_chunk");
-        be.fence();  // the workspace is released on return
-        return;
-      }
+    if (use_chunk_kernel(a.dims())) {
+      float* nm = static_cast<float*>(ws);
+      k::load_nm_kernel<<<static_cast<unsigned>(a.N * a.H), 128, 0, be.stream>>>(a, nm);
+      be.check_launch("weft::linear_attention_load_state");
+      const int slices = static_cast<int>(ceil_div<std::int64_t>(a.V, detail::la::dev::slice));
+      const std::size_t smem = detail::la::dev::chunk_smem_bytes(detail::la::kind_of<Gate>, a.K);
+      auto kernel = k::chunk_kernel<Gate, E>;
+      detail::cuda_check(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          "cudaFuncSetAttribute");
+      kernel<<<static_cast<unsigned>(a.N * a.H * slices), detail::la::dev::chunk_threads, smem, be.stream>>>(
+          gate, a, nm, slices);
+      be.check_launch("weft::linear_attention_chunk");
+      be.fence();  // the workspace is released on return
+      return;
     }
     constexpr bool is_mlstm = detail::la::kind_of<Gate> == detail::la::kind::mlstm;
     float* S = static_cast<float*>(ws);
