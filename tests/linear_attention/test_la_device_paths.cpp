@@ -27,7 +27,7 @@ struct barrier_sync {
   void operator()() const { b->arrive_and_wait(); }
 };
 
-enum class path { chunk_block, chunk_block_threads, columns };
+enum class path { chunk_block, chunk_block_threads, columns, kokkos_columns };
 constexpr int emulated_threads = 6;  // not a divisor of the loops' extents, so that shares differ
 
 /// Runs p through one of the device algorithms on the host; returns o and final states.
@@ -54,10 +54,7 @@ output run_device_path(const problem& p, path which) {
     if (which != path::columns) {
       namespace dev = weft::detail::la::dev;
       std::vector<float> nm(N * H * (K + 1));  // load_nm_kernel
-      for (std::int64_t nh = 0; nh < N * H; ++nh) {
-        for (std::int64_t i = 0; i < K; ++i) nm[nh * (K + 1) + i] = p.n0.empty() ? 0.0f : n0[nh * K + i];
-        nm[nh * (K + 1) + K] = p.m0.empty() ? 0.0f : m0[nh];
-      }
+      for (std::int64_t nh = 0; nh < N * H; ++nh) dev::load_nm(a, nm.data(), nh, 0, 1);
       const int slices = static_cast<int>((V + dev::slice - 1) / dev::slice);
       std::vector<unsigned char> smem(dev::chunk_smem_bytes(kd, K) + 64);
       unsigned char* base = smem.data() + (64 - reinterpret_cast<std::uintptr_t>(smem.data()) % 64) % 64;
@@ -77,27 +74,24 @@ output run_device_path(const problem& p, path which) {
             }
           });
       }
-    } else {  // forward_columns: per-column state copies, then the column recurrence
+    } else if (which == path::kokkos_columns) {  // Kokkos' device-space path, on the host space
+#if WEFT_TEST_KOKKOS
+      using kb = weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace>;
+      const kb kbe{};
+      const auto ka = weft::detail::la::check_args<kb>("test", kbe, g, d.qv(0, T), d.kv(0, T), d.vv(0, T),
+                                                       make_view(o.data(), B, T, H, V), opts);
+      // the device spaces' workspace_bytes: per-column state (and normalizer) copies, m
+      std::vector<float> ws(N * H * V * K * (kd == weft::detail::la::kind::mlstm ? 2 : 1) + N * H);
+      weft::impl::linear_attention_impl<kb>::forward_columns(kbe, g, ka, ws.data());
+#endif
+    } else {  // load_state_kernel, then column_kernel, one column at a time
+      namespace dev = weft::detail::la::dev;
       const bool mlstm = kd == weft::detail::la::kind::mlstm;
       std::vector<float> S(N * H * V * K), nv(mlstm ? N * H * V * K : 0), mm(N * H);
-      for (std::int64_t c = 0; c < N * H * V; ++c) {
-        const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-        for (std::int64_t i = 0; i < K; ++i) {
-          S[c * K + i] = p.s0.empty() ? 0.0f : s0[((n * H + h) * K + i) * V + e];
-          if (mlstm) nv[c * K + i] = p.n0.empty() ? 0.0f : n0[(n * H + h) * K + i];
-        }
-        mm[nh] = p.m0.empty() ? 0.0f : m0[nh];
-      }
-      for (std::int64_t c = 0; c < N * H * V; ++c) {
-        const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-        double m = mm[nh];
-        weft::detail::la::recurrent_column(g, a, weft::detail::la::sequence(a, n), h, e, S.data() + c * K,
-                                           mlstm ? nv.data() + c * K : nullptr, 1, m);
-        for (std::int64_t i = 0; i < K; ++i) s1[((n * H + h) * K + i) * V + e] = S[c * K + i];
-        if (e == 0 && mlstm)
-          for (std::int64_t i = 0; i < K; ++i) n1[(n * H + h) * K + i] = nv[c * K + i];
-        if (e == 0 && p.kind == gk::mlstm_exp) m1[nh] = static_cast<float>(m);
-      }
+      for (std::int64_t c = 0; c < N * H * V; ++c)
+        dev::load_column(a, c, S.data(), mlstm ? nv.data() : nullptr, mm.data());
+      for (std::int64_t c = 0; c < N * H * V; ++c)
+        dev::run_column(g, a, c, S.data(), mlstm ? nv.data() : nullptr, mm.data());
     }
   });
   return {to_double(o), to_double(s1), to_double(n1), to_double(m1)};
@@ -119,10 +113,14 @@ TEST_CASE("linear_attention device algorithms on the host: chunk_block and recur
                                 {.gate_norm = s.gate_norm, .reset_prob = s.reset, .with_states = true},
                                 varlen ? cu : std::vector<std::int64_t>{});
         const result want = oracle(p);
-        for (path w : {path::chunk_block, path::chunk_block_threads, path::columns}) {
+        for (path w : {path::chunk_block, path::chunk_block_threads, path::columns, path::kokkos_columns}) {
+#if !WEFT_TEST_KOKKOS
+          if (w == path::kokkos_columns) continue;
+#endif
           INFO(name(kind) << (w == path::chunk_block           ? " chunk_block"
                               : w == path::chunk_block_threads ? " chunk_block, threads"
-                                                               : " recurrent_column")
+                              : w == path::columns             ? " recurrent_column"
+                                                               : " Kokkos forward_columns")
                           << " T " << p.T << " K " << s.K << " V " << s.V << " gate/" << s.gate_norm
                           << " reset " << s.reset << (varlen ? " varlen" : ""));
           const output got = run_device_path(p, w);

@@ -39,43 +39,24 @@ __global__ void invalid_kernel(tensor_view<const T, R> v, std::int64_t n, bool f
   if (invalid_gate_value(v.data()[off], finite)) atomicOr(flag, 1);  // an integer flag: order does not matter
 }
 
-/// Copies the initial state into per-column scratch S [N,H,V,K] (and the mLSTM n copies, m).
+/// Copies the initial state into per-column scratch (dev::load_column).
 template <class E>
 __global__ void load_state_kernel(args<E> a, float* S, float* nv, float* m) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t V = a.V, H = a.H, K = a.K;
-  if (c >= a.N * H * V) return;
-  const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-  for (std::int64_t i = 0; i < K; ++i) {
-    S[c * K + i] = given(a.s0) ? a.s0(n, h, i, e) : 0.0f;
-    if (nv) nv[c * K + i] = given(a.n0) ? a.n0(n, h, i) : 0.0f;
-  }
-  if (e == 0) m[nh] = given(a.m0) ? a.m0(n, h) : 0.0f;
+  if (c < a.N * a.H * a.V) dev::load_column(a, c, S, nv, m);
 }
 
+/// One thread per (sequence, head, value column): dev::run_column.
 template <class Gate, class E>
 __global__ void column_kernel(Gate gate, args<E> a, float* S, float* nv, const float* m) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t V = a.V, H = a.H, K = a.K;
-  if (c >= a.N * H * V) return;
-  const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-  double mm = m[nh];
-  recurrent_column(gate, a, sequence(a, n), h, e, S + c * K, nv ? nv + c * K : nullptr, 1, mm);
-  if (given(a.s1))
-    for (std::int64_t i = 0; i < K; ++i) a.s1(n, h, i, e) = S[c * K + i];
-  if (e == 0 && given(a.n1))
-    for (std::int64_t i = 0; i < K; ++i) a.n1(n, h, i) = nv[c * K + i];
-  if (e == 0 && given(a.m1)) a.m1(n, h) = static_cast<float>(mm);
+  if (c < a.N * a.H * a.V) dev::run_column(gate, a, c, S, nv, m);
 }
 
-/// Copies the mLSTM normalizer and stabilizer into scratch nm [N,H,K+1] so that blocks of one
-/// (sequence, head) can read them while another block writes the final ones (in place).
+/// Stages the mLSTM normalizer and stabilizer into scratch nm [N,H,K+1] (dev::load_nm).
 template <class E>
 __global__ void load_nm_kernel(args<E> a, float* nm) {
-  const std::int64_t nh = blockIdx.x, n = nh / a.H, h = nh % a.H;
-  for (std::int64_t i = threadIdx.x; i < a.K; i += blockDim.x)
-    nm[nh * (a.K + 1) + i] = given(a.n0) ? a.n0(n, h, i) : 0.0f;
-  if (threadIdx.x == 0) nm[nh * (a.K + 1) + a.K] = given(a.m0) ? a.m0(n, h) : 0.0f;
+  dev::load_nm(a, nm, blockIdx.x, threadIdx.x, blockDim.x);
 }
 
 /// Block barrier for chunk_block.

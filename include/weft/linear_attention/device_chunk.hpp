@@ -63,6 +63,46 @@ WEFT_INLINE void decay_keys_to(float* Ks, const float* Ag, int ldk, int lo, int 
   }
 }
 
+/// The column kernel (recurrent mode, decode steps, K > 128), column c = (sequence, head, value
+/// column e) of N * H * V: its state copy S + c K [K] (and the mLSTM normalizer copy nv + c K),
+/// the stabilizer m [N*H] loaded by column e = 0.
+template <class E>
+WEFT_INLINE void load_column(const args<E>& a, std::int64_t c, float* S, float* nv, float* m) {
+  const std::int64_t V = a.V, H = a.H, K = a.K;
+  const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
+  for (std::int64_t i = 0; i < K; ++i) {
+    S[c * K + i] = given(a.s0) ? a.s0(n, h, i, e) : 0.0f;
+    if (nv) nv[c * K + i] = given(a.n0) ? a.n0(n, h, i) : 0.0f;
+  }
+  if (e == 0) m[nh] = given(a.m0) ? a.m0(n, h) : 0.0f;
+}
+
+/// Runs column c through its sequence (recurrent_column) and stores its final state; column
+/// e = 0 also stores the mLSTM normalizer and stabilizer.
+template <class Gate, class E>
+WEFT_INLINE void run_column(const Gate& gate, const args<E>& a, std::int64_t c, float* S, float* nv,
+                            const float* m) {
+  const std::int64_t V = a.V, H = a.H, K = a.K;
+  const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
+  double mm = m[nh];
+  recurrent_column(gate, a, sequence(a, n), h, e, S + c * K, nv ? nv + c * K : nullptr, 1, mm);
+  if (given(a.s1))
+    for (std::int64_t i = 0; i < K; ++i) a.s1(n, h, i, e) = S[c * K + i];
+  if (e == 0 && given(a.n1))
+    for (std::int64_t i = 0; i < K; ++i) a.n1(n, h, i) = nv[c * K + i];
+  if (e == 0 && given(a.m1)) a.m1(n, h) = static_cast<float>(mm);
+}
+
+/// The mLSTM normalizer and stabilizer of (sequence, head) nh staged into nm [N,H,K+1] (thread
+/// tid of nt), so that the blocks of one (sequence, head) read them while another block writes
+/// the final ones (in place). The CUDA load_nm_kernel runs it, one block per nh.
+template <class E>
+WEFT_INLINE void load_nm(const args<E>& a, float* nm, std::int64_t nh, int tid, int nt) {
+  const std::int64_t n = nh / a.H, h = nh % a.H;
+  for (std::int64_t i = tid; i < a.K; i += nt) nm[nh * (a.K + 1) + i] = given(a.n0) ? a.n0(n, h, i) : 0.0f;
+  if (tid == 0) nm[nh * (a.K + 1) + a.K] = given(a.m0) ? a.m0(n, h) : 0.0f;
+}
+
 /// One block's share of the chunk form: block index `block` of N * H * slices, thread `tid`
 /// of `nt`; `smem` holds chunk_smem_bytes(kind, K) bytes, `m_state` is shared by the block,
 /// `sync` is the block barrier. nm: the initial mLSTM normalizer and stabilizer [N,H,K+1].

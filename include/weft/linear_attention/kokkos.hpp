@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "weft/backend/kokkos.hpp"
+#include "weft/linear_attention/device_chunk.hpp"
 #include "weft/linear_attention/host_chunk.hpp"
 #include "weft/linear_attention/linear_attention.hpp"
 
@@ -138,27 +139,10 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
     float* m = S + cols * K * (is_mlstm ? 2 : 1);   // [N,H]
     Kokkos::parallel_for(
         "weft::linear_attention_load_state", Kokkos::RangePolicy<Exec>(be.exec, 0, cols),
-        KOKKOS_LAMBDA(std::int64_t c) {
-          const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-          for (std::int64_t i = 0; i < K; ++i) {
-            S[c * K + i] = detail::la::given(a.s0) ? a.s0(n, h, i, e) : 0.0f;
-            if (is_mlstm) nv[c * K + i] = detail::la::given(a.n0) ? a.n0(n, h, i) : 0.0f;
-          }
-          if (e == 0) m[nh] = detail::la::given(a.m0) ? a.m0(n, h) : 0.0f;
-        });
+        KOKKOS_LAMBDA(std::int64_t c) { detail::la::dev::load_column(a, c, S, nv, m); });
     Kokkos::parallel_for(
         "weft::linear_attention_columns", Kokkos::RangePolicy<Exec>(be.exec, 0, cols),
-        KOKKOS_LAMBDA(std::int64_t c) {
-          const std::int64_t e = c % V, nh = c / V, h = nh % H, n = nh / H;
-          double mm = m[nh];
-          detail::la::recurrent_column(gate, a, detail::la::sequence(a, n), h, e, S + c * K,
-                                       is_mlstm ? nv + c * K : nullptr, 1, mm);
-          if (detail::la::given(a.s1))
-            for (std::int64_t i = 0; i < K; ++i) a.s1(n, h, i, e) = S[c * K + i];
-          if (e == 0 && detail::la::given(a.n1))
-            for (std::int64_t i = 0; i < K; ++i) a.n1(n, h, i) = nv[c * K + i];
-          if (e == 0 && detail::la::given(a.m1)) a.m1(n, h) = static_cast<float>(mm);
-        });
+        KOKKOS_LAMBDA(std::int64_t c) { detail::la::dev::run_column(gate, a, c, S, nv, m); });
     be.exec.fence();
   }
 };
