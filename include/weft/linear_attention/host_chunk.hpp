@@ -54,7 +54,7 @@ struct slot {
   float *A, *Tm;        // tiles (Lb x Lb)
   float* O;             // output accumulator (Lb x Vp)
   float *aq, *dq, *ak;  // vector gate: exp(g) of the query block, its prefix products, key block
-  float *wq, *wv, *rr;  // vector gate: decay vectors (Kp)
+  float *wq, *wv, *rr;  // vector gate: decay vectors (Kp); wq: the state decay rows (all kinds)
   float *den, *wrow;    // mLSTM denominators, one row of weights (Lb)
   double* P;            // log decay since the last reset (max_chunk)
   std::int32_t* seg;    // index of the last reset at or before t, -1 if none (max_chunk)
@@ -353,7 +353,7 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
     const std::int64_t end = L - 1;
     const double m1 = w.mrow[end];
     const float ws = static_cast<float>(exp_minus(log_d0(w, end) + m0, m1));
-    for (std::int64_t i = 0; i < K * Vp; ++i) w.S[i] *= ws;
+    for (std::int64_t c = 0; c < Kp; ++c) w.wq[c] = ws;  // S *= ws in the first product's loads
     if constexpr (is_mlstm)
       for (std::int64_t c = 0; c < K; ++c) w.nv[c] *= ws;
     for (std::int64_t kb = 0; kb < nb; ++kb) {
@@ -373,7 +373,7 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
         if constexpr (is_mlstm)
           if (c < K) w.nv[c] += ksum;
       }
-      gemm(Kp, Vp, Lkp, w.Kw, Lb, 1, w.Vb, Vp, w.S, Vp, true);
+      gemm(Kp, Vp, Lkp, w.Kw, Lb, 1, w.Vb, Vp, w.S, Vp, true, shape::full, kb == 0 ? w.wq : nullptr);
     }
     m0 = m1;
   }
@@ -551,9 +551,8 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       store_rows(a, b, c0 + q0, h, Lq, w, nullptr);
       for (std::int64_t c = 0; c < K; ++c) w.wq[c] *= w.dq[(Lq - 1) * Kp + c];
     }
-    // State: S1 = diag(chunk decay) S0 + sum_kb (K_kb decayed to the chunk end)^T V_kb
-    for (std::int64_t c = 0; c < K; ++c)
-      for (std::int64_t e = 0; e < Vp; ++e) w.S[c * Vp + e] *= w.wq[c];
+    // State: S1 = diag(chunk decay) S0 + sum_kb (K_kb decayed to the chunk end)^T V_kb, the
+    // decay wq applied by the first product (wq is 1 in the padding)
     for (std::int64_t c = 0; c < Kp; ++c) w.wv[c] = 1.0f;  // decay from the block end to the chunk end
     for (std::int64_t kb = nb - 1; kb >= 0; --kb) {
       const std::int64_t k0 = kb * Lb, Lk = std::min(Lb, L - k0), Lkp = pad16(Lk);
@@ -565,7 +564,7 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       }
       pack_keys_to_end(&a.k(b, c0 + k0, h, 0), ks, Lk, Lkp, K, ga, w, w.wv, w.Kw);
       for (std::int64_t c = 0; c < K; ++c) w.wv[c] *= w.rr[c];
-      gemm(Kp, Vp, Lkp, w.Kw, Lb, 1, w.Vb, Vp, w.S, Vp, true);
+      gemm(Kp, Vp, Lkp, w.Kw, Lb, 1, w.Vb, Vp, w.S, Vp, true, shape::full, kb == nb - 1 ? w.wq : nullptr);
     }
   }
   store_state(a, n, h, w, m_unused);
@@ -642,12 +641,12 @@ void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, st
     // S1 = gamma_end S0 + (K (.) D(end, .))^T U
     const std::int64_t end = L - 1;
     const float gend = w.gam[end];
-    for (std::int64_t i = 0; i < K * Vp; ++i) w.S[i] *= gend;
+    for (std::int64_t c = 0; c < Kp; ++c) w.wq[c] = gend;  // S *= gend in the product's loads
     log_weight_row(w, end, 0, Lp, L, nullptr, 0.0, w.wrow);
     exp_inplace(w.wrow, Lp);
     for (std::int64_t c = 0; c < Kp; ++c)
       for (std::int64_t j = 0; j < Lp; ++j) w.Kw[c * Lb + j] = w.Kt[c * Lb + j] * w.wrow[j];
-    gemm(Kp, Vp, Lp, w.Kw, Lb, 1, w.Ub, Vp, w.S, Vp, true);
+    gemm(Kp, Vp, Lp, w.Kw, Lb, 1, w.Ub, Vp, w.S, Vp, true, shape::full, w.wq);
   }
   store_state(a, n, h, w, m_unused);
 }

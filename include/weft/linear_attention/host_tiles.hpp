@@ -189,14 +189,18 @@ WEFT_LA_ALWAYS_INLINE void transpose16(LoadRow&& rows, float* dst, std::int64_t 
 #endif
 }
 
-/// One register tile: C[8 x 16*NV] (+)= A[8 x P] B[P x 16*NV].
+/// One register tile: C[8 x 16*NV] (+)= A[8 x P] B[P x 16*NV]; with rs, the accumulated C rows
+/// are first scaled by rs[r] (diag(rs) C + A B: a state's decay folded into its update).
 template <int NV>
 WEFT_LA_ALWAYS_INLINE void tile(std::int64_t P, const float* A, std::int64_t sar, std::int64_t sac,
-                                const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                                bool accumulate) {
+                                const float* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate,
+                                const float* rs) {
   vf c[tile_rows][NV];
   for (int r = 0; r < tile_rows; ++r)
-    for (int v = 0; v < NV; ++v) c[r][v] = accumulate ? loadv(C + r * ldc + v * lanes) : vf{};
+    for (int v = 0; v < NV; ++v)
+      c[r][v] = !accumulate ? vf{}
+                : rs        ? loadv(C + r * ldc + v * lanes) * splat(rs[r])
+                            : loadv(C + r * ldc + v * lanes);
   for (std::int64_t p = 0; p < P; ++p) {
     vf b[NV];
     for (int v = 0; v < NV; ++v) b[v] = loadv(B + p * ldb + v * lanes);
@@ -217,23 +221,26 @@ enum class shape { full, lower_out, lower_in };
 ///   lower_out: only column blocks that reach the diagonal (j0 <= i0 + 7) are computed; the
 ///              others (entirely above it) are left untouched. Requires M == N region alignment.
 ///   lower_in:  A is lower-triangular (A(i, p) == 0 for p > i): row tile i0 stops at p < i0 + 8.
+/// row_scale (with accumulate): C = diag(row_scale) C + A B, the scaling done on the tile loads.
 WEFT_LA_NOINLINE void gemm(std::int64_t M, std::int64_t N, std::int64_t P, const float* A, std::int64_t sar,
                            std::int64_t sac, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                           bool accumulate, shape sh = shape::full) {
+                           bool accumulate, shape sh = shape::full, const float* row_scale = nullptr) {
   constexpr std::int64_t nr = tile_vecs * lanes;
   std::int64_t j0 = 0;
   for (; j0 + nr <= N; j0 += nr) {
     for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
       if (sh == shape::lower_out && j0 > i0 + tile_rows - 1) continue;
       const std::int64_t p = sh == shape::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
-      tile<tile_vecs>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate);
+      tile<tile_vecs>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
+                      row_scale ? row_scale + i0 : nullptr);
     }
   }
   for (; j0 < N; j0 += lanes) {
     for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
       if (sh == shape::lower_out && j0 > i0 + tile_rows - 1) continue;
       const std::int64_t p = sh == shape::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
-      tile<1>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate);
+      tile<1>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
+              row_scale ? row_scale + i0 : nullptr);
     }
   }
 }
