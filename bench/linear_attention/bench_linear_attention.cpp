@@ -5,6 +5,8 @@
 //   weft_chunk/<gate>/<C>    weft's chunk form; GFLOP/s counts 2 T H (C K + C V + 2 K V);
 //                            C = 64 for every gate, 16 .. 256 for scalar, vector, mLSTM
 //   weft_recurrent/<gate>    weft's token loop (mode = recurrent), same FLOP count (C = 64)
+//   weft_backward/<gate>     linear_attention_backward, same FLOP count: its rate over the
+//                            token loop's is the forward / backward time ratio
 //   blas_chunk/<gate>/64     the same chunk form with one OpenBLAS sgemm per product per chunk
 //   sweep/<gate>/<mode>/<T>  time vs T (1K .. 64K) for the plot (bench/plot_linear_attention.py)
 //
@@ -189,6 +191,58 @@ void weft_chunk(benchmark::State& st, gate_kind kind, int C) {
 void weft_recurrent(benchmark::State& st, gate_kind kind) {
   run_weft(st, kind, weft::linear_attention_mode::recurrent, 64, bench_T(), bench_H());
 }
+
+/// linear_attention_backward (the token loop's reverse mode with state checkpoints every 64
+/// tokens): GFLOP/s count the same FLOPs as weft_recurrent, so their ratio is the inverse
+/// ratio of the times (backward / forward time = recurrent GFLOP/s / backward GFLOP/s).
+int bwd_chunk() {
+  if (const char* e = std::getenv("WEFT_LA_BWD_CHUNK")) return std::atoi(e);
+  return 64;
+}
+
+void weft_backward(benchmark::State& st, gate_kind kind) {
+  problem& p = get_problem(bench_T(), bench_H());
+  const weft::kokkos_backend<exec> be{};
+  using weft::make_view;
+  const bool unit_keys = kind == gate_kind::delta || kind == gate_kind::gated_delta;
+  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K, V = p.V;
+  const auto q = make_view(static_cast<const float*>(p.q->data()), B, T, H, K);
+  const auto k = make_view(static_cast<const float*>(unit_keys ? p.kn->data() : p.k->data()), B, T, H, K);
+  const auto v = make_view(static_cast<const float*>(p.v->data()), B, T, H, V);
+  const auto dout = make_view(static_cast<const float*>(p.o->data()), B, T, H, V);  // any values
+  weft_bench::array<float> dq(B * T * H * K), dk(B * T * H * K), dv(B * T * H * V), dg(B * T * H * K),
+      db(B * T * H);
+  const auto dqv = make_view(dq.data(), B, T, H, K), dkv = make_view(dk.data(), B, T, H, K);
+  const auto dvv = make_view(dv.data(), B, T, H, V);
+  const auto d3 = make_view(dg.data(), B, T, H), db3 = make_view(db.data(), B, T, H);
+  double seconds = 0;
+  with_gate(p, kind, [&](const auto& gate) {
+    auto timed = [&](const auto& dgate) {
+      const weft::linear_attention_grads grads{dqv, dkv, dvv, dgate};
+      const auto t0 = std::chrono::steady_clock::now();
+      for (auto _ : st) {
+        weft::linear_attention_backward(be, gate, q, k, v, dout, grads, {.chunk_size = bwd_chunk()});
+        be.fence();
+      }
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    using G = std::remove_cvref_t<decltype(gate)>;
+    using namespace weft::gates;
+    if constexpr (std::is_same_v<G, none>)
+      timed(none{});
+    else if constexpr (std::is_same_v<G, scalar<float>>)
+      timed(scalar{d3});
+    else if constexpr (std::is_same_v<G, vector<float>>)
+      timed(vector{make_view(dg.data(), B, T, H, K)});
+    else if constexpr (std::is_same_v<G, mlstm<float>>)
+      timed(mlstm{d3, db3});
+    else if constexpr (std::is_same_v<G, delta<float>>)
+      timed(delta{db3});
+    else
+      timed(gated_delta{d3, db3});
+  });
+  set_flops(st, chunk_flops(p, 64), seconds);
+}
 #endif
 
 #if WEFT_BENCH_OPENBLAS
@@ -283,6 +337,11 @@ void register_all() {
   for (gate_kind g : {gate_kind::scalar, gate_kind::vector, gate_kind::mlstm, gate_kind::gated_delta})
     benchmark::RegisterBenchmark((std::string("weft_recurrent/") + gate_name(g)).c_str(),
                                  [g](benchmark::State& st) { weft_recurrent(st, g); })
+        ->UseRealTime()
+        ->Unit(ms);
+  for (gate_kind g : {gate_kind::scalar, gate_kind::vector, gate_kind::mlstm, gate_kind::gated_delta})
+    benchmark::RegisterBenchmark((std::string("weft_backward/") + gate_name(g)).c_str(),
+                                 [g](benchmark::State& st) { weft_backward(st, g); })
         ->UseRealTime()
         ->Unit(ms);
 #endif

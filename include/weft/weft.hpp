@@ -11,6 +11,7 @@
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/decode.hpp"
+#include "weft/linear_attention/backward.hpp"
 #include "weft/linear_attention/linear_attention.hpp"
 #include "weft/scan/deer.hpp"
 #include "weft/scan/deer_cells.hpp"

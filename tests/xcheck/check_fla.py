@@ -15,6 +15,12 @@ fp64 (mlstm_kernels takes its dtypes from its inputs); its output divides by
 max(|q.n|, exp(-m)), which random queries bring near 0 in some tokens, so there the bounds are
 twice the peer's own fp32 error against that fp64 run when that is larger.
 
+Gradients: every case is also differentiated through the peer's reference by torch autograd,
+for L = sum(o * do) + sum(S_T * dS_T) (+ the mLSTM normalizer and stabilizer) with random
+do, dS_T, and compared with weft::linear_attention_backward (serial and Kokkos) on the same
+inputs and upstream gradients: dq, dk, dv, the gate gradients and those of the initial states,
+under the same bounds (for mLSTM against the fp64 reference, or twice the peer's own fp32 error).
+
 Exit status: 0 all agree, 1 a mismatch, 77 torch / fla-core absent (ctest: skipped). A peer
 that is absent (mlstm_kernels) skips its cases only, and says so.
 """
@@ -111,11 +117,12 @@ def reference(gate, x, scale):
         ref = {"o": t(h), "s1": c, "n1": n, "m1": m.reshape(m.shape[0], m.shape[1])}
         # The peer's own fp32 run: its error against fp64 measures how well the case is
         # conditioned (o divides by max(|q.n|, exp(-m)), which random q can bring near 0).
-        h32, _ = mlstm_recurrent_sequence__native_fw(
+        h32, (c32, n32, m32) = mlstm_recurrent_sequence__native_fw(
             t(q), t(k), t(v), t(x["i"]), t(x["f"]), c_initial=s0, n_initial=x.get("n0"), m_initial=m0,
             return_last_states=True,
         )
         ref["peer_fp32"] = {"o": t(h32)}
+        ref["peer_fp32_states"] = {"s1": c32, "n1": n32, "m1": m32.reshape(m32.shape[0], m32.shape[1])}
         return ref
     if gate == "mlstm_sig":  # no states: the parallel form over the whole sequence
         h, _ = mlstm_siging_parallel_fw(t(q), t(k), t(v), t(x["i"]), t(x["f"]))
@@ -137,15 +144,45 @@ def reference_varlen(gate, x, scale, cu):
             r = reference(gate, xs, scale)
         outs.append(r["o"])
         for key in r:
-            if key not in ("o", "peer_fp32"):  # (no varlen mLSTM case: its fp32 check is not stacked)
+            if key not in ("o", "peer_fp32", "peer_fp32_states"):  # (no varlen mLSTM case: its fp32 check is not stacked)
                 states.setdefault(key, []).append(r[key])
     return {"o": torch.cat(outs, dim=1), **{key: torch.cat(val, dim=0) for key, val in states.items()}}
 
 
-def write_case(d, gate, dims, x, scale, cu):
+GRAD_INPUTS = ("q", "k", "v", "g", "beta", "i", "f", "s0", "n0", "m0")
+OUTPUTS = ("o", "s1", "n1", "m1")
+
+
+def gradients(gate, x, scale, cu, gen):
+    """Upstream gradients (do, ds1, ...) for the outputs the peer returns, and the gradients of
+    L = sum(output * upstream) with respect to every input, by autograd through the peer's
+    reference: (upstream, grads, grads of the peer's own fp32 run or None)."""
+    leaves = {key: val.clone().requires_grad_(True) for key, val in x.items() if key in GRAD_INPUTS}
+    ref = reference(gate, leaves, scale) if cu is None else reference_varlen(gate, leaves, scale, cu)
+    up = {"d" + key: torch.randn(*ref[key].shape, generator=gen) for key in OUTPUTS if key in ref}
+
+    def grads_of(outs):
+        loss = sum((outs[key].double() * up["d" + key].double()).sum() for key in OUTPUTS if key in outs)
+        gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, retain_graph=True)
+        return {"d" + key: (g if g is not None else torch.zeros_like(leaves[key])).detach()
+                for key, g in zip(leaves, gs)}
+
+    g = grads_of(ref)
+    g32 = None
+    if "peer_fp32" in ref:
+        g32 = grads_of({**ref["peer_fp32"], **ref["peer_fp32_states"]})
+    return up, g, g32
+
+
+def write_case(d, gate, dims, x, scale, cu, up=None):
     B, T, H, K, V = dims
+    if up:
+        for key, val in up.items():
+            val.numpy().astype("<f4").tofile(os.path.join(d, key + ".bin"))
     with open(os.path.join(d, "meta.txt"), "w") as f:
         f.write(f"gate {gate}\ndims {B} {T} {H} {K} {V}\nstate {int('s0' in x)}\n")
+        if up:
+            f.write("grad 1\n")
         if scale is not None:
             f.write(f"scale {scale!r}\n")
         if cu is not None:
@@ -213,21 +250,28 @@ def main():
             d = os.path.join(args.work or tmp, f"case{idx}")
             os.makedirs(d, exist_ok=True)
             x = make_inputs(gate, *dims, dims[0] if cu is None else len(cu) - 1, state, gen)
-            ref = reference(gate, x, scale) if cu is None else reference_varlen(gate, x, scale, cu)
-            write_case(d, gate, dims, x, scale, cu)
+            with torch.no_grad():
+                ref = reference(gate, x, scale) if cu is None else reference_varlen(gate, x, scale, cu)
+            up, gref, g32 = gradients(gate, x, scale, cu, gen)
+            write_case(d, gate, dims, x, scale, cu, up)
             runs = subprocess.run([args.cli, d], check=True, capture_output=True, text=True).stdout.split()
             bad = failures
             peer32 = ref.pop("peer_fp32", {})
+            ref.pop("peer_fp32_states", None)
             for run in runs:
-                for key, r in ref.items():
+                want, bounds = (gref, g32 or {}) if run.startswith("backward") else (ref, peer32)
+                for key, r in want.items():
                     got = np.fromfile(os.path.join(d, f"{key}.{run}.bin"), dtype="<f4")
-                    ok, rel, worst = compare(got, r, peer32.get(key))
+                    ok, rel, worst = compare(got, r, bounds.get(key))
                     checked += 1
                     if not ok:
                         failures += 1
                         print(f"MISMATCH {gate} {dims} cu={cu} {run} {key}: rel RMSE {rel:.2e}, max |diff| {worst:.2e}")
+                    elif os.environ.get("XCHECK_VERBOSE"):
+                        print(f"  {run} {key}: rel RMSE {rel:.2e}, max |diff| {worst:.2e}")
             verdict = "agree" if failures == bad else "DIFFER"
-            print(f"{gate:12s} B,T,H,K,V={dims} state={int(state)} cu={cu}: {len(runs)} runs x {sorted(ref)} {verdict}")
+            print(f"{gate:12s} B,T,H,K,V={dims} state={int(state)} cu={cu}: {len(runs)} runs x "
+                  f"{sorted(ref)} + gradients {sorted(gref)} {verdict}")
     print(f"{checked} comparisons, {failures} mismatches (rel RMSE <= {REL_RMSE}, max |diff| <= {REL_MAX} max |ref|)")
     return 1 if failures else 0
 

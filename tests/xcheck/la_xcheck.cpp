@@ -13,6 +13,10 @@
 // gated_delta) or [B,T,H,K] (vector); beta.bin [B,T,H]; i.bin, f.bin [B,T,H] (mLSTM).
 // For every run R in the list below it writes DIR/o.R.bin [B,T,H,V] and DIR/s1.R.bin [N,H,K,V]
 // (mLSTM also n1.R.bin, m1.R.bin), and prints R on a line of stdout.
+// With "grad 1" in meta.txt it also reads the upstream gradients do.bin [B,T,H,V], ds1.bin
+// [N,H,K,V] (and dn1.bin, dm1.bin for mLSTM, where given), runs linear_attention_backward and
+// writes dq, dk, dv, dg, dbeta, di, df, ds0, dn0, dm0 .R.bin (those of the inputs there are) for
+// the runs R = backward-serial-c64, backward-kokkos-c16.
 #include <weft/weft.hpp>
 
 #if WEFT_XCHECK_KOKKOS
@@ -29,6 +33,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -54,11 +60,16 @@ void write_floats(const std::string& name, const std::vector<float>& x) {
 struct problem {
   std::string gate;
   std::int64_t B = 0, T = 0, H = 0, K = 0, V = 0, N = 0;
-  bool has_scale = false, has_state = false;
+  bool has_scale = false, has_state = false, grad = false;
   float scale = 0;
   std::vector<std::int64_t> cu;
   std::vector<float> q, k, v, g, beta, i, f, s0, n0, m0;
+  std::vector<float> dout, ds1, dn1, dm1;  // upstream gradients (grad 1)
 };
+
+bool exists(const std::string& name) {
+  return static_cast<bool>(std::ifstream(dir + "/" + name));
+}
 
 problem read_problem() {
   problem p;
@@ -80,6 +91,10 @@ problem read_problem() {
       int s = 0;
       in >> s;
       p.has_state = s != 0;
+    } else if (key == "grad") {
+      int g = 0;
+      in >> g;
+      p.grad = g != 0;
     } else if (key == "cu") {
       for (std::int64_t c; in >> c;) p.cu.push_back(c);
     } else {
@@ -104,6 +119,12 @@ problem read_problem() {
     p.s0 = read_floats("s0.bin", n(p.N, p.H, p.K, p.V));
     if (mlstm) p.n0 = read_floats("n0.bin", n(p.N, p.H, p.K));
     if (p.gate == "mlstm_exp") p.m0 = read_floats("m0.bin", n(p.N, p.H));
+  }
+  if (p.grad) {
+    p.dout = read_floats("do.bin", n(p.B, p.T, p.H, p.V));
+    if (exists("ds1.bin")) p.ds1 = read_floats("ds1.bin", n(p.N, p.H, p.K, p.V));
+    if (exists("dn1.bin")) p.dn1 = read_floats("dn1.bin", n(p.N, p.H, p.K));
+    if (exists("dm1.bin")) p.dm1 = read_floats("dm1.bin", n(p.N, p.H));
   }
   return p;
 }
@@ -165,6 +186,67 @@ void run(const Backend& be, const problem& p, weft::linear_attention_mode mode, 
   std::cout << tag << "\n";
 }
 
+/// linear_attention_backward on p with its upstream gradients; writes the input gradients.
+template <class Backend>
+void run_backward(const Backend& be, const problem& p, int chunk, const std::string& tag) {
+  using weft::make_view;
+  const bool is_mlstm = !p.i.empty(), stab = p.gate == "mlstm_exp";
+  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K, V = p.V, N = p.N;
+  std::vector<float> dq(p.q.size()), dk(p.k.size()), dv(p.v.size()), dg(p.g.size()), db(p.beta.size()),
+      di(p.i.size()), df(p.f.size());
+  std::vector<float> ds0(p.s0.size()), dn0(p.n0.size()), dm0(p.m0.size());
+  weft::linear_attention_backward_options opts{.chunk_size = chunk};
+  if (p.has_scale) opts.scale = p.scale;
+  if (!p.cu.empty()) opts.cu_seqlens = make_view(p.cu.data(), N + 1);
+  if (p.has_state) {
+    opts.initial_state = make_view(p.s0.data(), N, H, K, V);
+    opts.d_initial_state = make_view(ds0.data(), N, H, K, V);
+    if (is_mlstm) {
+      opts.initial_normalizer = make_view(p.n0.data(), N, H, K);
+      opts.d_initial_normalizer = make_view(dn0.data(), N, H, K);
+    }
+    if (stab) {
+      opts.initial_stabilizer = make_view(p.m0.data(), N, H);
+      opts.d_initial_stabilizer = make_view(dm0.data(), N, H);
+    }
+  }
+  if (!p.ds1.empty()) opts.d_final_state = make_view(p.ds1.data(), N, H, K, V);
+  if (!p.dn1.empty()) opts.d_final_normalizer = make_view(p.dn1.data(), N, H, K);
+  if (!p.dm1.empty()) opts.d_final_stabilizer = make_view(p.dm1.data(), N, H);
+  const auto d3 = [&](std::vector<float>& x) { return make_view(x.data(), B, T, H); };
+  with_gate(p, [&](const auto& gate) {
+    using G = std::remove_cvref_t<decltype(gate)>;
+    auto call = [&](const auto& dgate) {
+      weft::linear_attention_backward(
+          be, gate, make_view(p.q.data(), B, T, H, K), make_view(p.k.data(), B, T, H, K),
+          make_view(p.v.data(), B, T, H, V), make_view(p.dout.data(), B, T, H, V),
+          weft::linear_attention_grads{make_view(dq.data(), B, T, H, K), make_view(dk.data(), B, T, H, K),
+                                       make_view(dv.data(), B, T, H, V), dgate},
+          opts);
+    };
+    using namespace weft::gates;
+    if constexpr (std::is_same_v<G, none>)
+      call(none{});
+    else if constexpr (std::is_same_v<G, scalar<const float>>)
+      call(scalar{d3(dg)});
+    else if constexpr (std::is_same_v<G, vector<const float>>)
+      call(vector{make_view(dg.data(), B, T, H, K)});
+    else if constexpr (std::is_same_v<G, mlstm<const float>>)
+      call(mlstm{d3(di), d3(df)});
+    else if constexpr (std::is_same_v<G, delta<const float>>)
+      call(delta{d3(db)});
+    else
+      call(gated_delta{d3(dg), d3(db)});
+  });
+  be.fence();
+  const std::pair<const char*, const std::vector<float>*> outs[] = {
+      {"dq", &dq}, {"dk", &dk}, {"dv", &dv},   {"dg", &dg},   {"dbeta", &db},
+      {"di", &di}, {"df", &df}, {"ds0", &ds0}, {"dn0", &dn0}, {"dm0", &dm0}};
+  for (const auto& [name, x] : outs)
+    if (!x->empty()) write_floats(std::string(name) + "." + tag + ".bin", *x);
+  std::cout << tag << "\n";
+}
+
 template <class Backend>
 void run_all(const Backend& be, const problem& p, const std::string& name) {
   run(be, p, weft::linear_attention_mode::recurrent, 64, name + "-recurrent");
@@ -186,8 +268,11 @@ int main(int argc, char** argv) {
   try {
     const problem p = read_problem();
     run_all(weft::serial_backend{}, p, "serial");
+    if (p.grad) run_backward(weft::serial_backend{}, p, 64, "backward-serial-c64");
 #if WEFT_XCHECK_KOKKOS
     run_all(weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace>{}, p, "kokkos");
+    if (p.grad)
+      run_backward(weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace>{}, p, 16, "backward-kokkos-c16");
 #endif
   } catch (const std::exception& e) {
     std::cerr << "la_xcheck: " << e.what() << "\n";

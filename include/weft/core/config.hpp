@@ -18,6 +18,20 @@
 
 #define WEFT_INLINE WEFT_HOST_DEVICE inline
 
+/// A small helper that must be inlined (called per row of a hot loop).
+#if defined(__GNUC__) || defined(__clang__)
+#define WEFT_FORCE_INLINE inline __attribute__((always_inline))
+#else
+#define WEFT_FORCE_INLINE inline
+#endif
+
+/// Pointers that alias no other pointer of the function (lets compilers vectorise).
+#if defined(__GNUC__) || defined(__clang__) || defined(__CUDACC__)
+#define WEFT_RESTRICT __restrict__
+#else
+#define WEFT_RESTRICT
+#endif
+
 #if defined(__CUDA_ARCH__)
 #define WEFT_ON_DEVICE 1
 #else

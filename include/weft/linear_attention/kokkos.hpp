@@ -6,6 +6,8 @@
 //     the workspace (slots: one per thread, from a UniqueToken). An item is computed by one
 //     thread in a fixed order, so results are bitwise repeatable for any thread count.
 //   recurrent mode, and double: the serial definition per item, items in parallel.
+//   backward (linear_attention_backward): (sequence, head) items in parallel, each the serial
+//     definition of backward.hpp (bitwise equal to the serial backend).
 // Device execution spaces: the portable column recurrence (detail::la::recurrent_column),
 //   one thread per (sequence, head, value column), for both modes; state columns live in
 //   the workspace. Compiled only where such a space exists (not verified in this project's CI).
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "weft/backend/kokkos.hpp"
+#include "weft/linear_attention/backward.hpp"
 #include "weft/linear_attention/device_chunk.hpp"
 #include "weft/linear_attention/host_chunk.hpp"
 #include "weft/linear_attention/linear_attention.hpp"
@@ -143,6 +146,23 @@ struct linear_attention_impl<kokkos_backend<Exec>> {
     Kokkos::parallel_for(
         "weft::linear_attention_columns", Kokkos::RangePolicy<Exec>(be.exec, 0, cols),
         KOKKOS_LAMBDA(std::int64_t c) { detail::la::dev::run_column(gate, a, c, S, nv, m); });
+    be.exec.fence();
+  }
+};
+
+template <class Exec>
+struct linear_attention_backward_impl<kokkos_backend<Exec>> {
+  template <class Gate, class DGate, class E>
+  static void backward(const kokkos_backend<Exec>& be, const Gate& gate, const DGate& dgate,
+                       const detail::la::bwd_args<E>& ba) {
+    static_assert(Kokkos::SpaceAccessibility<Exec, Kokkos::HostSpace>::accessible,
+                  "weft::linear_attention_backward: Kokkos host execution spaces only (no device-space "
+                  "backward yet)");
+    const std::int64_t items = ba.f.N * ba.f.H;
+    if (items == 0) return;
+    using policy = Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>;
+    Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
+                         [=](std::int64_t it) { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
     be.exec.fence();
   }
 };

@@ -303,24 +303,22 @@ void check_sizes(std::string_view fn, const tensor_view<Q, 4>& q, const tensor_v
   if (given(opts.cu_seqlens)) check_view(fn, "cu_seqlens", opts.cu_seqlens);
 }
 
-/// Checks q, k, v, o and the options; returns the checked arguments.
+/// Checks q, k, v, the gate and the options (not o); returns the checked arguments, o empty.
+/// Shared by the forward calls (check_args) and linear_attention_backward.
 template <class Backend, class Gate, class E>
-args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, tensor_view<const E, 4> q,
-                   tensor_view<const E, 4> k, tensor_view<const E, 4> v, tensor_view<E, 4> o,
-                   const linear_attention_options& opts, const state_names& nm = {}) {
+args<E> check_inputs(std::string_view fn, const Backend& be, const Gate& gate, tensor_view<const E, 4> q,
+                     tensor_view<const E, 4> k, tensor_view<const E, 4> v,
+                     const linear_attention_options& opts, const state_names& nm = {}) {
   check_sizes(fn, q, k, v, opts);
-  check_output_view(fn, "o", o);
   args<E> a;
   a.B = q.extent(0);
   a.T = q.extent(1);
   a.H = q.extent(2);
   a.K = q.extent(3);
   a.V = v.extent(3);
-  require_shape(fn, "o", o, std::array<std::int64_t, 4>{a.B, a.T, a.H, a.V});
   require_unit_inner_stride(fn, "q", q);
   require_unit_inner_stride(fn, "k", k);
   require_unit_inner_stride(fn, "v", v);
-  require_unit_inner_stride(fn, "o", o);
   const double scale = opts.scale ? static_cast<double>(*opts.scale)
                                   : (a.K > 0 ? 1.0 / std::sqrt(static_cast<double>(a.K)) : 1.0);
   require(std::isfinite(scale), fn, "scale", "a finite value", scale);
@@ -381,26 +379,37 @@ args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, ten
     require(extra == nullptr, fn, extra ? extra : "", "no mLSTM normalizer/stabilizer for this gate",
             "a view");
   }
-  // The output overlaps no input; a state output may be its input exactly (updated in place),
-  // never partly.
-  require_disjoint(fn, "o", o, "q", q);
-  require_disjoint(fn, "o", o, "k", k);
-  require_disjoint(fn, "o", o, "v", v);
-  if (given(opts.final_state)) {
-    require_disjoint(fn, nm.s1, opts.final_state, "o", o);
-    if (given(opts.initial_state))
-      require_disjoint(fn, nm.s1, opts.final_state, nm.s0, opts.initial_state, true);
-  }
+  // A state output may be its input exactly (updated in place), never partly.
+  if (given(opts.final_state) && given(opts.initial_state))
+    require_disjoint(fn, nm.s1, opts.final_state, nm.s0, opts.initial_state, true);
   a.q = q;
   a.k = k;
   a.v = v;
-  a.o = o;
   a.s0 = opts.initial_state;
   a.s1 = opts.final_state;
   a.n0 = opts.initial_normalizer;
   a.n1 = opts.final_normalizer;
   a.m0 = opts.initial_stabilizer;
   a.m1 = opts.final_stabilizer;
+  return a;
+}
+
+/// Checks q, k, v, o and the options; returns the checked arguments.
+template <class Backend, class Gate, class E>
+args<E> check_args(std::string_view fn, const Backend& be, const Gate& gate, tensor_view<const E, 4> q,
+                   tensor_view<const E, 4> k, tensor_view<const E, 4> v, tensor_view<E, 4> o,
+                   const linear_attention_options& opts, const state_names& nm = {}) {
+  check_sizes(fn, q, k, v, opts);
+  check_output_view(fn, "o", o);
+  require_shape(fn, "o", o, std::array<std::int64_t, 4>{q.extent(0), q.extent(1), q.extent(2), v.extent(3)});
+  args<E> a = check_inputs(fn, be, gate, q, k, v, opts, nm);
+  require_unit_inner_stride(fn, "o", o);
+  // The output overlaps no input.
+  require_disjoint(fn, "o", o, "q", q);
+  require_disjoint(fn, "o", o, "k", k);
+  require_disjoint(fn, "o", o, "v", v);
+  if (given(opts.final_state)) require_disjoint(fn, nm.s1, opts.final_state, "o", o);
+  a.o = o;
   return a;
 }
 
@@ -552,6 +561,29 @@ void store_state(const head_state<A>& st, const args<E>& a, std::int64_t n, std:
   if (given(a.m1)) a.m1(n, h) = static_cast<float>(st.m);
 }
 
+/// The decay of each key row of the state at token t (decay[0..K)) and the weight of k_t v_t^T
+/// (mLSTM's input gate; 1 otherwise), as in gates.hpp; m, mLSTM's stabilizer, is advanced.
+template <class A, class Gate>
+A token_decays(const Gate& gate, std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t K, A* decay,
+               double& m) {
+  using std::exp;
+  constexpr kind kd = kind_of<Gate>;
+  if constexpr (kd == kind::vector) {
+    for (std::int64_t i = 0; i < K; ++i) decay[i] = exp(load<A>(gate.g(b, t, h, i)));
+    return A(1);
+  } else if constexpr (kd == kind::mlstm) {
+    // gate scalars in fp64: m can be large (input gates of hundreds) and lf small
+    const double lf = log_decay<double>(gate, b, t, h), li = log_input<double>(gate, b, t, h);
+    const double m_new = mlstm_stabilized(gate) ? std::max(lf + m, li) : 0.0;
+    std::fill(decay, decay + K, static_cast<A>(exp_minus(lf + m, m_new)));
+    m = m_new;
+    return static_cast<A>(exp_minus(li, m_new));
+  } else {
+    std::fill(decay, decay + K, exp(log_decay<A>(gate, b, t, h)));  // none, delta: exp(0)
+    return A(1);
+  }
+}
+
 /// The token loop of one (sequence, head): the recurrences of gates.hpp, literally. Row i of
 /// the state is updated and immediately used for o, so each token streams S once.
 template <class A, class Gate, class E>
@@ -569,19 +601,7 @@ void recurrent_head(const Gate& gate, const args<E>& a, const seq_range& r, std:
     for (std::int64_t j = 0; j < V; ++j) v[j] = load<A>(a.v(b, t, h, j));
     std::fill(o.begin(), o.end(), A(0));
     A* S = st.S.data();
-    A write = 1;  // the weight of k_t v_t^T (mLSTM's input gate)
-    if constexpr (kd == kind::vector) {
-      for (std::int64_t i = 0; i < K; ++i) decay[i] = exp(load<A>(gate.g(b, t, h, i)));
-    } else if constexpr (kd == kind::mlstm) {
-      // gate scalars in fp64: m can be large (input gates of hundreds) and lf small
-      const double lf = log_decay<double>(gate, b, t, h), li = log_input<double>(gate, b, t, h);
-      const double m_new = mlstm_stabilized(gate) ? std::max(lf + st.m, li) : 0.0;
-      std::fill(decay.begin(), decay.end(), static_cast<A>(exp_minus(lf + st.m, m_new)));
-      write = static_cast<A>(exp_minus(li, m_new));
-      st.m = m_new;
-    } else {
-      std::fill(decay.begin(), decay.end(), exp(log_decay<A>(gate, b, t, h)));  // none: exp(0)
-    }
+    const A write = token_decays<A>(gate, b, t, h, K, decay.data(), st.m);  // the weight of k_t v_t^T
     if constexpr (kd == kind::delta || kd == kind::gated_delta) {
       // u = beta (v - (a S)^T k): what the decayed memory returns for k is replaced by v.
       for (std::int64_t j = 0; j < V; ++j) u[j] = 0;

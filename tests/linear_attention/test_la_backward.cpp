@@ -1,0 +1,525 @@
+// linear_attention_backward for every gate kind, against finite differences of the test's own
+// fp64 token-loop oracle (oracle.hpp), for the loss
+//
+//   L = sum do . o + sum dS1 . S_T (+ dn1 . n_T + dm1 . m_T for mLSTM)
+//
+// element by element on small shapes, and along random directions on larger ones (T beyond
+// several checkpoint chunks, varlen with empty and length-1 sequences, resets, strong and
+// weak gates); then fp32 / bf16 against the checked fp64 gradients, Kokkos bitwise against
+// serial, bitwise repeats, a sequence split in two with the state and its gradient chained,
+// and the argument checks (nothing written on error).
+#include <catch2/catch_template_test_macros.hpp>
+#include <catch2/catch_test_macros.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "linear_attention/cases.hpp"
+
+using namespace la_test;
+using weft::make_view;
+
+namespace {
+
+/// The upstream gradients of a problem (random; d_final_* may be empty).
+struct upstream {
+  std::vector<double> dout, ds1, dn1, dm1;
+};
+
+upstream make_upstream(const problem& p, std::uint64_t seed, bool with_final) {
+  weft_test::rng r(seed);
+  upstream u;
+  u.dout.resize(p.B * p.T * p.H * p.V);
+  for (auto& x : u.dout) x = static_cast<float>(r.normal());
+  if (with_final) {
+    u.ds1.resize(p.N() * p.H * p.K * p.V);
+    for (auto& x : u.ds1) x = static_cast<float>(r.normal());
+    if (p.is_mlstm()) {
+      u.dn1.resize(p.N() * p.H * p.K);
+      for (auto& x : u.dn1) x = static_cast<float>(r.normal());
+      if (p.kind == gk::mlstm_exp) {
+        u.dm1.resize(p.N() * p.H);
+        for (auto& x : u.dm1) x = static_cast<float>(r.normal());
+      }
+    }
+  }
+  return u;
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+/// The loss through the fp64 oracle.
+double loss(const problem& p, const upstream& u) {
+  const result r = oracle(p);
+  double l = dot(r.o, u.dout) + dot(r.S, u.ds1);
+  if (!u.dn1.empty()) l += dot(r.n, u.dn1);
+  if (!u.dm1.empty()) l += dot(r.m, u.dm1);
+  return l;
+}
+
+/// Gradients, as doubles, by name: dq dk dv dg di df dbeta ds0 dn0 dm0.
+struct grads {
+  std::vector<double> dq, dk, dv, dg, di, df, dbeta, ds0, dn0, dm0;
+};
+
+/// The problem's differentiable tensors, with the name of their gradient.
+std::vector<std::pair<std::vector<double> problem::*, std::vector<double> grads::*>> inputs(
+    const problem& p) {
+  std::vector<std::pair<std::vector<double> problem::*, std::vector<double> grads::*>> x = {
+      {&problem::q, &grads::dq}, {&problem::k, &grads::dk}, {&problem::v, &grads::dv}};
+  if (p.has_g()) x.push_back({&problem::g, &grads::dg});
+  if (p.is_mlstm()) {
+    x.push_back({&problem::i, &grads::di});
+    x.push_back({&problem::f, &grads::df});
+  }
+  if (p.is_delta()) x.push_back({&problem::beta, &grads::dbeta});
+  if (!p.s0.empty()) x.push_back({&problem::s0, &grads::ds0});
+  if (!p.n0.empty()) x.push_back({&problem::n0, &grads::dn0});
+  if (!p.m0.empty()) x.push_back({&problem::m0, &grads::dm0});
+  return x;
+}
+
+const char* tensor_name(std::vector<double> grads::*m) {
+  if (m == &grads::dq) return "dq";
+  if (m == &grads::dk) return "dk";
+  if (m == &grads::dv) return "dv";
+  if (m == &grads::dg) return "dg";
+  if (m == &grads::di) return "di";
+  if (m == &grads::df) return "df";
+  if (m == &grads::dbeta) return "dbeta";
+  if (m == &grads::ds0) return "d_initial_state";
+  if (m == &grads::dn0) return "d_initial_normalizer";
+  return "d_initial_stabilizer";
+}
+
+struct bwd_opts {
+  int chunk = 16;
+  bool state_grads = true;  ///< ask for d_initial_*
+};
+
+/// Runs weft::linear_attention_backward with element type E; gate tensors in fp32.
+template <class Backend, class E>
+grads run_backward(const Backend& be, const problem& p, const upstream& u, const bwd_opts& bo = {}) {
+  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K, V = p.V, N = p.N();
+  const auto q = cast_vec<E>(p.q), k = cast_vec<E>(p.k), v = cast_vec<E>(p.v), dout = cast_vec<E>(u.dout);
+  auto or_one = [](const std::vector<double>& x) { return x.empty() ? std::vector<double>(1) : x; };
+  const auto g = cast_vec<float>(or_one(p.g)), gi = cast_vec<float>(or_one(p.i)),
+             gf = cast_vec<float>(or_one(p.f)), gb = cast_vec<float>(or_one(p.beta));
+  const auto s0 = cast_vec<float>(p.s0), n0 = cast_vec<float>(p.n0), m0 = cast_vec<float>(p.m0);
+  const auto ds1 = cast_vec<float>(u.ds1), dn1 = cast_vec<float>(u.dn1), dm1 = cast_vec<float>(u.dm1);
+  const std::vector<std::int64_t> cu = p.cu;
+  std::vector<E> dq(q.size(), E(-777.0f)), dk(k.size(), E(-777.0f)), dv(v.size(), E(-777.0f));
+  std::vector<float> dg(g.size(), -777.0f), di(gi.size(), -777.0f), df(gf.size(), -777.0f),
+      db(gb.size(), -777.0f);
+  std::vector<float> ds0(N * H * K * V, -777.0f), dn0(N * H * K, -777.0f), dm0(N * H, -777.0f);
+
+  weft::linear_attention_backward_options o{
+      .scale = p.scale != 0 ? std::optional<double>(p.scale) : std::nullopt, .chunk_size = bo.chunk};
+  if (!p.s0.empty()) o.initial_state = make_view(s0.data(), N, H, K, V);
+  if (!p.n0.empty()) o.initial_normalizer = make_view(n0.data(), N, H, K);
+  if (!p.m0.empty()) o.initial_stabilizer = make_view(m0.data(), N, H);
+  if (!cu.empty()) o.cu_seqlens = make_view(cu.data(), N + 1);
+  if (!u.ds1.empty()) o.d_final_state = make_view(ds1.data(), N, H, K, V);
+  if (!u.dn1.empty()) o.d_final_normalizer = make_view(dn1.data(), N, H, K);
+  if (!u.dm1.empty()) o.d_final_stabilizer = make_view(dm1.data(), N, H);
+  if (bo.state_grads) {
+    o.d_initial_state = make_view(ds0.data(), N, H, K, V);
+    if (p.is_mlstm()) o.d_initial_normalizer = make_view(dn0.data(), N, H, K);
+    if (p.kind == gk::mlstm_exp) o.d_initial_stabilizer = make_view(dm0.data(), N, H);
+  }
+  const auto qv = make_view(q.data(), B, T, H, K), kv = make_view(k.data(), B, T, H, K);
+  const auto vv = make_view(v.data(), B, T, H, V), dov = make_view(dout.data(), B, T, H, V);
+  const auto dqv = make_view(dq.data(), B, T, H, K), dkv = make_view(dk.data(), B, T, H, K);
+  const auto dvv = make_view(dv.data(), B, T, H, V);
+  auto g3 = [&](const std::vector<float>& x) { return make_view(x.data(), B, T, H); };
+  auto d3 = [&](std::vector<float>& x) { return make_view(x.data(), B, T, H); };
+  auto call = [&](const auto& gate, const auto& dgate) {
+    weft::linear_attention_backward(be, gate, qv, kv, vv, dov,
+                                    weft::linear_attention_grads{dqv, dkv, dvv, dgate}, o);
+  };
+  using namespace weft::gates;
+  switch (p.kind) {
+    case gk::none:
+      call(none{}, none{});
+      break;
+    case gk::scalar:
+      call(scalar{g3(g)}, scalar{d3(dg)});
+      break;
+    case gk::vector:
+      call(vector{make_view(g.data(), B, T, H, K)}, vector{make_view(dg.data(), B, T, H, K)});
+      break;
+    case gk::mlstm_exp:
+    case gk::mlstm_sig: {
+      const auto in = p.kind == gk::mlstm_exp ? mlstm_input::exponential : mlstm_input::sigmoid;
+      call(mlstm{.i = g3(gi), .f = g3(gf), .input = in, .eps = static_cast<float>(p.eps)},
+           mlstm{.i = d3(di), .f = d3(df)});
+      break;
+    }
+    case gk::delta:
+      call(delta{g3(gb)}, delta{d3(db)});
+      break;
+    case gk::gated_delta:
+      call(gated_delta{g3(g), g3(gb)}, gated_delta{d3(dg), d3(db)});
+      break;
+  }
+  grads r;
+  r.dq = to_double(dq);
+  r.dk = to_double(dk);
+  r.dv = to_double(dv);
+  if (p.has_g()) r.dg = to_double(dg);
+  if (p.is_mlstm()) {
+    r.di = to_double(di);
+    r.df = to_double(df);
+  }
+  if (p.is_delta()) r.dbeta = to_double(db);
+  if (bo.state_grads) {
+    r.ds0 = to_double(ds0);
+    if (p.is_mlstm()) r.dn0 = to_double(dn0);
+    if (p.kind == gk::mlstm_exp) r.dm0 = to_double(dm0);
+  }
+  return r;
+}
+
+double max_abs(const std::vector<double>& x) {
+  double m = 0;
+  for (double v : x) m = std::max(m, std::abs(v));
+  return m;
+}
+
+constexpr double fd_step = 1e-5;
+
+/// Every element of every input, by central differences of the oracle's loss.
+void check_elementwise(const problem& p0, const upstream& u, const grads& got) {
+  for (auto [x, dx] : inputs(p0)) {
+    problem p = p0;
+    std::vector<double>& xs = p.*x;
+    std::vector<double> fd(xs.size());
+    for (std::size_t e = 0; e < xs.size(); ++e) {
+      const double x0 = xs[e];
+      xs[e] = x0 + fd_step;
+      const double lp = loss(p, u);
+      xs[e] = x0 - fd_step;
+      const double lm = loss(p, u);
+      xs[e] = x0;
+      fd[e] = std::isinf(x0) ? 0.0 : (lp - lm) / (2 * fd_step);  // a -inf gate stays -inf
+    }
+    const std::vector<double>& g = got.*dx;
+    REQUIRE(g.size() == fd.size());
+    double worst = 0;
+    for (std::size_t e = 0; e < fd.size(); ++e) worst = std::max(worst, std::abs(g[e] - fd[e]));
+    INFO(tensor_name(dx) << ": max |weft - finite difference| " << worst << ", max |fd| " << max_abs(fd));
+    CHECK(all_finite(g));
+    CHECK(worst <= 1e-7 * std::max(1.0, max_abs(fd)));
+  }
+}
+
+/// Each input along a random direction r: <grad, r> against (L(x + h r) - L(x - h r)) / 2h.
+void check_directional(const problem& p0, const upstream& u, const grads& got, std::uint64_t seed) {
+  weft_test::rng rng(seed);
+  for (auto [x, dx] : inputs(p0)) {
+    problem pp = p0, pm = p0;
+    const std::vector<double>& g = got.*dx;
+    REQUIRE(g.size() == (p0.*x).size());
+    double want_dot = 0, scale = 0;
+    for (std::size_t e = 0; e < g.size(); ++e) {
+      const double r = std::isinf((p0.*x)[e]) ? 0.0 : rng.normal();
+      (pp.*x)[e] += fd_step * r;
+      (pm.*x)[e] -= fd_step * r;
+      want_dot += g[e] * r;
+      scale += std::abs(g[e] * r);
+    }
+    const double fd = (loss(pp, u) - loss(pm, u)) / (2 * fd_step);
+    INFO(tensor_name(dx) << ": <grad, r> " << want_dot << ", finite difference " << fd << ", sum |g r| "
+                         << scale);
+    CHECK(all_finite(g));
+    CHECK(std::abs(want_dot - fd) <= 1e-7 * std::max(1.0, scale));
+  }
+}
+
+const gk all_kinds[] = {gk::none,      gk::scalar, gk::vector,     gk::mlstm_exp,
+                        gk::mlstm_sig, gk::delta,  gk::gated_delta};
+
+using host_backends = std::tuple<weft::serial_backend
+#if WEFT_TEST_KOKKOS
+                                 ,
+                                 weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace>
+#endif
+                                 >;
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("linear_attention_backward: fp64 equals finite differences element by element",
+                        "[linear_attention][backward][fd]", host_backends) {
+  const TestType be{};
+  std::uint64_t seed = 900;
+  for (gk kind : all_kinds) {
+    for (bool states : {false, true}) {
+      INFO(name(kind) << (states ? " with states" : ""));
+      // B = 2, T = 19 over chunks of 16 (two checkpoints, a tail), odd K and V
+      const problem p = make_problem<double>(kind, 2, 19, 2, 3, 5, seed++,
+                                             {.gate_norm = 1, .reset_prob = 0.05, .with_states = states});
+      const upstream u = make_upstream(p, seed++, states);
+      check_elementwise(p, u, run_backward<TestType, double>(be, p, u));
+    }
+  }
+}
+
+TEST_CASE("linear_attention_backward: fp64 finite differences, varlen with empty and length-1 sequences",
+          "[linear_attention][backward][fd]") {
+  const weft::serial_backend be;
+  std::uint64_t seed = 950;
+  for (gk kind : all_kinds) {
+    INFO(name(kind));
+    const problem p = make_problem<double>(kind, 1, 40, 1, 4, 3, seed++,
+                                           {.gate_norm = 0.3, .reset_prob = 0.05, .with_states = true},
+                                           {0, 0, 1, 1, 23, 40});
+    const upstream u = make_upstream(p, seed++, true);
+    check_elementwise(p, u, run_backward<weft::serial_backend, double>(be, p, u, {.chunk = 16}));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("linear_attention_backward: fp64 directional finite differences on larger shapes",
+                        "[linear_attention][backward][fd]", host_backends) {
+  const TestType be{};
+  std::uint64_t seed = 1000;
+  struct shape {
+    std::int64_t B, T, H, K, V;
+    int chunk;
+    double gate_norm, reset;
+  };
+  const shape shapes[] = {
+      {1, 130, 2, 16, 12, 32, 1, 0.02}, {2, 65, 1, 9, 20, 64, 0.1, 0}, {1, 200, 1, 12, 8, 16, 10, 0.01}};
+  for (gk kind : all_kinds)
+    for (const shape& s : shapes) {
+      INFO(name(kind) << " B,T,H,K,V " << s.B << "," << s.T << "," << s.H << "," << s.K << "," << s.V
+                      << " chunk " << s.chunk << " gate/" << s.gate_norm);
+      const problem p =
+          make_problem<double>(kind, s.B, s.T, s.H, s.K, s.V, seed++,
+                               {.gate_norm = s.gate_norm, .reset_prob = s.reset, .with_states = true});
+      const upstream u = make_upstream(p, seed++, true);
+      check_directional(p, u, run_backward<TestType, double>(be, p, u, {.chunk = s.chunk}), seed++);
+    }
+}
+
+TEST_CASE("linear_attention_backward: mLSTM with exp-overflowing input gates stays finite and exact",
+          "[linear_attention][backward][fd]") {
+  const weft::serial_backend be;
+  // input pre-activations ~ N(0, 30^2): exp(i) overflows fp32 without the stabilizer
+  const problem p =
+      make_problem<double>(gk::mlstm_exp, 1, 50, 1, 6, 5, 1100, {.input_scale = 30, .with_states = true});
+  const upstream u = make_upstream(p, 1101, true);
+  check_directional(p, u, run_backward<weft::serial_backend, double>(be, p, u), 1102);
+  const grads g32 = run_backward<weft::serial_backend, float>(be, p, u);
+  for (auto [x, dx] : inputs(p)) {
+    INFO(tensor_name(dx));
+    CHECK(all_finite(g32.*dx));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("linear_attention_backward: fp32 and bf16 against the checked fp64 gradients",
+                        "[linear_attention][backward]", host_backends) {
+  const TestType be{};
+  std::uint64_t seed = 1200;
+  for (gk kind : all_kinds) {
+    INFO(name(kind));
+    const std::int64_t T = sanitized() ? 130 : 300;
+    const problem p32 =
+        make_problem<float>(kind, 1, T, 2, 64, 48, seed, {.gate_norm = 1, .reset_prob = 0.01});
+    const upstream u = make_upstream(p32, seed + 1, true);
+    const grads want =
+        run_backward<weft::serial_backend, double>(weft::serial_backend{}, p32, u, {.chunk = 64});
+    const grads got = run_backward<TestType, float>(be, p32, u, {.chunk = 64});
+    // bf16: inputs rounded to bf16 (the fp64 reference sees the same rounded values)
+    const problem p16 = make_problem<weft::bf16>(kind, 1, 100, 1, 32, 32, seed + 2, {.gate_norm = 1});
+    const upstream u16 = make_upstream(p16, seed + 3, true);
+    const grads want16 = run_backward<weft::serial_backend, double>(weft::serial_backend{}, p16, u16);
+    const grads got16 = run_backward<TestType, weft::bf16>(be, p16, u16);
+    seed += 4;
+    for (auto [x, dx] : inputs(p32)) {
+      const double e32 = rel_rmse(got.*dx, want.*dx), e16 = rel_rmse(got16.*dx, want16.*dx);
+      INFO(tensor_name(dx) << ": fp32 rel rmse " << e32 << ", bf16 " << e16);
+      if (std::getenv("LA_TEST_VERBOSE"))
+        std::printf("%-8s %-20s %-22s fp32 %.2e  bf16 %.2e\n", TestType::name(), name(kind), tensor_name(dx),
+                    e32, e16);
+      // fp32: sums of T K V products rounded at 2^-24 each; bf16 outputs are rounded at 2^-9
+      CHECK(e32 <= 1e-5);
+      CHECK(e16 <= 1e-2);
+    }
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("linear_attention_backward: bitwise repeatable, Kokkos equal to serial",
+                        "[linear_attention][backward][determinism]", host_backends) {
+  const TestType be{};
+  for (gk kind : {gk::scalar, gk::vector, gk::mlstm_exp, gk::gated_delta}) {
+    INFO(name(kind));
+    const problem p =
+        make_problem<float>(kind, 3, 70, 3, 16, 24, 1300, {.reset_prob = 0.02, .with_states = true});
+    const upstream u = make_upstream(p, 1301, true);
+    const grads a = run_backward<TestType, float>(be, p, u), b = run_backward<TestType, float>(be, p, u);
+    const grads s = run_backward<weft::serial_backend, float>(weft::serial_backend{}, p, u);
+    for (auto [x, dx] : inputs(p)) {
+      INFO(tensor_name(dx));
+      CHECK(a.*dx == b.*dx);
+      CHECK(a.*dx == s.*dx);
+    }
+  }
+}
+
+TEST_CASE("linear_attention_backward: a sequence split in two, state and state gradient chained",
+          "[linear_attention][backward]") {
+  const weft::serial_backend be;
+  for (gk kind : all_kinds) {
+    INFO(name(kind));
+    const std::int64_t T = 50, cut = 21;
+    const problem whole =
+        make_problem<double>(kind, 1, T, 2, 5, 4, 1400, {.reset_prob = 0.03, .with_states = true});
+    const upstream u = make_upstream(whole, 1401, true);
+    const grads g = run_backward<weft::serial_backend, double>(be, whole, u);
+    // the two halves as problems of their own: tokens [0, cut) and [cut, T)
+    auto part = [&](std::int64_t t0, std::int64_t len) {
+      problem p = whole;
+      p.T = len;
+      auto slice = [&](std::vector<double>& x, std::int64_t per_token) {
+        if (x.empty()) return;
+        x = std::vector<double>(x.begin() + t0 * whole.H * per_token,
+                                x.begin() + (t0 + len) * whole.H * per_token);
+      };
+      slice(p.q, whole.K);
+      slice(p.k, whole.K);
+      slice(p.v, whole.V);
+      slice(p.g, kind == gk::vector ? whole.K : 1);
+      slice(p.i, 1);
+      slice(p.f, 1);
+      slice(p.beta, 1);
+      return p;
+    };
+    problem first = part(0, cut), second = part(cut, T - cut);
+    const result mid = oracle(first);  // the state after the first part
+    second.s0 = mid.S;
+    if (whole.is_mlstm()) second.n0 = mid.n;
+    if (kind == gk::mlstm_exp) second.m0 = mid.m;
+    upstream u2 = u, u1 = u;
+    u2.dout.assign(u.dout.begin() + cut * whole.H * whole.V, u.dout.end());
+    const grads g2 = run_backward<weft::serial_backend, double>(be, second, u2);
+    u1.dout.assign(u.dout.begin(), u.dout.begin() + cut * whole.H * whole.V);
+    u1.ds1 = g2.ds0;  // the state gradient flows back into the first part
+    u1.dn1 = g2.dn0;
+    u1.dm1 = g2.dm0;
+    const grads g1 = run_backward<weft::serial_backend, double>(be, first, u1);
+    auto joined = [](const std::vector<double>& a, const std::vector<double>& b) {
+      std::vector<double> x = a;
+      x.insert(x.end(), b.begin(), b.end());
+      return x;
+    };
+    for (auto [x, dx] : inputs(whole)) {
+      if (dx == &grads::ds0 || dx == &grads::dn0 || dx == &grads::dm0) {
+        // the state between the parts and its gradient pass through fp32 views: 1e-6
+        INFO(tensor_name(dx));
+        CHECK(rel_rmse(g1.*dx, g.*dx) <= 1e-6);
+      } else {
+        INFO(tensor_name(dx));
+        CHECK(rel_rmse(joined(g1.*dx, g2.*dx), g.*dx) <= 1e-6);
+      }
+    }
+  }
+}
+
+TEST_CASE("linear_attention_backward: invalid arguments name themselves and write nothing",
+          "[linear_attention][backward][errors]") {
+  const weft::serial_backend be;
+  const std::int64_t B = 1, T = 6, H = 2, K = 4, V = 3;
+  std::vector<float> q(B * T * H * K, 0.5f), k(q.size(), 0.25f), v(B * T * H * V, 1.0f), dout(v.size(), 1.0f);
+  std::vector<float> g(B * T * H, -0.1f), dq(q.size(), 7.0f), dk(q.size(), 7.0f), dv(v.size(), 7.0f),
+      dg(g.size(), 7.0f), ds0(B * H * K * V, 7.0f), ds1(ds0.size(), 1.0f);
+  auto c4 = [](const std::vector<float>& x, std::int64_t t, std::int64_t d) {
+    return make_view(x.data(), std::int64_t{1}, t, std::int64_t{2}, d);
+  };
+  auto m4 = [](std::vector<float>& x, std::int64_t t, std::int64_t d) {
+    return make_view(x.data(), std::int64_t{1}, t, std::int64_t{2}, d);
+  };
+  const weft::gates::scalar gate{make_view(static_cast<const float*>(g.data()), B, T, H)};
+  const weft::gates::scalar dgate{make_view(dg.data(), B, T, H)};
+  const weft::linear_attention_grads good{m4(dq, T, K), m4(dk, T, K), m4(dv, T, V), dgate};
+  auto untouched = [&] {
+    for (const auto* x : {&dq, &dk, &dv, &dg, &ds0})
+      for (float y : *x) REQUIRE(y == 7.0f);
+  };
+  using weft_test::expect_bad;
+  expect_bad("do_", [&] {
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T - 1, V),
+                                    good);
+  });
+  expect_bad("grads.dq", [&] {
+    weft::linear_attention_backward(
+        be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+        weft::linear_attention_grads{m4(dq, T, K - 1), m4(dk, T, K), m4(dv, T, V), dgate});
+  });
+  expect_bad("grads.dv", [&] {
+    weft::linear_attention_backward(
+        be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+        weft::linear_attention_grads{m4(dq, T, K), m4(dk, T, K), m4(dv, T - 1, V), dgate});
+  });
+  expect_bad("grads.dgate.g", [&] {
+    weft::linear_attention_backward(
+        be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+        weft::linear_attention_grads{m4(dq, T, K), m4(dk, T, K), m4(dv, T, V),
+                                     weft::gates::scalar{make_view(dg.data(), B, T - 1, H)}});
+  });
+  expect_bad("grads.dq", [&] {  // dq overlaps q
+    std::vector<float> both(q);
+    weft::linear_attention_backward(
+        be, gate, c4(both, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+        weft::linear_attention_grads{m4(both, T, K), m4(dk, T, K), m4(dv, T, V), dgate});
+  });
+  expect_bad("grads.dq", [&] {  // dk is dq
+    weft::linear_attention_backward(
+        be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+        weft::linear_attention_grads{m4(dq, T, K), m4(dq, T, K), m4(dv, T, V), dgate});
+  });
+  expect_bad("d_initial_state", [&] {
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+                                    {.d_initial_state = make_view(ds0.data(), B, H, K, V - 1)});
+  });
+  expect_bad("d_final_state", [&] {
+    weft::linear_attention_backward(
+        be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+        {.d_final_state = make_view(static_cast<const float*>(ds1.data()), B, H, K + 1, V)});
+  });
+  expect_bad("d_initial_normalizer", [&] {
+    std::vector<float> dn(B * H * K);
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+                                    {.d_initial_normalizer = make_view(dn.data(), B, H, K)});
+  });
+  expect_bad("chunk_size", [&] {
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+                                    {.chunk_size = 48});
+  });
+  expect_bad("cu_seqlens", [&] {
+    const std::vector<std::int64_t> cu{0, 4, 3, T};
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+                                    {.cu_seqlens = make_view(cu.data(), 4)});
+  });
+  expect_bad("gate.g", [&] {
+    std::vector<float> bad_g(g);
+    bad_g[3] = NAN;
+    weft::linear_attention_backward(
+        be, weft::gates::scalar{make_view(static_cast<const float*>(bad_g.data()), B, T, H)}, c4(q, T, K),
+        c4(k, T, K), c4(v, T, V), c4(dout, T, V), good);
+  });
+  untouched();
+  // the in-place state gradient (d_initial_state the very view of d_final_state) is allowed
+  std::vector<float> ds(ds0.size(), 1.0f);
+  weft::linear_attention_backward(
+      be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+      {.d_final_state = make_view(static_cast<const float*>(ds.data()), B, H, K, V),
+       .d_initial_state = make_view(ds.data(), B, H, K, V)});
+  CHECK(ds != std::vector<float>(ds0.size(), 1.0f));
+}
