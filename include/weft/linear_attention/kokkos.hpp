@@ -6,8 +6,9 @@
 //     the workspace (slots: one per thread, from a UniqueToken). An item is computed by one
 //     thread in a fixed order, so results are bitwise repeatable for any thread count.
 //   recurrent mode, and double: the serial definition per item, items in parallel.
-//   backward (linear_attention_backward): (sequence, head) items in parallel, each the serial
-//     definition of backward.hpp (bitwise equal to the serial backend).
+//   backward (linear_attention_backward): (sequence, head) items in parallel; none and scalar
+//     gates in float / bf16 / f16: the tiled chunk form of host_backward.hpp; other gates and
+//     double: the serial definition of backward.hpp (bitwise equal to the serial backend).
 // Device execution spaces: the portable column recurrence (detail::la::recurrent_column),
 //   one thread per (sequence, head, value column), for both modes; state columns live in
 //   the workspace. Compiled only where such a space exists (not verified in this project's CI).
@@ -22,6 +23,7 @@
 #include "weft/backend/kokkos.hpp"
 #include "weft/linear_attention/backward.hpp"
 #include "weft/linear_attention/device_chunk.hpp"
+#include "weft/linear_attention/host_backward.hpp"
 #include "weft/linear_attention/host_chunk.hpp"
 #include "weft/linear_attention/linear_attention.hpp"
 
@@ -161,8 +163,18 @@ struct linear_attention_backward_impl<kokkos_backend<Exec>> {
     const std::int64_t items = ba.f.N * ba.f.H;
     if (items == 0) return;
     using policy = Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>;
-    Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
-                         [=](std::int64_t it) { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
+    constexpr detail::la::kind kd = detail::la::kind_of<Gate>;
+    if constexpr ((kd == detail::la::kind::none || kd == detail::la::kind::scalar) &&
+                  !std::is_same_v<E, double>) {
+      // the tiled chunk form (host_backward.hpp)
+      Kokkos::parallel_for(
+          "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
+            detail::la::host::backward_scalar_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
+          });
+    } else {
+      Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
+                           [=](std::int64_t it) { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
+    }
     be.exec.fence();
   }
 };

@@ -1,0 +1,243 @@
+// weft/linear_attention/host_backward.hpp - the chunk form of linear_attention_backward on a
+// CPU core, for the gates without normalizer or per-channel decay (none, scalar: linear
+// attention, RetNet, simple GLA, Mamba2-SSD), fp32 with the products of host_tiles.hpp.
+//
+// One (sequence, head) per work item. A forward pass over its chunks stores the state at every
+// chunk start (S_c, K x V); then, chunk after chunk backwards, with dS = dL/dS at the chunk's
+// end, L tokens, W_ij = D(i, j) (j <= i, 0 across a reset), w_i = D(i, c0 - 1), e_j = D(end, j),
+// A = (Q K^T) (.) W (Q scaled) and dA = (dO V^T) (.) W:
+//
+//   dQ = diag(w) dO S0^T + dA K              dK = dA^T Q + diag(e) V dS^T
+//   dV = A^T dO + diag(e) K dS               dS0 = D(end, c0 - 1) dS + (diag(w) Q)^T dO
+//
+// and the gate: with P_i the log decay summed from the chunk start (or the last reset) through
+// i, dL/dP_i = sum_j E_ij - sum_j E_ji + w_i q_i . (dO S0^T)_i - e_i k_i . (dS v_i) (+ at the
+// chunk's last token: sum_j e_j k_j . (dS v_j) + D(end, c0-1) <dS, S0>), E = (dO V^T) (.) A;
+// dL/dg_t is the sum of dL/dP_i over i >= t up to the next reset. Chunks of at most 64 tokens
+// (any chunk_size gives the same gradients), all tiles padded to multiples of 16.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "weft/linear_attention/backward.hpp"
+#include "weft/linear_attention/host_chunk.hpp"
+
+namespace weft::detail::la::host {
+
+/// Scratch of one backward work item (heap: its checkpoints grow with the sequence).
+struct bwd_tiles {
+  std::int64_t Kp, Vp, Lb;
+  std::vector<float> ck;       // transposed states S^T at the chunk starts, (Vp x Kp) each
+  std::vector<float> dS, dSt;  // Kp x Vp, Vp x Kp
+  std::vector<float> Q, Qw, Kr, Kt, Kw, Vb, Vt, dO;  // packed rows / transposes
+  std::vector<float> A, dA, W, dQ, dK, dV, G;        // tiles
+  std::vector<float> w, e, dP;                       // per token
+  std::vector<double> P;                             // log decays since the chunk start / reset
+  std::vector<std::int32_t> seg;                     // last reset at or before t, -1 if none
+  bwd_tiles(std::int64_t K, std::int64_t V, std::int64_t nseg) : Kp(pad16(K)), Vp(pad16(V)), Lb(max_block) {
+    auto f = [](std::vector<float>& x, std::int64_t n) { x.assign(static_cast<std::size_t>(n), 0.0f); };
+    f(ck, nseg * Kp * Vp);
+    f(dS, Kp * Vp);
+    f(dSt, Vp * Kp);
+    for (auto* x : {&Q, &Qw, &Kr, &Kw}) f(*x, Lb * Kp);
+    f(Kt, Kp * Lb);
+    f(Vb, Lb * Vp);
+    f(dO, Lb * Vp);
+    f(Vt, Vp * Lb);
+    for (auto* x : {&A, &dA, &W}) f(*x, Lb * Lb);
+    f(dQ, Lb * Kp);
+    f(dK, Lb * Kp);
+    f(G, Lb * Kp);
+    f(dV, Lb * Vp);
+    for (auto* x : {&w, &e, &dP}) f(*x, Lb);
+    P.assign(static_cast<std::size_t>(Lb), 0.0);
+    seg.assign(static_cast<std::size_t>(Lb), -1);
+  }
+};
+
+/// dst (cols_pad x rows_pad, ld) = transpose of a row-major (rows x cols, ld_src) fp32 matrix.
+inline void transpose_block(float* dst, std::int64_t ld, const float* src, std::int64_t ld_src,
+                            std::int64_t rows, std::int64_t cols) {
+  pack_transposed(dst, ld, src, ld_src, rows, rows, cols, cols);
+}
+
+/// Prefetches tokens [t, t + n) of the backward's inputs (q, k, v, do).
+template <class E>
+void prefetch_bwd(const bwd_args<E>& ba, std::int64_t b, std::int64_t t, std::int64_t n, std::int64_t h) {
+  if (n <= 0) return;
+  const args<E>& a = ba.f;
+  prefetch_rows(&a.q(b, t, h, 0), a.q.stride(1) * sizeof(E), n, a.K * sizeof(E), false);
+  prefetch_rows(&a.k(b, t, h, 0), a.k.stride(1) * sizeof(E), n, a.K * sizeof(E), false);
+  prefetch_rows(&a.v(b, t, h, 0), a.v.stride(1) * sizeof(E), n, a.V * sizeof(E), false);
+  prefetch_rows(&ba.dout(b, t, h, 0), ba.dout.stride(1) * sizeof(E), n, a.V * sizeof(E), false);
+}
+
+/// The chunk-form backward of one (sequence, head) for gates::none / gates::scalar, fp32.
+template <class Gate, class DGate, class E>
+void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
+                          std::int64_t h) {
+  const args<E>& a = ba.f;
+  const seq_range r = sequence(a, n);
+  const std::int64_t K = a.K, V = a.V, b = r.b, C = std::min<std::int64_t>(a.chunk, max_block);
+  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C);
+  bwd_tiles t(K, V, nseg);
+  const std::int64_t Kp = t.Kp, Vp = t.Vp, Lb = t.Lb, KVp = Kp * Vp;
+  const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1), ds = ba.dout.stride(1);
+  const float sc = static_cast<float>(a.scale);
+
+  // Decay tables of the chunk at c0 (L tokens): P, seg, w, e, W; returns D(end, c0 - 1).
+  auto tables = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool need_W) {
+    std::int32_t last = -1;
+    double p = 0;
+    for (std::int64_t s = 0; s < L; ++s) {
+      const double la = log_decay<double>(gate, b, c0 + s, h);
+      if (la == -infinity<double>()) {
+        last = static_cast<std::int32_t>(s);
+        p = 0;
+      } else {
+        p += la;
+      }
+      t.seg[s] = last;
+      t.P[s] = p;
+    }
+    const std::int64_t end = L - 1;
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      t.w[i] = i < L && t.seg[i] < 0 ? static_cast<float>(std::exp(t.P[i])) : 0.0f;
+      t.e[i] = i < L && t.seg[end] <= i ? static_cast<float>(std::exp(t.P[end] - t.P[i])) : 0.0f;
+      if (!need_W) continue;
+      float* Wi = t.W.data() + i * Lb;  // log weights (differences in fp64), then one vector exp
+      for (std::int64_t j = 0; j < Lp; ++j)
+        Wi[j] = i < L && j <= i && t.seg[i] <= j ? static_cast<float>(t.P[i] - t.P[j]) : -infinity<float>();
+      exp_inplace(Wi, Lp);
+    }
+    return t.seg[end] < 0 ? static_cast<float>(std::exp(t.P[end])) : 0.0f;
+  };
+  auto pack_chunk = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool grads) {
+    pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
+    pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp, 1.0f);
+    if (!grads) return;
+    pack_rows(t.Q.data(), Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, sc);
+    pack_rows(t.dO.data(), Vp, &ba.dout(b, c0, h, 0), ds, L, Lp, V, Vp, 1.0f);
+    pack_transposed(t.Kt.data(), Lb, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp);
+    pack_transposed(t.Vt.data(), Lb, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp);
+  };
+  std::vector<float> wend(static_cast<std::size_t>(std::max(Kp, Vp)));
+
+  // Forward: the state at every chunk start, kept transposed (S^T, V x K): the products of the
+  // backward read it as S0^T.
+  float* St = t.dSt.data();  // the forward pass borrows dS^T's storage
+  for (std::int64_t e = 0; e < Vp; ++e)
+    for (std::int64_t c = 0; c < Kp; ++c)
+      St[e * Kp + c] = c < K && e < V && given(a.s0) ? a.s0(n, h, c, e) : 0.0f;
+  for (std::int64_t s = 0; s < nseg; ++s) {
+    std::copy(St, St + KVp, t.ck.begin() + s * KVp);
+    if (s + 1 == nseg) break;
+    const std::int64_t c0 = r.t0 + s * C, L = C, Lp = pad16(L);
+    prefetch_rows(&a.k(b, c0 + C, h, 0), ks * sizeof(E), std::min(C, r.t1 - c0 - C), K * sizeof(E), false);
+    prefetch_rows(&a.v(b, c0 + C, h, 0), vs * sizeof(E), std::min(C, r.t1 - c0 - C), V * sizeof(E), false);
+    const float wS = tables(c0, L, Lp, false);
+    pack_chunk(c0, L, Lp, false);
+    for (std::int64_t j = 0; j < Lp; ++j)
+      for (std::int64_t c = 0; c < Kp; ++c) t.Kw[j * Kp + c] = t.Kr[j * Kp + c] * t.e[j];
+    std::fill(wend.begin(), wend.end(), wS);
+    // S^T = wS S^T + V^T (K (.) e): A = V read transposed (row stride 1, column stride Vp)
+    gemm(Vp, Kp, Lp, t.Vb.data(), 1, Vp, t.Kw.data(), Kp, St, Kp, true, shape::full, wend.data());
+  }
+
+  // Backward, chunk after chunk from the end.
+  for (std::int64_t i = 0; i < Kp; ++i)
+    for (std::int64_t j = 0; j < Vp; ++j)
+      t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
+  for (std::int64_t s = nseg - 1; s >= 0; --s) {
+    const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
+    if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
+    const float* S0t = t.ck.data() + s * KVp;  // S0^T
+    const float wS = tables(c0, L, Lp, true);
+    pack_chunk(c0, L, Lp, true);
+    transpose_block(t.dSt.data(), Kp, t.dS.data(), Vp, Kp, Vp);
+    // A = (Q K^T) (.) W, and E's raw factor dO V^T, then dA = (dO V^T) (.) W
+    gemm(Lp, Lp, K, t.Q.data(), Kp, 1, t.Kt.data(), Lb, t.A.data(), Lb, false);
+    gemm(Lp, Lp, V, t.dO.data(), Vp, 1, t.Vt.data(), Lb, t.dA.data(), Lb, false);
+    for (std::int64_t i = 0; i < Lp; ++i) t.dP[i] = 0.0f;
+    for (std::int64_t i = 0; i < Lp; ++i)
+      for (std::int64_t j = 0; j < Lp; ++j) {
+        const float wij = t.W[i * Lb + j];
+        const float aij = t.A[i * Lb + j] * wij, raw = t.dA[i * Lb + j];
+        const float eij = raw * aij;  // dL/d log W_ij
+        t.dP[i] += eij;
+        t.dP[j] -= eij;
+        t.A[i * Lb + j] = aij;
+        t.dA[i * Lb + j] = raw * wij;
+      }
+    // dQ = diag(w) dO S0^T + dA K
+    gemm(Lp, Kp, Vp, t.dO.data(), Vp, 1, S0t, Kp, t.dQ.data(), Kp, false);
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      float qg = 0;
+      for (std::int64_t c = 0; c < Kp; ++c) {
+        qg += t.Q[i * Kp + c] * t.dQ[i * Kp + c];
+        t.dQ[i * Kp + c] *= t.w[i];
+      }
+      t.dP[i] += t.w[i] * qg;
+    }
+    gemm(Lp, Kp, Lp, t.dA.data(), Lb, 1, t.Kr.data(), Kp, t.dQ.data(), Kp, true, shape::lower_in);
+    // G = V dS^T (rows dS v_j); dK = diag(e) G + dA^T Q
+    gemm(Lp, Kp, Vp, t.Vb.data(), Vp, 1, t.dSt.data(), Kp, t.G.data(), Kp, false);
+    float end_extra = 0;
+    for (std::int64_t j = 0; j < Lp; ++j) {
+      float kg = 0;
+      for (std::int64_t c = 0; c < Kp; ++c) {
+        kg += t.Kr[j * Kp + c] * t.G[j * Kp + c];
+        t.dK[j * Kp + c] = t.e[j] * t.G[j * Kp + c];
+      }
+      t.dP[j] -= t.e[j] * kg;
+      end_extra += t.e[j] * kg;
+    }
+    gemm(Lp, Kp, Lp, t.dA.data(), 1, Lb, t.Q.data(), Kp, t.dK.data(), Kp, true);
+    // dV = diag(e) K dS + A^T dO
+    gemm(Lp, Vp, Kp, t.Kr.data(), Kp, 1, t.dS.data(), Vp, t.dV.data(), Vp, false);
+    for (std::int64_t j = 0; j < Lp; ++j)
+      for (std::int64_t e = 0; e < Vp; ++e) t.dV[j * Vp + e] *= t.e[j];
+    gemm(Lp, Vp, Lp, t.A.data(), 1, Lb, t.dO.data(), Vp, t.dV.data(), Vp, true);
+    // the chunk-end decay D(end, c0 - 1) = wS scales S0 into S1: its log derivative
+    if (wS != 0.0f) end_extra += wS * dot(S0t, static_cast<const float*>(t.dSt.data()), KVp);
+    t.dP[end] += end_extra;
+    // dS0 = wS dS + (diag(w) Q)^T dO
+    for (std::int64_t i = 0; i < Lp; ++i)
+      for (std::int64_t c = 0; c < Kp; ++c) t.Qw[i * Kp + c] = t.Q[i * Kp + c] * t.w[i];
+    std::fill(wend.begin(), wend.end(), wS);
+    gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, wend.data());
+    // outputs
+    using T = std::remove_const_t<E>;
+    for (std::int64_t i = 0; i < L; ++i) {
+      T* dq = &ba.dq(b, c0 + i, h, 0);
+      T* dk = &ba.dk(b, c0 + i, h, 0);
+      T* dv = &ba.dv(b, c0 + i, h, 0);
+      for (std::int64_t c = 0; c < K; ++c) {
+        dq[c] = from_accum<T>(t.dQ[i * Kp + c] * sc);
+        dk[c] = from_accum<T>(t.dK[i * Kp + c]);
+      }
+      for (std::int64_t e = 0; e < V; ++e) dv[e] = from_accum<T>(t.dV[i * Vp + e]);
+    }
+    if constexpr (kind_of<Gate> == kind::scalar) {
+      using G = typename std::remove_cvref_t<decltype(dgate.g)>::value_type;
+      float acc = 0;
+      for (std::int64_t i = end; i >= 0; --i) {
+        if (t.seg[i] == i) {  // a reset: its gate has no gradient, and no later P depends on earlier g
+          dgate.g(b, c0 + i, h) = from_accum<G>(0.0f);
+          acc = 0;
+        } else {
+          acc += t.dP[i];
+          dgate.g(b, c0 + i, h) = from_accum<G>(acc);
+        }
+      }
+    }
+  }
+  if (given(ba.ds0))
+    for (std::int64_t i = 0; i < K; ++i)
+      for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
+}
+
+}  // namespace weft::detail::la::host
