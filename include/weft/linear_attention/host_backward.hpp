@@ -90,19 +90,7 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
 
   // Decay tables of the chunk at c0 (L tokens): P, seg, w, e, W; returns D(end, c0 - 1).
   auto tables = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool need_W) {
-    std::int32_t last = -1;
-    double p = 0;
-    for (std::int64_t s = 0; s < L; ++s) {
-      const double la = log_decay<double>(gate, b, c0 + s, h);
-      if (la == -infinity<double>()) {
-        last = static_cast<std::int32_t>(s);
-        p = 0;
-      } else {
-        p += la;
-      }
-      t.seg[s] = last;
-      t.P[s] = p;
-    }
+    decay_table(gate, b, c0, L, h, t.P.data(), t.seg.data());
     const std::int64_t end = L - 1;
     for (std::int64_t i = 0; i < Lp; ++i) {
       t.w[i] = i < L && t.seg[i] < 0 ? static_cast<float>(std::exp(t.P[i])) : 0.0f;

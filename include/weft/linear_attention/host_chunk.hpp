@@ -208,8 +208,8 @@ void store_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w
 
 /// Log decays of tokens c0 .. c0+L-1 summed since the last reset: P[s] (fp64), seg[s].
 template <class Gate>
-void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t L, std::int64_t h,
-                 const slot& w) {
+void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t L, std::int64_t h, double* P,
+                 std::int32_t* seg) {
   std::int32_t last = -1;
   double p = 0;
   for (std::int64_t s = 0; s < L; ++s) {
@@ -220,9 +220,14 @@ void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t
     } else {
       p += la;
     }
-    w.seg[s] = last;
-    w.P[s] = p;
+    seg[s] = last;
+    P[s] = p;
   }
+}
+template <class Gate>
+void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t L, std::int64_t h,
+                 const slot& w) {
+  decay_table(gate, b, c0, L, h, w.P, w.seg);
 }
 
 /// log D(i, j) for j <= i within the chunk: -inf across a reset.
