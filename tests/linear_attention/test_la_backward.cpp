@@ -368,9 +368,9 @@ TEMPLATE_LIST_TEST_CASE(
     const upstream u = make_upstream(p, 1301, true);
     const grads a = run_backward<TestType, float>(be, p, u), b = run_backward<TestType, float>(be, p, u);
     const grads s = run_backward<weft::serial_backend, float>(weft::serial_backend{}, p, u);
-    // Kokkos runs none / scalar in the tiled chunk form (another summation order)
-    const bool same_code =
-        std::is_same_v<TestType, weft::serial_backend> || !(kind == gk::none || kind == gk::scalar);
+    // Kokkos runs none / scalar / vector in the tiled chunk form (another summation order)
+    const bool same_code = std::is_same_v<TestType, weft::serial_backend> ||
+                           !(kind == gk::none || kind == gk::scalar || kind == gk::vector);
     for (auto [x, dx] : inputs(p)) {
       INFO(tensor_name(dx));
       CHECK(a.*dx == b.*dx);
@@ -400,7 +400,7 @@ TEST_CASE(
                                      {1, 130, 1, 20, 24, 32, 1, 0.05, {0, 0, 1, 1, 64, 65, 130}},
                                      {2, 127, 1, 17, 31, 128, 0.1, 0, {}}};
   std::uint64_t seed = 1500;
-  for (gk kind : {gk::none, gk::scalar})
+  for (gk kind : {gk::none, gk::scalar, gk::vector})
     for (const shape& s : shapes) {
       INFO(name(kind) << " B,T,H,K,V " << s.B << "," << s.T << "," << s.H << "," << s.K << "," << s.V
                       << " chunk " << s.chunk << " gate/" << s.gate_norm << " reset " << s.reset << " varlen "
@@ -566,12 +566,64 @@ TEST_CASE("linear_attention_backward: invalid arguments name themselves and writ
         be, weft::gates::scalar{make_view(static_cast<const float*>(bad_g.data()), B, T, H)}, c4(q, T, K),
         c4(k, T, K), c4(v, T, V), c4(dout, T, V), good);
   });
+  expect_bad("do_", [&] {  // the last dimension must have unit stride
+    std::vector<float> wide(2 * dout.size());
+    const auto strided = weft::make_strided_view(
+        static_cast<const float*>(wide.data()), std::array<std::int64_t, 4>{B, T, H, V},
+        std::array<std::int64_t, 4>{2 * T * H * V, 2 * H * V, 2 * V, 2});
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), strided, good);
+  });
+  expect_bad("grads.dv", [&] {
+    std::vector<float> wide(2 * dv.size());
+    const auto strided =
+        weft::make_strided_view(wide.data(), std::array<std::int64_t, 4>{B, T, H, V},
+                                std::array<std::int64_t, 4>{2 * T * H * V, 2 * H * V, 2 * V, 2});
+    weft::linear_attention_backward(be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+                                    weft::linear_attention_grads{m4(dq, T, K), m4(dk, T, K), strided, dgate});
+  });
   untouched();
-  // the in-place state gradient (d_initial_state the very view of d_final_state) is allowed
-  std::vector<float> ds(ds0.size(), 1.0f);
+  // the in-place state gradient (d_initial_state the very view of d_final_state) is allowed and
+  // equals the result through separate views
+  std::vector<float> ds(ds0.size(), 1.0f), ds_in(ds0.size(), 1.0f), ds_out(ds0.size(), 0.0f);
   weft::linear_attention_backward(
       be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
       {.d_final_state = make_view(static_cast<const float*>(ds.data()), B, H, K, V),
        .d_initial_state = make_view(ds.data(), B, H, K, V)});
-  CHECK(ds != std::vector<float>(ds0.size(), 1.0f));
+  weft::linear_attention_backward(
+      be, gate, c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V), good,
+      {.d_final_state = make_view(static_cast<const float*>(ds_in.data()), B, H, K, V),
+       .d_initial_state = make_view(ds_out.data(), B, H, K, V)});
+  CHECK(ds == ds_out);
+  CHECK(ds != ds_in);
+}
+
+TEMPLATE_LIST_TEST_CASE("linear_attention_backward: huge finite negative log gates act as resets",
+                        "[linear_attention][backward]", host_backends) {
+  // -1e30 or -FLT_MAX written for a reset: exp is 0, as for -inf; the chunk forms must not sum
+  // such values with the chunk's other gates (fp64 would lose them)
+  const TestType be{};
+  for (gk kind : {gk::scalar, gk::vector, gk::gated_delta}) {
+    INFO(name(kind));
+    problem p = make_problem<float>(kind, 1, 150, 2, 16, 12, 1600, {.with_states = true});
+    const std::size_t per = kind == gk::vector ? 16 : 1;
+    const double huge[] = {-1e30, -1e17, -3.4e38, -2e4};
+    for (std::size_t x = 0; x < 4; ++x)
+      for (std::size_t c = 0; c < per; ++c) p.g[(x * 37 + 5) * 2 * per + c] = huge[x];
+    // forward: both modes against the oracle
+    const result want = oracle(p);
+    for (auto mode : {weft::linear_attention_mode::chunk, weft::linear_attention_mode::recurrent}) {
+      const output got = run<TestType, float>(be, p, {.mode = mode, .chunk = 64});
+      CHECK(rel_rmse(got.o, want.o) <= 1e-5);
+      CHECK(rel_rmse(got.S, want.S) <= 1e-5);
+    }
+    // backward against the fp64 gradients
+    const upstream u = make_upstream(p, 1601, true);
+    const grads g64 = run_backward<weft::serial_backend, double>(weft::serial_backend{}, p, u);
+    const grads g32 = run_backward<TestType, float>(be, p, u);
+    for (auto [x, dx] : inputs(p)) {
+      INFO(tensor_name(dx) << ": rel rmse " << rel_rmse(g32.*dx, g64.*dx));
+      CHECK(all_finite(g32.*dx));
+      CHECK(rel_rmse(g32.*dx, g64.*dx) <= 1e-5);
+    }
+  }
 }

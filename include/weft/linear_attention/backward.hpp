@@ -18,8 +18,9 @@
 // token in a forward pass, and each chunk's states are recomputed from its checkpoint when the
 // backward pass reaches it, so memory per (sequence, head) is (len / C + C) K V values and the
 // work is two forward passes and one backward pass of the token loop. Each (sequence, head) is
-// one work item (Kokkos host spaces run them in parallel, bitwise equal to the serial
-// backend), with accumulation in accum_t<E> (fp32 for float / bf16, fp64 for double).
+// one work item, with accumulation in accum_t<E> (fp32 for float / bf16, fp64 for double).
+// Kokkos host spaces run the items in parallel: for none, scalar and vector gates (not double)
+// in the chunk form of host_backward.hpp, otherwise this token loop (bitwise equal to serial).
 //
 // Backends: serial and Kokkos host execution spaces. Kokkos device spaces and CUDA have no
 // backward yet (a compile-time error says so).
@@ -574,9 +575,11 @@ void linear_attention_backward(const Backend& be, const Gate& gate, tensor_view<
   const std::array<std::int64_t, 4> qk{a.B, a.T, a.H, a.K}, vo{a.B, a.T, a.H, a.V};
   detail::check_view(fn, "do_", do_);
   detail::require_shape(fn, "do_", do_, vo);
+  detail::require_unit_inner_stride(fn, "do_", do_);
   auto out = [&](std::string_view name, const auto& x, const auto& shape) {
     detail::check_output_view(fn, name, x);
     detail::require_shape(fn, name, x, shape);
+    detail::require_unit_inner_stride(fn, name, x);
   };
   out("grads.dq", grads.dq, qk);
   out("grads.dk", grads.dk, qk);

@@ -168,7 +168,7 @@ WEFT_INLINE void chunk_block(const Gate& gate, const args<E>& a, const float* nm
       double p = 0, best = -infinity<double>();
       for (int s = 0; s < L; ++s) {
         const double la = log_decay<double>(gate, b, c0 + s, h);
-        if (la == -infinity<double>()) {
+        if (is_reset(la)) {
           last = s;
           p = 0;
           best = -infinity<double>();

@@ -1,6 +1,7 @@
 // weft/linear_attention/host_backward.hpp - the chunk form of linear_attention_backward on a
-// CPU core, for the gates without normalizer or per-channel decay (none, scalar: linear
-// attention, RetNet, simple GLA, Mamba2-SSD), fp32 with the products of host_tiles.hpp.
+// CPU core for the gates without normalizer (none, scalar: linear attention, RetNet, simple
+// GLA, Mamba2-SSD; vector: GLA), float / bf16 / f16 inputs with fp32 accumulation, using the
+// products of host_tiles.hpp.
 //
 // One (sequence, head) per work item. A forward pass over its chunks stores the state at every
 // chunk start (S_c, K x V); then, chunk after chunk backwards, with dS = dL/dS at the chunk's
@@ -213,13 +214,230 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
       using G = typename std::remove_cvref_t<decltype(dgate.g)>::value_type;
       float acc = 0;
       for (std::int64_t i = end; i >= 0; --i) {
-        if (t.seg[i] == i) {  // a reset: its gate has no gradient, and no later P depends on earlier g
+        if (t.seg[i] == i) {  // a reset (is_reset): no gradient, and no later P depends on earlier g
           dgate.g(b, c0 + i, h) = from_accum<G>(0.0f);
           acc = 0;
         } else {
           acc += t.dP[i];
           dgate.g(b, c0 + i, h) = from_accum<G>(acc);
         }
+      }
+    }
+  }
+  if (given(ba.ds0))
+    for (std::int64_t i = 0; i < K; ++i)
+      for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
+}
+
+/// z = x (.) y.
+inline void vmul_to(float* WEFT_RESTRICT z, const float* WEFT_RESTRICT x, const float* WEFT_RESTRICT y,
+                    std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) z[i] = x[i] * y[i];
+}
+/// y *= x.
+inline void vmul_inplace(float* WEFT_RESTRICT y, const float* WEFT_RESTRICT x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] *= x[i];
+}
+/// y += x (.) z.
+inline void vmul_add(float* WEFT_RESTRICT y, const float* WEFT_RESTRICT x, const float* WEFT_RESTRICT z,
+                     std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] += x[i] * z[i];
+}
+/// y += s x (.) z.
+inline void vmul_axpy(float* WEFT_RESTRICT y, float s, const float* WEFT_RESTRICT x,
+                      const float* WEFT_RESTRICT z, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] += s * x[i] * z[i];
+}
+
+/// The chunk-form backward of one (sequence, head) for gates::vector (GLA), fp32. Per key
+/// channel c, a_s = exp(g_s) and D(i, j) = prod_{s=j+1}^{i} a_s. The chunk's tokens form
+/// sub-blocks of 16; for i in sub-block R and j in an earlier sub-block R',
+///   D(i, j) = al_i * Bt(R, R') * be_j,   al_i = prod_{s=r_R}^{i} a_s,  be_j = prod_{s=j+1}^{e_R'} a_s,
+/// Bt the product over the sub-blocks strictly between (all factors <= 1, no division, exact
+/// for -inf gates); inside a sub-block D is formed by running products (16 x 16 x K). Then
+///   A~_ij = sum_c q_ic k_jc D_c(i,j),  dA~ = (dO V^T) masked to j <= i,
+///   dq_i = G_i (.) (S0 dO_i) + sum_j dA~_ij k_j (.) D(i,j)
+///   dk_j = E_j (.) (dS v_j)  + sum_i dA~_ij q_i (.) D(i,j)
+///   dv = A~^T dO + (K (.) E) dS,   dS0 = diag(G_end) dS + (Q (.) G)^T dO
+/// with G_i = D(i, c0 - 1), E_j = D(end, j); the gate: dL/dP_ic = q_ic dq_ic - k_ic dk_ic (+ at
+/// the chunk's last token sum_j k_jc E_jc (dS v_j)_c + G_end,c <dS_c, S0_c>), summed per channel
+/// over i >= t up to that channel's next reset.
+template <class Gate, class DGate, class E>
+void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
+                          std::int64_t h) {
+  const args<E>& a = ba.f;
+  const seq_range r = sequence(a, n);
+  const std::int64_t K = a.K, V = a.V, b = r.b, C = std::min<std::int64_t>(a.chunk, max_block);
+  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C);
+  bwd_tiles t(K, V, nseg);
+  const std::int64_t Kp = t.Kp, Vp = t.Vp, Lb = t.Lb, KVp = Kp * Vp;
+  constexpr std::int64_t sb = lanes;  // sub-block rows
+  const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1), ds = ba.dout.stride(1);
+  const float sc = static_cast<float>(a.scale);
+  // per token (Lb x Kp): a = exp(g), al, be, G, E; per sub-block: tot, pre (product of earlier ones)
+  std::vector<float> ga(Lb * Kp), al(Lb * Kp), be(Lb * Kp), Gm(Lb * Kp), Em(Lb * Kp), tot(4 * Kp),
+      pre(5 * Kp), Gend(Kp), Bt(Kp), tmp(sb * Kp), Kb(Lb * Kp), Qa(Lb * Kp), dP(Lb * Kp), S(KVp), dd(Kp);
+  slot kp_only{};  // gate_exps reads the padded width only
+  kp_only.Kp = Kp;
+  auto factors = [&](std::int64_t c0, std::int64_t L) {  // -> number of sub-blocks
+    const std::int64_t nsb = ceil_div(L, sb);
+    gate_exps(gate, b, c0, h, L, K, kp_only, ga.data());
+    for (std::int64_t i = L; i < Lb; ++i)
+      for (std::int64_t c = 0; c < Kp; ++c) ga[i * Kp + c] = 1.0f;
+    for (std::int64_t R = 0; R < nsb; ++R) {
+      const std::int64_t r0 = R * sb, r1 = std::min(L, r0 + sb);
+      for (std::int64_t i = r0; i < r1; ++i)
+        for (std::int64_t c = 0; c < Kp; ++c)
+          al[i * Kp + c] = (i > r0 ? al[(i - 1) * Kp + c] : 1.0f) * ga[i * Kp + c];
+      for (std::int64_t j = r1 - 1; j >= r0; --j)
+        for (std::int64_t c = 0; c < Kp; ++c)
+          be[j * Kp + c] = j + 1 < r1 ? be[(j + 1) * Kp + c] * ga[(j + 1) * Kp + c] : 1.0f;
+      for (std::int64_t c = 0; c < Kp; ++c) tot[R * Kp + c] = al[(r1 - 1) * Kp + c];
+    }
+    for (std::int64_t c = 0; c < Kp; ++c) pre[c] = 1.0f;
+    for (std::int64_t R = 0; R < nsb; ++R)
+      for (std::int64_t c = 0; c < Kp; ++c) pre[(R + 1) * Kp + c] = pre[R * Kp + c] * tot[R * Kp + c];
+    for (std::int64_t c = 0; c < Kp; ++c) Gend[c] = pre[nsb * Kp + c];
+    // post products: E_j = be_j * prod_{R' > R} tot_R'
+    std::vector<float>& post = tmp;  // (nsb x Kp) fits in sb x Kp
+    for (std::int64_t c = 0; c < Kp; ++c) post[(nsb - 1) * Kp + c] = 1.0f;
+    for (std::int64_t R = nsb - 2; R >= 0; --R)
+      for (std::int64_t c = 0; c < Kp; ++c) post[R * Kp + c] = post[(R + 1) * Kp + c] * tot[(R + 1) * Kp + c];
+    for (std::int64_t i = 0; i < Lb; ++i)
+      for (std::int64_t c = 0; c < Kp; ++c) {
+        const std::int64_t R = i / sb;
+        const bool in = i < L;
+        Gm[i * Kp + c] = in ? al[i * Kp + c] * pre[R * Kp + c] : 0.0f;
+        Em[i * Kp + c] = in ? be[i * Kp + c] * post[R * Kp + c] : 0.0f;
+      }
+    return nsb;
+  };
+  auto between = [&](std::int64_t R, std::int64_t Rk) {  // Bt(R, Rk): product over Rk < rho < R
+    for (std::int64_t c = 0; c < Kp; ++c) Bt[c] = 1.0f;
+    for (std::int64_t rho = Rk + 1; rho < R; ++rho)
+      for (std::int64_t c = 0; c < Kp; ++c) Bt[c] *= tot[rho * Kp + c];
+  };
+
+  // Forward: row-major states, checkpoints stored transposed (S0^T for dO S0^T).
+  for (std::int64_t i = 0; i < Kp; ++i)
+    for (std::int64_t j = 0; j < Vp; ++j)
+      S[i * Vp + j] = i < K && j < V && given(a.s0) ? a.s0(n, h, i, j) : 0.0f;
+  for (std::int64_t s = 0; s < nseg; ++s) {
+    transpose_block(t.ck.data() + s * KVp, Kp, S.data(), Vp, Kp, Vp);
+    if (s + 1 == nseg) break;
+    const std::int64_t c0 = r.t0 + s * C, L = C, Lp = pad16(L);
+    factors(c0, L);
+    pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
+    pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp, 1.0f);
+    vmul_to(t.Kw.data(), t.Kr.data(), Em.data(), Lp * Kp);
+    gemm(Kp, Vp, Lp, t.Kw.data(), 1, Kp, t.Vb.data(), Vp, S.data(), Vp, true, shape::full, Gend.data());
+  }
+
+  for (std::int64_t i = 0; i < Kp; ++i)
+    for (std::int64_t j = 0; j < Vp; ++j)
+      t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
+  for (std::int64_t s = nseg - 1; s >= 0; --s) {
+    const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
+    if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
+    const float* S0t = t.ck.data() + s * KVp;
+    const std::int64_t nsb = factors(c0, L);
+    pack_rows(t.Q.data(), Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, sc);
+    pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
+    pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp, 1.0f);
+    pack_rows(t.dO.data(), Vp, &ba.dout(b, c0, h, 0), ds, L, Lp, V, Vp, 1.0f);
+    pack_transposed(t.Vt.data(), Lb, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp);
+    transpose_block(t.dSt.data(), Kp, t.dS.data(), Vp, Kp, Vp);
+    vmul_to(Qa.data(), t.Q.data(), al.data(), Lp * Kp);
+    vmul_to(Kb.data(), t.Kr.data(), be.data(), Lp * Kp);
+    // dA~ = (dO V^T) masked to j <= i; A~ by sub-block pairs
+    gemm(Lp, Lp, V, t.dO.data(), Vp, 1, t.Vt.data(), Lb, t.dA.data(), Lb, false);
+    for (std::int64_t i = 0; i < Lp; ++i)
+      for (std::int64_t j = 0; j < Lp; ++j)
+        if (j > i || i >= L) t.dA[i * Lb + j] = 0.0f;
+    std::fill(t.A.begin(), t.A.end(), 0.0f);
+    std::fill(t.dQ.begin(), t.dQ.end(), 0.0f);
+    std::fill(t.dK.begin(), t.dK.end(), 0.0f);
+    for (std::int64_t R = 1; R < nsb; ++R)
+      for (std::int64_t Rk = 0; Rk < R; ++Rk) {
+        between(R, Rk);
+        const std::int64_t r0 = R * sb, k0 = Rk * sb;
+        // A~[R, Rk] = Qa_R (Kb_Rk (.) Bt)^T
+        for (std::int64_t j = 0; j < sb; ++j)
+          vmul_to(tmp.data() + j * Kp, Kb.data() + (k0 + j) * Kp, Bt.data(), Kp);
+        pack_transposed(t.Kt.data(), Lb, static_cast<const float*>(tmp.data()), Kp, sb, sb, Kp, Kp);
+        gemm(sb, sb, Kp, Qa.data() + r0 * Kp, Kp, 1, t.Kt.data(), Lb, t.A.data() + r0 * Lb + k0, Lb, false);
+        // dq_R += al (.) Bt (.) (dA~[R, Rk] Kb_Rk)
+        gemm(sb, Kp, sb, t.dA.data() + r0 * Lb + k0, Lb, 1, Kb.data() + k0 * Kp, Kp, tmp.data(), Kp, false);
+        for (std::int64_t i = 0; i < sb; ++i)
+          vmul_add(t.dQ.data() + (r0 + i) * Kp, Bt.data(), tmp.data() + i * Kp, Kp);
+        // dk_Rk += be (.) Bt (.) (dA~[R, Rk]^T Qa_R)
+        gemm(sb, Kp, sb, t.dA.data() + r0 * Lb + k0, 1, Lb, Qa.data() + r0 * Kp, Kp, tmp.data(), Kp, false);
+        for (std::int64_t j = 0; j < sb; ++j)
+          vmul_add(t.dK.data() + (k0 + j) * Kp, Bt.data(), tmp.data() + j * Kp, Kp);
+      }
+    vmul_inplace(t.dQ.data(), al.data(), Lp * Kp);  // the factors al, be of the pairs above
+    vmul_inplace(t.dK.data(), be.data(), Lp * Kp);
+    // diagonal sub-blocks: running products D(i, j), j from i down to the sub-block start
+    for (std::int64_t R = 0; R < nsb; ++R) {
+      const std::int64_t r0 = R * sb, r1 = std::min(L, r0 + sb);
+      for (std::int64_t i = r0; i < r1; ++i) {
+        std::fill(dd.begin(), dd.end(), 1.0f);
+        const float* qi = t.Q.data() + i * Kp;
+        for (std::int64_t j = i; j >= r0; --j) {
+          const float* kj = t.Kr.data() + j * Kp;
+          const float dA = t.dA[i * Lb + j];
+          t.A[i * Lb + j] = dot3(qi, kj, dd.data(), Kp);
+          vmul_axpy(t.dQ.data() + i * Kp, dA, kj, dd.data(), Kp);
+          vmul_axpy(t.dK.data() + j * Kp, dA, qi, dd.data(), Kp);
+          vmul_inplace(dd.data(), ga.data() + j * Kp, Kp);
+        }
+      }
+    }
+    // inter-chunk parts: dq += G (.) (dO S0^T); G_rows = V dS^T (dS v_j); dk += E (.) G_rows
+    gemm(Lp, Kp, Vp, t.dO.data(), Vp, 1, S0t, Kp, t.G.data(), Kp, false);
+    vmul_add(t.dQ.data(), Gm.data(), t.G.data(), Lp * Kp);
+    gemm(Lp, Kp, Vp, t.Vb.data(), Vp, 1, t.dSt.data(), Kp, t.G.data(), Kp, false);
+    std::fill(dP.begin(), dP.end(), 0.0f);
+    float* dPend = dP.data() + end * Kp;
+    vmul_inplace(t.G.data(), Em.data(), Lp * Kp);  // E_j (.) (dS v_j)
+    axpy(1.0f, static_cast<const float*>(t.G.data()), t.dK.data(), Lp * Kp);
+    for (std::int64_t j = 0; j < L; ++j)  // sum_j k_jc E_jc (dS v_j)_c, at the chunk's end
+      vmul_add(dPend, t.Kr.data() + j * Kp, t.G.data() + j * Kp, Kp);
+    std::fill(dd.begin(), dd.end(), 0.0f);  // <dS_c, S0_c> from the transposes, rows of V
+    for (std::int64_t e = 0; e < V; ++e) vmul_add(dd.data(), t.dSt.data() + e * Kp, S0t + e * Kp, Kp);
+    vmul_add(dPend, Gend.data(), dd.data(), Kp);
+    // dv = A~^T dO + (K (.) E) dS
+    vmul_to(t.Kw.data(), t.Kr.data(), Em.data(), Lp * Kp);
+    gemm(Lp, Vp, Kp, t.Kw.data(), Kp, 1, t.dS.data(), Vp, t.dV.data(), Vp, false);
+    gemm(Lp, Vp, Lp, t.A.data(), 1, Lb, t.dO.data(), Vp, t.dV.data(), Vp, true);
+    // dS0 = diag(G_end) dS + (Q (.) G)^T dO
+    vmul_to(t.Qw.data(), t.Q.data(), Gm.data(), Lp * Kp);
+    gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, Gend.data());
+    // outputs; gate: dP = q dq - k dk (+ the end terms above), summed back to each channel's reset
+    using T = std::remove_const_t<E>;
+    using G = typename std::remove_cvref_t<decltype(dgate.g)>::value_type;
+    for (std::int64_t i = 0; i < L; ++i) {
+      T* dq = &ba.dq(b, c0 + i, h, 0);
+      T* dk = &ba.dk(b, c0 + i, h, 0);
+      T* dv = &ba.dv(b, c0 + i, h, 0);
+      for (std::int64_t c = 0; c < K; ++c) {
+        dq[c] = from_accum<T>(t.dQ[i * Kp + c] * sc);
+        dk[c] = from_accum<T>(t.dK[i * Kp + c]);
+        dP[i * Kp + c] += t.Q[i * Kp + c] * t.dQ[i * Kp + c] - t.Kr[i * Kp + c] * t.dK[i * Kp + c];
+      }
+      for (std::int64_t e = 0; e < V; ++e) dv[e] = from_accum<T>(t.dV[i * Vp + e]);
+    }
+    for (std::int64_t c = 0; c < K; ++c) dd[c] = 0.0f;
+    const std::int64_t dgs = dgate.g.stride(3);
+    for (std::int64_t i = end; i >= 0; --i) {
+      G* dgi = &dgate.g(b, c0 + i, h, 0);
+      const float* dPi = dP.data() + i * Kp;
+      for (std::int64_t c = 0; c < K; ++c) {
+        // a = exp(g) == 0 (-inf, or below fp32's range): every product across it is 0, so g
+        // has no gradient and the tokens before it none through the tokens after it
+        const bool reset = ga[i * Kp + c] == 0.0f;
+        dd[c] = reset ? 0.0f : dd[c] + dPi[c];
+        dgi[c * dgs] = from_accum<G>(dd[c]);
       }
     }
   }

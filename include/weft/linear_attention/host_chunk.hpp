@@ -14,8 +14,8 @@
 //
 // Gate weights:
 //   scalar kinds (none, scalar, mLSTM): W_ij = exp(P_i - P_j + li_j - m_i), with P the log
-//     decay summed in fp64 since the last reset (-inf gate) in the chunk, and W_ij = 0 when
-//     a reset lies in (j, i]; m_i the mLSTM stabilizer (0 otherwise).
+//     decay summed in fp64 since the last reset (a log decay <= -1e4 or -inf, is_reset) in the
+//     chunk, and W_ij = 0 when a reset lies in (j, i]; m_i the mLSTM stabilizer (0 otherwise).
 //   vector (GLA): per channel decays are products of a = exp(g): Q rows carry the decay from
 //     their block start, K rows the decay to their block end, and the decay between blocks
 //     is a per-channel vector; the diagonal tile uses k / (prefix decay) when that cannot
@@ -206,7 +206,8 @@ void store_state(const args<E>& a, std::int64_t n, std::int64_t h, const slot& w
   if (given(a.m1)) a.m1(n, h) = static_cast<float>(m);
 }
 
-/// Log decays of tokens c0 .. c0+L-1 summed since the last reset: P[s] (fp64), seg[s].
+/// Log decays of tokens c0 .. c0+L-1 summed since the last reset (is_reset: -inf or <= -1e4,
+/// never summed, so the fp64 differences P[i] - P[j] keep every other gate): P[s], seg[s].
 template <class Gate>
 void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t L, std::int64_t h, double* P,
                  std::int32_t* seg) {
@@ -214,7 +215,7 @@ void decay_table(const Gate& gate, std::int64_t b, std::int64_t c0, std::int64_t
   double p = 0;
   for (std::int64_t s = 0; s < L; ++s) {
     const double la = log_decay<double>(gate, b, c0 + s, h);
-    if (la == -infinity<double>()) {
+    if (is_reset(la)) {
       last = static_cast<std::int32_t>(s);
       p = 0;
     } else {

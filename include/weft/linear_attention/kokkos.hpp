@@ -171,6 +171,11 @@ struct linear_attention_backward_impl<kokkos_backend<Exec>> {
           "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
             detail::la::host::backward_scalar_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
           });
+    } else if constexpr (kd == detail::la::kind::vector && !std::is_same_v<E, double>) {
+      Kokkos::parallel_for(
+          "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
+            detail::la::host::backward_vector_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
+          });
     } else {
       Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
                            [=](std::int64_t it) { detail::la::backward_items(gate, dgate, ba, it, it + 1); });

@@ -14,8 +14,10 @@
 //
 // (per key channel for the vector gate; with exp(li_j - m_i) weights and the normalizer for
 // mLSTM; with the WY form u = (I + tril(beta D K K^T, -1))^-1 beta (V - D K S0) in place of
-// v for the delta rules). D is formed from sums of log gates over (j, i], never from
-// differences of prefix sums, so -inf gates (resets) are exact and never give NaN.
+// v for the delta rules). The serial chunk form builds D from sums of log gates over (j, i],
+// never from differences of prefix sums, so -inf gates (resets) are exact and never give NaN;
+// the fast paths take differences of fp64 sums since the last reset, where any log decay
+// <= -1e4 counts as a reset (is_reset), so that no huge finite gate enters a sum.
 //
 // Fast paths: weft/linear_attention/kokkos.hpp, weft/linear_attention/cuda.cuh.
 #pragma once
@@ -223,6 +225,16 @@ WEFT_INLINE bool mlstm_stabilized(const Gate& gate) {
     return gate.input == gates::mlstm_input::exponential;
   else
     return false;
+}
+
+/// A log decay at or below this is a reset of the state, as -inf is: its exp is 0 in fp64 and
+/// fp32 alike (e^-745 is the smallest fp64), so the token loop resets there too (mLSTM: unless a
+/// stabilizer difference above 9000 compensates it). The chunk forms sum log decays since the
+/// last reset and take differences of those sums: a finite -1e30 inside a sum would erase
+/// every other gate of the chunk in fp64.
+inline constexpr double reset_log_decay = -1e4;
+WEFT_INLINE bool is_reset(double log_decay) {
+  return !(log_decay > reset_log_decay);
 }
 
 inline bool is_pow2_chunk(int c) {
