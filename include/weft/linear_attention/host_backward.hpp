@@ -4,7 +4,9 @@
 // products of host_tiles.hpp.
 //
 // One (sequence, head) per work item. A forward pass over its chunks stores the state at every
-// chunk start (S_c, K x V); then, chunk after chunk backwards, with dS = dL/dS at the chunk's
+// chunk_size-th token (S_c, K x V; chunks of at most 64 tokens, the states inside a group of
+// chunk_size / 64 of them recomputed before it is run backwards); then, chunk after chunk
+// backwards, with dS = dL/dS at the chunk's
 // end, L tokens, W_ij = D(i, j) (j <= i, 0 across a reset), w_i = D(i, c0 - 1), e_j = D(end, j),
 // A = (Q K^T) (.) W (Q scaled) and dA = (dO V^T) (.) W:
 //
@@ -76,6 +78,27 @@ void prefetch_bwd(const bwd_args<E>& ba, std::int64_t b, std::int64_t t, std::in
   prefetch_rows(&ba.dout(b, t, h, 0), ba.dout.stride(1) * sizeof(E), n, a.V * sizeof(E), false);
 }
 
+/// Runs chunk_backward(s, S0^T) for the sub-chunks s = nseg - 1 .. 0. ck holds ngrp
+/// checkpoints (S^T at every G-th sub-chunk start) and, when G > 1, room for G more states
+/// after them: the states inside a group are recomputed from its checkpoint by
+/// advance(s, S^T out, S^T in) before the group is run backwards.
+template <class Back, class Adv>
+void backward_groups(std::int64_t G, std::int64_t ngrp, std::int64_t nseg, std::int64_t KVp, float* ck,
+                     Back&& chunk_backward, Adv&& advance) {
+  for (std::int64_t grp = ngrp - 1; grp >= 0; --grp) {
+    const std::int64_t s0 = grp * G, s1 = std::min(nseg, s0 + G);
+    const float* first = ck + grp * KVp;
+    if (G == 1) {
+      chunk_backward(s0, first);
+      continue;
+    }
+    float* gs = ck + ngrp * KVp;  // states of the group's sub-chunk starts
+    for (std::int64_t s = s0 + 1; s < s1; ++s)
+      advance(s - 1, gs + (s - s0) * KVp, s - 1 == s0 ? first : gs + (s - 1 - s0) * KVp);
+    for (std::int64_t s = s1 - 1; s >= s0; --s) chunk_backward(s, s == s0 ? first : gs + (s - s0) * KVp);
+  }
+}
+
 /// The chunk-form backward of one (sequence, head) for gates::none / gates::scalar, fp32.
 template <class Gate, class DGate, class E>
 void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
@@ -83,8 +106,10 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   const args<E>& a = ba.f;
   const seq_range r = sequence(a, n);
   const std::int64_t K = a.K, V = a.V, b = r.b, C = std::min<std::int64_t>(a.chunk, max_block);
-  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C);
-  bwd_tiles t(K, V, nseg);
+  // sub-chunks of C <= 64 tokens; a checkpoint every G of them (chunk_size tokens)
+  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C), G = std::max<std::int64_t>(1, a.chunk / C),
+                     ngrp = ceil_div(nseg, G);
+  bwd_tiles t(K, V, ngrp + (G > 1 ? G : 0));
   const std::int64_t Kp = t.Kp, Vp = t.Vp, Lb = t.Lb, KVp = Kp * Vp;
   const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1), ds = ba.dout.stride(1);
   const float sc = static_cast<float>(a.scale);
@@ -121,9 +146,7 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   for (std::int64_t e = 0; e < Vp; ++e)
     for (std::int64_t c = 0; c < Kp; ++c)
       St[e * Kp + c] = c < K && e < V && given(a.s0) ? a.s0(n, h, c, e) : 0.0f;
-  for (std::int64_t s = 0; s < nseg; ++s) {
-    std::copy(St, St + KVp, t.ck.begin() + s * KVp);
-    if (s + 1 == nseg) break;
+  auto advance_sub = [&](std::int64_t s, float* Sx) {  // Sx^T over the (full) sub-chunk s
     const std::int64_t c0 = r.t0 + s * C, L = C, Lp = pad16(L);
     prefetch_rows(&a.k(b, c0 + C, h, 0), ks * sizeof(E), std::min(C, r.t1 - c0 - C), K * sizeof(E), false);
     prefetch_rows(&a.v(b, c0 + C, h, 0), vs * sizeof(E), std::min(C, r.t1 - c0 - C), V * sizeof(E), false);
@@ -133,17 +156,21 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
       for (std::int64_t c = 0; c < Kp; ++c) t.Kw[j * Kp + c] = t.Kr[j * Kp + c] * t.e[j];
     std::fill(wend.begin(), wend.end(), wS);
     // S^T = wS S^T + V^T (K (.) e): A = V read transposed (row stride 1, column stride Vp)
-    gemm(Vp, Kp, Lp, t.Vb.data(), 1, Vp, t.Kw.data(), Kp, St, Kp, true, shape::full, wend.data());
+    gemm(Vp, Kp, Lp, t.Vb.data(), 1, Vp, t.Kw.data(), Kp, Sx, Kp, true, shape::full, wend.data());
+  };
+  for (std::int64_t s = 0; s < nseg; ++s) {
+    if (s % G == 0) std::copy(St, St + KVp, t.ck.begin() + (s / G) * KVp);
+    if (s == (ngrp - 1) * G) break;  // the last checkpoint is stored
+    advance_sub(s, St);
   }
 
   // Backward, chunk after chunk from the end.
   for (std::int64_t i = 0; i < Kp; ++i)
     for (std::int64_t j = 0; j < Vp; ++j)
       t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
-  for (std::int64_t s = nseg - 1; s >= 0; --s) {
+  auto chunk_backward = [&](std::int64_t s, const float* S0t) {  // S0t: S^T at the sub-chunk start
     const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
     if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
-    const float* S0t = t.ck.data() + s * KVp;  // S0^T
     const float wS = tables(c0, L, Lp, true);
     pack_chunk(c0, L, Lp, true);
     transpose_block(t.dSt.data(), Kp, t.dS.data(), Vp, Kp, Vp);
@@ -223,7 +250,12 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
         }
       }
     }
-  }
+  };
+  backward_groups(G, ngrp, nseg, KVp, t.ck.data(), chunk_backward,
+                  [&](std::int64_t s, float* Sx, const float* prev) {
+                    std::copy(prev, prev + KVp, Sx);
+                    advance_sub(s, Sx);
+                  });
   if (given(ba.ds0))
     for (std::int64_t i = 0; i < K; ++i)
       for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
@@ -268,8 +300,9 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   const args<E>& a = ba.f;
   const seq_range r = sequence(a, n);
   const std::int64_t K = a.K, V = a.V, b = r.b, C = std::min<std::int64_t>(a.chunk, max_block);
-  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C);
-  bwd_tiles t(K, V, nseg);
+  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C), G = std::max<std::int64_t>(1, a.chunk / C),
+                     ngrp = ceil_div(nseg, G);
+  bwd_tiles t(K, V, ngrp + (G > 1 ? G : 0));
   const std::int64_t Kp = t.Kp, Vp = t.Vp, Lb = t.Lb, KVp = Kp * Vp;
   constexpr std::int64_t sb = lanes;  // sub-block rows
   const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1), ds = ba.dout.stride(1);
@@ -322,24 +355,26 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   for (std::int64_t i = 0; i < Kp; ++i)
     for (std::int64_t j = 0; j < Vp; ++j)
       S[i * Vp + j] = i < K && j < V && given(a.s0) ? a.s0(n, h, i, j) : 0.0f;
-  for (std::int64_t s = 0; s < nseg; ++s) {
-    transpose_block(t.ck.data() + s * KVp, Kp, S.data(), Vp, Kp, Vp);
-    if (s + 1 == nseg) break;
+  auto advance_sub = [&](std::int64_t s) {  // row-major S over the (full) sub-chunk s
     const std::int64_t c0 = r.t0 + s * C, L = C, Lp = pad16(L);
     factors(c0, L);
     pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
     pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp, 1.0f);
     vmul_to(t.Kw.data(), t.Kr.data(), Em.data(), Lp * Kp);
     gemm(Kp, Vp, Lp, t.Kw.data(), 1, Kp, t.Vb.data(), Vp, S.data(), Vp, true, shape::full, Gend.data());
+  };
+  for (std::int64_t s = 0; s < nseg; ++s) {
+    if (s % G == 0) transpose_block(t.ck.data() + (s / G) * KVp, Kp, S.data(), Vp, Kp, Vp);
+    if (s == (ngrp - 1) * G) break;  // the last checkpoint is stored
+    advance_sub(s);
   }
 
   for (std::int64_t i = 0; i < Kp; ++i)
     for (std::int64_t j = 0; j < Vp; ++j)
       t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
-  for (std::int64_t s = nseg - 1; s >= 0; --s) {
+  auto chunk_backward = [&](std::int64_t s, const float* S0t) {  // S0t: S^T at the sub-chunk start
     const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
     if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
-    const float* S0t = t.ck.data() + s * KVp;
     const std::int64_t nsb = factors(c0, L);
     pack_rows(t.Q.data(), Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, sc);
     pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
@@ -440,7 +475,13 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
         dgi[c * dgs] = from_accum<G>(dd[c]);
       }
     }
-  }
+  };
+  backward_groups(G, ngrp, nseg, KVp, t.ck.data(), chunk_backward,
+                  [&](std::int64_t s, float* Sx, const float* prev) {
+                    transpose_block(S.data(), Vp, prev, Kp, Vp, Kp);  // back to row-major
+                    advance_sub(s);
+                    transpose_block(Sx, Kp, S.data(), Vp, Kp, Vp);
+                  });
   if (given(ba.ds0))
     for (std::int64_t i = 0; i < K; ++i)
       for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
