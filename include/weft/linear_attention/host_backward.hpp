@@ -99,20 +99,83 @@ void backward_groups(std::int64_t G, std::int64_t ngrp, std::int64_t nseg, std::
   }
 }
 
+/// What both chunk-form heads share: the item's sizes and scratch, its sub-chunks of C <= 64
+/// tokens with a checkpoint every G of them (chunk_size tokens), and the gradient I/O.
+template <class E>
+struct bwd_item {
+  const bwd_args<E>& ba;
+  const args<E>& a;
+  std::int64_t n, h;
+  seq_range r;
+  std::int64_t K, V, b, C, nseg, G, ngrp;
+  bwd_tiles t;
+  std::int64_t Kp, Vp, Lb, KVp, qs, ks, vs, ds;
+  float sc;
+
+  bwd_item(const bwd_args<E>& ba_, std::int64_t n_, std::int64_t h_)
+      : ba(ba_),
+        a(ba_.f),
+        n(n_),
+        h(h_),
+        r(sequence(ba_.f, n_)),
+        K(a.K),
+        V(a.V),
+        b(r.b),
+        C(std::min<std::int64_t>(a.chunk, max_block)),
+        nseg(ceil_div(r.t1 - r.t0, C)),
+        G(std::max<std::int64_t>(1, a.chunk / C)),
+        ngrp(ceil_div(nseg, G)),
+        t(K, V, ngrp + (G > 1 ? G : 0)),
+        Kp(t.Kp),
+        Vp(t.Vp),
+        Lb(t.Lb),
+        KVp(Kp * Vp),
+        qs(a.q.stride(1)),
+        ks(a.k.stride(1)),
+        vs(a.v.stride(1)),
+        ds(ba.dout.stride(1)),
+        sc(static_cast<float>(a.scale)) {}
+
+  /// dS = d_final_state (zeros when not given), padded.
+  void load_dS() {
+    for (std::int64_t i = 0; i < Kp; ++i)
+      for (std::int64_t j = 0; j < Vp; ++j)
+        t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
+  }
+  /// dq (times the scale: t.dQ is the gradient of the scaled q), dk, dv of tokens c0 .. c0+L-1.
+  void store_rows(std::int64_t c0, std::int64_t L) const {
+    using T = std::remove_const_t<E>;
+    for (std::int64_t i = 0; i < L; ++i) {
+      T* dq = &ba.dq(b, c0 + i, h, 0);
+      T* dk = &ba.dk(b, c0 + i, h, 0);
+      T* dv = &ba.dv(b, c0 + i, h, 0);
+      for (std::int64_t c = 0; c < K; ++c) {
+        dq[c] = from_accum<T>(t.dQ[i * Kp + c] * sc);
+        dk[c] = from_accum<T>(t.dK[i * Kp + c]);
+      }
+      for (std::int64_t e = 0; e < V; ++e) dv[e] = from_accum<T>(t.dV[i * Vp + e]);
+    }
+  }
+  /// d_initial_state = dS, when asked for.
+  void store_ds0() const {
+    if (given(ba.ds0))
+      for (std::int64_t i = 0; i < K; ++i)
+        for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
+  }
+};
+
 /// The chunk-form backward of one (sequence, head) for gates::none / gates::scalar, fp32.
 template <class Gate, class DGate, class E>
 void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
                           std::int64_t h) {
-  const args<E>& a = ba.f;
-  const seq_range r = sequence(a, n);
-  const std::int64_t K = a.K, V = a.V, b = r.b, C = std::min<std::int64_t>(a.chunk, max_block);
-  // sub-chunks of C <= 64 tokens; a checkpoint every G of them (chunk_size tokens)
-  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C), G = std::max<std::int64_t>(1, a.chunk / C),
-                     ngrp = ceil_div(nseg, G);
-  bwd_tiles t(K, V, ngrp + (G > 1 ? G : 0));
-  const std::int64_t Kp = t.Kp, Vp = t.Vp, Lb = t.Lb, KVp = Kp * Vp;
-  const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1), ds = ba.dout.stride(1);
-  const float sc = static_cast<float>(a.scale);
+  bwd_item<E> it(ba, n, h);
+  const args<E>& a = it.a;
+  const seq_range r = it.r;
+  bwd_tiles& t = it.t;
+  const std::int64_t K = it.K, V = it.V, b = it.b, C = it.C, nseg = it.nseg, G = it.G, ngrp = it.ngrp;
+  const std::int64_t Kp = it.Kp, Vp = it.Vp, Lb = it.Lb, KVp = it.KVp, qs = it.qs, ks = it.ks, vs = it.vs,
+                     ds = it.ds;
+  const float sc = it.sc;
 
   // Decay tables of the chunk at c0 (L tokens): P, seg, w, e, W; returns D(end, c0 - 1).
   auto tables = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool need_W) {
@@ -165,9 +228,7 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   }
 
   // Backward, chunk after chunk from the end.
-  for (std::int64_t i = 0; i < Kp; ++i)
-    for (std::int64_t j = 0; j < Vp; ++j)
-      t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
+  it.load_dS();
   auto chunk_backward = [&](std::int64_t s, const float* S0t) {  // S0t: S^T at the sub-chunk start
     const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
     if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
@@ -225,18 +286,7 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
       for (std::int64_t c = 0; c < Kp; ++c) t.Qw[i * Kp + c] = t.Q[i * Kp + c] * t.w[i];
     std::fill(wend.begin(), wend.end(), wS);
     gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, wend.data());
-    // outputs
-    using T = std::remove_const_t<E>;
-    for (std::int64_t i = 0; i < L; ++i) {
-      T* dq = &ba.dq(b, c0 + i, h, 0);
-      T* dk = &ba.dk(b, c0 + i, h, 0);
-      T* dv = &ba.dv(b, c0 + i, h, 0);
-      for (std::int64_t c = 0; c < K; ++c) {
-        dq[c] = from_accum<T>(t.dQ[i * Kp + c] * sc);
-        dk[c] = from_accum<T>(t.dK[i * Kp + c]);
-      }
-      for (std::int64_t e = 0; e < V; ++e) dv[e] = from_accum<T>(t.dV[i * Vp + e]);
-    }
+    it.store_rows(c0, L);
     if constexpr (kind_of<Gate> == kind::scalar) {
       using G = typename std::remove_cvref_t<decltype(dgate.g)>::value_type;
       float acc = 0;
@@ -256,9 +306,7 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
                     std::copy(prev, prev + KVp, Sx);
                     advance_sub(s, Sx);
                   });
-  if (given(ba.ds0))
-    for (std::int64_t i = 0; i < K; ++i)
-      for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
+  it.store_ds0();
 }
 
 /// z = x (.) y.
@@ -297,16 +345,15 @@ inline void vmul_axpy(float* WEFT_RESTRICT y, float s, const float* WEFT_RESTRIC
 template <class Gate, class DGate, class E>
 void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
                           std::int64_t h) {
-  const args<E>& a = ba.f;
-  const seq_range r = sequence(a, n);
-  const std::int64_t K = a.K, V = a.V, b = r.b, C = std::min<std::int64_t>(a.chunk, max_block);
-  const std::int64_t nseg = ceil_div(r.t1 - r.t0, C), G = std::max<std::int64_t>(1, a.chunk / C),
-                     ngrp = ceil_div(nseg, G);
-  bwd_tiles t(K, V, ngrp + (G > 1 ? G : 0));
-  const std::int64_t Kp = t.Kp, Vp = t.Vp, Lb = t.Lb, KVp = Kp * Vp;
+  bwd_item<E> it(ba, n, h);
+  const args<E>& a = it.a;
+  const seq_range r = it.r;
+  bwd_tiles& t = it.t;
+  const std::int64_t K = it.K, V = it.V, b = it.b, C = it.C, nseg = it.nseg, G = it.G, ngrp = it.ngrp;
+  const std::int64_t Kp = it.Kp, Vp = it.Vp, Lb = it.Lb, KVp = it.KVp, qs = it.qs, ks = it.ks, vs = it.vs,
+                     ds = it.ds;
+  const float sc = it.sc;
   constexpr std::int64_t sb = lanes;  // sub-block rows
-  const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1), ds = ba.dout.stride(1);
-  const float sc = static_cast<float>(a.scale);
   // per token (Lb x Kp): a = exp(g), al, be, G, E; per sub-block: tot, pre (product of earlier ones)
   std::vector<float> ga(Lb * Kp), al(Lb * Kp), be(Lb * Kp), Gm(Lb * Kp), Em(Lb * Kp), tot(4 * Kp),
       pre(5 * Kp), Gend(Kp), Bt(Kp), tmp(sb * Kp), Kb(Lb * Kp), Qa(Lb * Kp), dP(Lb * Kp), S(KVp), dd(Kp);
@@ -369,9 +416,7 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
     advance_sub(s);
   }
 
-  for (std::int64_t i = 0; i < Kp; ++i)
-    for (std::int64_t j = 0; j < Vp; ++j)
-      t.dS[i * Vp + j] = i < K && j < V && given(ba.ds1) ? ba.ds1(n, h, i, j) : 0.0f;
+  it.load_dS();
   auto chunk_backward = [&](std::int64_t s, const float* S0t) {  // S0t: S^T at the sub-chunk start
     const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
     if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
@@ -449,19 +494,11 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
     vmul_to(t.Qw.data(), t.Q.data(), Gm.data(), Lp * Kp);
     gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, Gend.data());
     // outputs; gate: dP = q dq - k dk (+ the end terms above), summed back to each channel's reset
-    using T = std::remove_const_t<E>;
     using G = typename std::remove_cvref_t<decltype(dgate.g)>::value_type;
-    for (std::int64_t i = 0; i < L; ++i) {
-      T* dq = &ba.dq(b, c0 + i, h, 0);
-      T* dk = &ba.dk(b, c0 + i, h, 0);
-      T* dv = &ba.dv(b, c0 + i, h, 0);
-      for (std::int64_t c = 0; c < K; ++c) {
-        dq[c] = from_accum<T>(t.dQ[i * Kp + c] * sc);
-        dk[c] = from_accum<T>(t.dK[i * Kp + c]);
+    it.store_rows(c0, L);
+    for (std::int64_t i = 0; i < L; ++i)
+      for (std::int64_t c = 0; c < K; ++c)
         dP[i * Kp + c] += t.Q[i * Kp + c] * t.dQ[i * Kp + c] - t.Kr[i * Kp + c] * t.dK[i * Kp + c];
-      }
-      for (std::int64_t e = 0; e < V; ++e) dv[e] = from_accum<T>(t.dV[i * Vp + e]);
-    }
     for (std::int64_t c = 0; c < K; ++c) dd[c] = 0.0f;
     const std::int64_t dgs = dgate.g.stride(3);
     for (std::int64_t i = end; i >= 0; --i) {
@@ -482,9 +519,7 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
                     advance_sub(s);
                     transpose_block(Sx, Kp, S.data(), Vp, Kp, Vp);
                   });
-  if (given(ba.ds0))
-    for (std::int64_t i = 0; i < K; ++i)
-      for (std::int64_t j = 0; j < V; ++j) ba.ds0(n, h, i, j) = t.dS[i * Vp + j];
+  it.store_ds0();
 }
 
 }  // namespace weft::detail::la::host
