@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../support/la_gates.hpp"
 #include "weft/cuda.cuh"
 
 namespace {
@@ -214,7 +215,7 @@ BENCHMARK(recurrence_cub_affine)
 // ---------------------------------------------------------------------------------------
 // linear attention
 // ---------------------------------------------------------------------------------------
-enum class gate_kind { none, scalar, vector, mlstm, delta, gated_delta };
+using weft_bench::gate_kind;
 
 struct la_problem {
   std::int64_t B, T, H, K, V;
@@ -255,28 +256,7 @@ la_problem& get_la() {
 
 template <class Fn>
 void with_gate(la_problem& p, gate_kind kind, Fn&& fn) {
-  using weft::make_view;
-  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K;
-  switch (kind) {
-    case gate_kind::none:
-      fn(weft::gates::none{});
-      break;
-    case gate_kind::scalar:
-      fn(weft::gates::scalar{make_view(p.g.p, B, T, H)});
-      break;
-    case gate_kind::vector:
-      fn(weft::gates::vector{make_view(p.gv.p, B, T, H, K)});
-      break;
-    case gate_kind::mlstm:
-      fn(weft::gates::mlstm{make_view(p.i.p, B, T, H), make_view(p.f.p, B, T, H)});
-      break;
-    case gate_kind::delta:
-      fn(weft::gates::delta{make_view(p.beta.p, B, T, H)});
-      break;
-    case gate_kind::gated_delta:
-      fn(weft::gates::gated_delta{make_view(p.g.p, B, T, H), make_view(p.beta.p, B, T, H)});
-      break;
-  }
+  weft_bench::with_gate(kind, p.B, p.T, p.H, p.K, {p.g.p, p.gv.p, p.i.p, p.f.p, p.beta.p}, fn);
 }
 
 void la_weft(benchmark::State& st, gate_kind kind, weft::linear_attention_mode mode) {

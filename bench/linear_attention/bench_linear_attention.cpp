@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "support/bench.hpp"
+#include "support/la_gates.hpp"
 
 namespace {
 
@@ -64,11 +65,8 @@ BENCHMARK(fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
 // ---------------------------------------------------------------------------------------
 // Problem data: random q, k, v; gates as FLA's tests (logsigmoid(randn)); unit keys for delta.
 // ---------------------------------------------------------------------------------------
-enum class gate_kind { none, scalar, vector, mlstm, delta, gated_delta };
-const char* gate_name(gate_kind g) {
-  const char* n[] = {"none", "scalar", "vector", "mlstm", "delta", "gated_delta"};
-  return n[static_cast<int>(g)];
-}
+using weft_bench::gate_kind;
+using weft_bench::gate_name;
 
 struct problem {
   std::int64_t B = 1, T, H, K = 128, V = 128;
@@ -131,28 +129,8 @@ double chunk_flops(const problem& p, int C) {
 
 template <class Fn>
 void with_gate(problem& p, gate_kind kind, Fn&& fn) {
-  using weft::make_view;
-  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K;
-  switch (kind) {
-    case gate_kind::none:
-      fn(weft::gates::none{});
-      break;
-    case gate_kind::scalar:
-      fn(weft::gates::scalar{make_view(p.g->data(), B, T, H)});
-      break;
-    case gate_kind::vector:
-      fn(weft::gates::vector{make_view(p.gv->data(), B, T, H, K)});
-      break;
-    case gate_kind::mlstm:
-      fn(weft::gates::mlstm{make_view(p.i->data(), B, T, H), make_view(p.f->data(), B, T, H)});
-      break;
-    case gate_kind::delta:
-      fn(weft::gates::delta{make_view(p.beta->data(), B, T, H)});
-      break;
-    case gate_kind::gated_delta:
-      fn(weft::gates::gated_delta{make_view(p.g->data(), B, T, H), make_view(p.beta->data(), B, T, H)});
-      break;
-  }
+  weft_bench::with_gate(kind, p.B, p.T, p.H, p.K,
+                        {p.g->data(), p.gv->data(), p.i->data(), p.f->data(), p.beta->data()}, fn);
 }
 
 #if WEFT_BENCH_KOKKOS
@@ -214,32 +192,17 @@ void weft_backward(benchmark::State& st, gate_kind kind) {
       db(B * T * H);
   const auto dqv = make_view(dq.data(), B, T, H, K), dkv = make_view(dk.data(), B, T, H, K);
   const auto dvv = make_view(dv.data(), B, T, H, V);
-  const auto d3 = make_view(dg.data(), B, T, H), db3 = make_view(db.data(), B, T, H);
   double seconds = 0;
+  // the gradient gate: the same kind over the gradient buffers (dg [B,T,H] or [B,T,H,K], db)
+  const weft_bench::gate_buffers dgb{dg.data(), dg.data(), dg.data(), db.data(), db.data()};
   with_gate(p, kind, [&](const auto& gate) {
-    auto timed = [&](const auto& dgate) {
-      const weft::linear_attention_grads grads{dqv, dkv, dvv, dgate};
-      const auto t0 = std::chrono::steady_clock::now();
-      for (auto _ : st) {
-        weft::linear_attention_backward(be, gate, q, k, v, dout, grads, {.chunk_size = bwd_chunk()});
-        be.fence();
-      }
-      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
-    using G = std::remove_cvref_t<decltype(gate)>;
-    using namespace weft::gates;
-    if constexpr (std::is_same_v<G, none>)
-      timed(none{});
-    else if constexpr (std::is_same_v<G, scalar<float>>)
-      timed(scalar{d3});
-    else if constexpr (std::is_same_v<G, vector<float>>)
-      timed(vector{make_view(dg.data(), B, T, H, K)});
-    else if constexpr (std::is_same_v<G, mlstm<float>>)
-      timed(mlstm{d3, db3});
-    else if constexpr (std::is_same_v<G, delta<float>>)
-      timed(delta{db3});
-    else
-      timed(gated_delta{d3, db3});
+    const weft::linear_attention_grads grads{dqv, dkv, dvv, weft_bench::grad_gate(gate, dgb, B, T, H, K)};
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      weft::linear_attention_backward(be, gate, q, k, v, dout, grads, {.chunk_size = bwd_chunk()});
+      be.fence();
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   });
   set_flops(st, chunk_flops(p, 64), seconds);
 }

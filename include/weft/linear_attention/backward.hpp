@@ -280,6 +280,13 @@ struct bwd_scratch {
         nt(K) {}
 };
 
+/// A gradient x stored into view(idx...) in the view's element type.
+template <class View, class... I>
+void put_grad(const View& view, double x, I... idx) {
+  using T = typename View::value_type;
+  view(idx...) = from_accum<T>(static_cast<accum_t<T>>(x));
+}
+
 inline double sigmoid_neg(double x) {  // sigmoid(-x) = d logsigmoid(x) / dx
   return x > 0 ? std::exp(-x) / (1.0 + std::exp(-x)) : 1.0 / (1.0 + std::exp(x));
 }
@@ -405,19 +412,13 @@ void token_backward(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba,
   }
   for (std::int64_t j = 0; j < V; ++j) ba.dv(b, t, h, j) = from_accum<std::remove_const_t<E>>(w.du[j]);
   // gates
-  auto put = [](const auto& view, auto... idx) {
-    return [&view, idx...](double x) {
-      using T = typename std::remove_cvref_t<decltype(view)>::value_type;
-      view(idx...) = from_accum<T>(static_cast<accum_t<T>>(x));
-    };
-  };
   A dd_sum = 0;
   for (std::int64_t i = 0; i < K; ++i) dd_sum += w.dd[i];
   if constexpr (kd == kind::scalar || kd == kind::gated_delta)
-    put(dgate.g, b, t, h)(static_cast<double>(d[0] * dd_sum));  // d exp(g) / dg = exp(g)
-  if constexpr (is_delta) put(dgate.beta, b, t, h)(static_cast<double>(dbeta));
+    put_grad(dgate.g, static_cast<double>(d[0] * dd_sum), b, t, h);  // d exp(g) / dg = exp(g)
+  if constexpr (is_delta) put_grad(dgate.beta, static_cast<double>(dbeta), b, t, h);
   if constexpr (kd == kind::vector)
-    for (std::int64_t i = 0; i < K; ++i) put(dgate.g, b, t, h, i)(static_cast<double>(d[i] * w.dd[i]));
+    for (std::int64_t i = 0; i < K; ++i) put_grad(dgate.g, static_cast<double>(d[i] * w.dd[i]), b, t, h, i);
   if constexpr (is_mlstm) {
     // decay = exp(lf + m_{t-1} - m_t), write = exp(li - m_t), m_t = max(lf + m_{t-1}, li)
     const double lf = log_decay<double>(gate, b, t, h), li = log_input<double>(gate, b, t, h);
@@ -435,10 +436,9 @@ void token_backward(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba,
       dm = dmp;
     }
     const double fpre = load<double>(gate.f(b, t, h)), ipre = load<double>(gate.i(b, t, h));
-    put(dgate.f, b, t, h)(dlf == 0 ? 0.0 : dlf * sigmoid_neg(fpre));
-    put(dgate.i, b, t, h)(gate.input == gates::mlstm_input::exponential ? dli
-                          : dli == 0                                    ? 0.0
-                                                                        : dli * sigmoid_neg(ipre));
+    put_grad(dgate.f, dlf == 0 ? 0.0 : dlf * sigmoid_neg(fpre), b, t, h);
+    const bool exp_input = gate.input == gates::mlstm_input::exponential;
+    put_grad(dgate.i, exp_input ? dli : dli == 0 ? 0.0 : dli * sigmoid_neg(ipre), b, t, h);
   }
 }
 
