@@ -324,6 +324,22 @@ TEST_CASE("linear_attention_backward: mLSTM with exp-overflowing input gates sta
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("linear_attention_backward: mLSTM initial stabilizer of -inf",
+                        "[linear_attention][backward][fd]", host_backends) {
+  // m0 = -inf weighs C0 and n0 by exp(-inf) = 0: their gradients, and m0's, are 0 there.
+  const TestType be{};
+  problem p = make_problem<double>(gk::mlstm_exp, 2, 19, 2, 3, 5, 1150, {.with_states = true});
+  p.m0[0] = p.m0[3] = -INFINITY;
+  const upstream u = make_upstream(p, 1151, true);
+  const grads g = run_backward<TestType, double>(be, p, u);
+  check_elementwise(p, u, g);
+  for (std::int64_t nh : {0, 3}) {
+    CHECK(g.dm0[nh] == 0.0);
+    for (std::int64_t e = 0; e < p.K * p.V; ++e) CHECK(g.ds0[nh * p.K * p.V + e] == 0.0);
+    for (std::int64_t e = 0; e < p.K; ++e) CHECK(g.dn0[nh * p.K + e] == 0.0);
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("linear_attention_backward: fp32 and bf16 against the checked fp64 gradients",
                         "[linear_attention][backward]", host_backends) {
   const TestType be{};
@@ -565,6 +581,21 @@ TEST_CASE("linear_attention_backward: invalid arguments name themselves and writ
     weft::linear_attention_backward(
         be, weft::gates::scalar{make_view(static_cast<const float*>(bad_g.data()), B, T, H)}, c4(q, T, K),
         c4(k, T, K), c4(v, T, V), c4(dout, T, V), good);
+  });
+  expect_bad("initial_stabilizer", [&] {  // checked like the forward's
+    std::vector<float> s0(B * H * K * V), n0(B * H * K), m0(B * H, 0.0f), di(g.size()), df(g.size());
+    m0[1] = INFINITY;
+    weft::linear_attention_backward(
+        be,
+        weft::gates::mlstm{make_view(static_cast<const float*>(g.data()), B, T, H),
+                           make_view(static_cast<const float*>(g.data()), B, T, H)},
+        c4(q, T, K), c4(k, T, K), c4(v, T, V), c4(dout, T, V),
+        weft::linear_attention_grads{
+            m4(dq, T, K), m4(dk, T, K), m4(dv, T, V),
+            weft::gates::mlstm{make_view(di.data(), B, T, H), make_view(df.data(), B, T, H)}},
+        {.initial_state = make_view(static_cast<const float*>(s0.data()), B, H, K, V),
+         .initial_normalizer = make_view(static_cast<const float*>(n0.data()), B, H, K),
+         .initial_stabilizer = make_view(static_cast<const float*>(m0.data()), B, H)});
   });
   expect_bad("do_", [&] {  // the last dimension must have unit stride
     std::vector<float> wide(2 * dout.size());

@@ -257,6 +257,21 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   expect_bad("q", [&] { weft::linear_attention_step(be, gs, qv, kv, vv, ov, S1); });
   const auto q_1 = make_view(static_cast<const float*>(q.data()), B, 1, H, K);
   const auto k_1 = make_view(static_cast<const float*>(k.data()), B, 1, H, K);
+  {  // stabilizer values: NaN or +inf would make exp(m0 - m) NaN everywhere
+    for (float bad : {NAN, INFINITY}) {
+      std::vector<float> mbad(N * H, 0.0f);
+      mbad[N * H - 1] = bad;
+      buffer<TestType, float> m_bad(be, mbad);
+      expect_bad("initial_stabilizer", [&] {
+        weft::linear_attention(
+            be, gm, qv, kv, vv, ov,
+            {.initial_state = make_view(s0.data(), N, H, K, V),
+             .final_state = S1,
+             .initial_normalizer = make_view(nrm.data(), N, H, K),
+             .initial_stabilizer = make_view(static_cast<const float*>(m_bad.data()), N, H)});
+      });
+    }
+  }
   const auto v_1 = make_view(static_cast<const float*>(v.data()), B, 1, H, V);
   const auto o_1 = make_view(o.data(), B, 1, H, V);
   const weft::gates::scalar gs1{make_view(static_cast<const float*>(g.data()), B, 1, H)};
@@ -282,6 +297,18 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
         o_1, S1,
         {.normalizer = make_view(nrm.data(), B, H, K), .stabilizer = make_view(stab.data(), B, H + 1)});
   });
+  {  // a step's stabilizer (updated in place) is checked like initial_stabilizer
+    std::vector<float> mnan(B * H, 0.0f);
+    mnan[0] = NAN;
+    buffer<TestType, float> m_nan(be, mnan);
+    expect_bad("stabilizer", [&] {
+      weft::linear_attention_step(
+          be, weft::gates::mlstm{make_view(g.data(), B, 1, H), make_view(g.data(), B, 1, H)}, q_1, k_1, v_1,
+          o_1, S1,
+          {.normalizer = make_view(nrm.data(), B, H, K), .stabilizer = make_view(m_nan.data(), B, H)});
+    });
+    REQUIRE(std::isnan(m_nan.to_host()[0]));
+  }
   expect_bad("normalizer", [&] {  // an mLSTM step needs n
     weft::linear_attention_step(
         be, weft::gates::mlstm{make_view(g.data(), B, 1, H), make_view(g.data(), B, 1, H)}, q_1, k_1, v_1,

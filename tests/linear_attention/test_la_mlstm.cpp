@@ -73,3 +73,24 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: mLSTM initial and final states (C, n,
       for (auto mode : {linear_attention_mode::chunk, linear_attention_mode::recurrent})
         check_case<TestType, float>(be, kind, s, mode, 1e-5, seed++, {.input_scale = 3, .with_states = true});
 }
+
+TEMPLATE_LIST_TEST_CASE("linear_attention: mLSTM initial stabilizer of -inf (a state with no input yet)",
+                        "[linear_attention][oracle][mlstm][state]", weft_test::backends) {
+  // m = -inf is what the recurrence leaves after a reset followed by -inf input gates; C and n
+  // then weigh exp(-inf) = 0, whatever their stored values. Chained calls pass it back in.
+  auto be = weft_test::make_backend<TestType>();
+  std::uint64_t seed = 650;
+  for (auto mode : {linear_attention_mode::chunk, linear_attention_mode::recurrent})
+    for (int chunk : {16, 64}) {
+      problem p = make_problem<float>(gk::mlstm_exp, 2, 70, 3, 60, 40, seed++, {.with_states = true});
+      for (std::size_t x = 0; x < p.m0.size(); x += 2) p.m0[x] = -INFINITY;
+      const result want = oracle(p);
+      const output got = run<TestType, float>(be, p, {.mode = mode, .chunk = chunk});
+      INFO((mode == linear_attention_mode::chunk ? "chunk " : "recurrent ") << chunk);
+      REQUIRE(all_finite(got.o));
+      CHECK(rel_rmse(got.o, want.o) <= 1e-5);
+      CHECK(rel_rmse(got.S, want.S) <= 1e-5);
+      CHECK(rel_rmse(got.n, want.n) <= 1e-5);
+      CHECK(rel_rmse(got.m, want.m) <= 1e-6);
+    }
+}

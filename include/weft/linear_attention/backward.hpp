@@ -162,38 +162,13 @@ void check_dgate(std::string_view fn, const DGate& dg, const Gate& gate) {
   }
 }
 
-/// Lanes of the fixed-order partial sums below: sums of W interleaved accumulators, added in
-/// a fixed tree, so that compilers vectorise them without reordering anything at run time
-/// (bitwise repeatable) and without -ffast-math.
-inline constexpr int bwd_lanes = 16;
-
-template <class A>
-WEFT_FORCE_INLINE A lane_sum(const A* acc) {
-  A s[bwd_lanes / 2];
-  for (int l = 0; l < bwd_lanes / 2; ++l) s[l] = acc[l] + acc[l + bwd_lanes / 2];
-  for (int w = bwd_lanes / 4; w >= 1; w /= 2)
-    for (int l = 0; l < w; ++l) s[l] += s[l + w];
-  return s[0];
-}
-
-/// sum_j x_j y_j.
-template <class A>
-A dot(const A* WEFT_RESTRICT x, const A* WEFT_RESTRICT y, std::int64_t n) {
-  A acc[bwd_lanes] = {};
-  std::int64_t j = 0;
-  for (; j + bwd_lanes <= n; j += bwd_lanes)
-    for (int l = 0; l < bwd_lanes; ++l) acc[l] += x[j + l] * y[j + l];
-  for (int l = 0; j < n; ++j, ++l) acc[l] += x[j] * y[j];
-  return lane_sum(acc);
-}
-
 /// One row i of the state in the backward token step: with G = ds + qi dnum^T (dL/dS_t),
 ///   du += ki G,  ds <- di G,  and returns (Sp dnum, G u, G . Sp) of the row.
 template <class A>
 void row_backward(const A* WEFT_RESTRICT sp, A* WEFT_RESTRICT ds, const A* WEFT_RESTRICT dnum,
                   const A* WEFT_RESTRICT u, A* WEFT_RESTRICT du, A qi, A ki, A di, std::int64_t V, A& sdn,
                   A& dk, A& dd) {
-  A a_sdn[bwd_lanes] = {}, a_dk[bwd_lanes] = {}, a_dd[bwd_lanes] = {};
+  A a_sdn[sum_lanes] = {}, a_dk[sum_lanes] = {}, a_dd[sum_lanes] = {};
   auto step = [&](std::int64_t j, int l) {
     const A g = ds[j] + qi * dnum[j];
     a_sdn[l] += sp[j] * dnum[j];
@@ -203,8 +178,8 @@ void row_backward(const A* WEFT_RESTRICT sp, A* WEFT_RESTRICT ds, const A* WEFT_
     ds[j] = di * g;
   };
   std::int64_t j = 0;
-  for (; j + bwd_lanes <= V; j += bwd_lanes)
-    for (int l = 0; l < bwd_lanes; ++l) step(j + l, l);
+  for (; j + sum_lanes <= V; j += sum_lanes)
+    for (int l = 0; l < sum_lanes; ++l) step(j + l, l);
   for (int l = 0; j < V; ++j, ++l) step(j, l);
   sdn = lane_sum(a_sdn);
   dk = lane_sum(a_dk);

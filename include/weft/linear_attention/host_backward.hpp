@@ -252,11 +252,8 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
     // dQ = diag(w) dO S0^T + dA K
     gemm(Lp, Kp, Vp, t.dO.data(), Vp, 1, S0t, Kp, t.dQ.data(), Kp, false);
     for (std::int64_t i = 0; i < Lp; ++i) {
-      float qg = 0;
-      for (std::int64_t c = 0; c < Kp; ++c) {
-        qg += t.Q[i * Kp + c] * t.dQ[i * Kp + c];
-        t.dQ[i * Kp + c] *= t.w[i];
-      }
+      const float qg = dot(t.Q.data() + i * Kp, t.dQ.data() + i * Kp, Kp);
+      for (std::int64_t c = 0; c < Kp; ++c) t.dQ[i * Kp + c] *= t.w[i];
       t.dP[i] += t.w[i] * qg;
     }
     gemm(Lp, Kp, Lp, t.dA.data(), Lb, 1, t.Kr.data(), Kp, t.dQ.data(), Kp, true, shape::lower_in);
@@ -264,11 +261,8 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
     gemm(Lp, Kp, Vp, t.Vb.data(), Vp, 1, t.dSt.data(), Kp, t.G.data(), Kp, false);
     float end_extra = 0;
     for (std::int64_t j = 0; j < Lp; ++j) {
-      float kg = 0;
-      for (std::int64_t c = 0; c < Kp; ++c) {
-        kg += t.Kr[j * Kp + c] * t.G[j * Kp + c];
-        t.dK[j * Kp + c] = t.e[j] * t.G[j * Kp + c];
-      }
+      const float kg = dot(t.Kr.data() + j * Kp, t.G.data() + j * Kp, Kp);
+      for (std::int64_t c = 0; c < Kp; ++c) t.dK[j * Kp + c] = t.e[j] * t.G[j * Kp + c];
       t.dP[j] -= t.e[j] * kg;
       end_extra += t.e[j] * kg;
     }

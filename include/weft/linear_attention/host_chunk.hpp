@@ -314,11 +314,7 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
         const float wi =
             i < Lq ? static_cast<float>(exp_minus(log_d0(w, q0 + i) + m0, w.mrow[q0 + i])) : 0.0f;
         for (std::int64_t e = 0; e < Vp; ++e) w.O[i * Vp + e] *= wi;
-        if constexpr (is_mlstm) {
-          float qn = 0;
-          for (std::int64_t c = 0; c < K; ++c) qn += w.Q[i * Kp + c] * w.nv[c];
-          w.den[i] = wi * qn;
-        }
+        if constexpr (is_mlstm) w.den[i] = wi * dot<float>(w.Q + i * Kp, w.nv, Kp);  // zero padding
       }
       for (std::int64_t kb = 0; kb <= qb; ++kb) {
         const std::int64_t k0 = kb * Lb, Lk = std::min(Lb, L - k0), Lkp = pad16(Lk);
@@ -338,12 +334,8 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
             log_weight_row(w, gi, k0, Lkp, Lk, is_mlstm ? w.li : nullptr, w.mrow[gi], w.wrow);
             exp_inplace(w.wrow, Lkp);
           }
-          float rs = 0;
-          for (std::int64_t j = 0; j < Lkp; ++j) {
-            Ai[j] = w.wrow[j] > 0.0f ? Ai[j] * w.wrow[j] : 0.0f;
-            rs += Ai[j];
-          }
-          if constexpr (is_mlstm) w.den[i] += rs;
+          for (std::int64_t j = 0; j < Lkp; ++j) Ai[j] = w.wrow[j] > 0.0f ? Ai[j] * w.wrow[j] : 0.0f;
+          if constexpr (is_mlstm) w.den[i] += sum_of(static_cast<const float*>(Ai), Lkp);
         }
         gemm(Lqp, Vp, Lkp, w.A, Lb, 1, w.Vb, Vp, w.O, Vp, true, diag ? shape::lower_in : shape::full);
       }
@@ -371,13 +363,9 @@ void chunk_scalar_head(const Gate& gate, const args<E>& a, const seq_range& r, s
       log_weight_row(w, end, k0, Lkp, Lk, is_mlstm ? w.li : nullptr, m1, w.wrow);
       exp_inplace(w.wrow, Lkp);
       for (std::int64_t c = 0; c < Kp; ++c) {
-        float ksum = 0;
-        for (std::int64_t j = 0; j < Lkp; ++j) {
-          w.Kw[c * Lb + j] = w.Kt[c * Lb + j] * w.wrow[j];
-          ksum += w.Kw[c * Lb + j];
-        }
+        for (std::int64_t j = 0; j < Lkp; ++j) w.Kw[c * Lb + j] = w.Kt[c * Lb + j] * w.wrow[j];
         if constexpr (is_mlstm)
-          if (c < K) w.nv[c] += ksum;
+          if (c < K) w.nv[c] += sum_of(static_cast<const float*>(w.Kw + c * Lb), Lkp);
       }
       gemm(Kp, Vp, Lkp, w.Kw, Lb, 1, w.Vb, Vp, w.S, Vp, true, shape::full, kb == 0 ? w.wq : nullptr);
     }
@@ -519,12 +507,17 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
           pack_transposed(w.Kt + (r0 - lanes), Lb, static_cast<const float*>(w.Kr), Kp, lanes, lanes, K, Kp);
           gemm(lanes, r0, K, w.Q2 + r0 * Kp, Kp, 1, w.Kt, Lb, w.A + r0 * Lb, Lb, false);
         }
-        bool safe = true;
+        // all prefix decays of the sub-block in [e^-60, e^60] (the padding columns hold 1); a
+        // NaN (0 * inf) needs a 0 or an inf earlier in its column's prefix, which fails first
+        vf lo = splat(safe_hi), hi = splat(safe_lo);
         for (std::int64_t i = r0; i < r0 + rows; ++i)
-          for (std::int64_t c = 0; c < K; ++c) {
-            const float d = w.ak[i * Kp + c];
-            safe = safe && d >= safe_lo && d <= safe_hi;
+          for (std::int64_t c = 0; c < Kp; c += lanes) {
+            const vf d = loadv(w.ak + i * Kp + c);
+            lo = select(d < lo, d, lo);
+            hi = select(d > hi, d, hi);
           }
+        bool safe = true;
+        for (int l = 0; l < lanes; ++l) safe = safe && lo[l] >= safe_lo && hi[l] <= safe_hi;
         if (safe) {  // k_j / (prefix decay of j): the 16 x 16 tile as one product
           for (std::int64_t j = 0; j < rows; ++j) {
             const E* kj = &a.k(b, c0 + q0 + r0 + j, h, 0);

@@ -172,6 +172,42 @@ WEFT_INLINE A exp_minus(A x, A m) {
   return x == -infinity<A>() ? A(0) : exp(x - m);
 }
 
+/// Lanes of the fixed-order partial sums below: sums of W interleaved accumulators, added in
+/// a fixed tree, so that compilers vectorise them without reordering anything at run time
+/// (bitwise repeatable) and without -ffast-math.
+inline constexpr int sum_lanes = 16;
+
+template <class A>
+WEFT_FORCE_INLINE A lane_sum(const A* acc) {
+  A s[sum_lanes / 2];
+  for (int l = 0; l < sum_lanes / 2; ++l) s[l] = acc[l] + acc[l + sum_lanes / 2];
+  for (int w = sum_lanes / 4; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) s[l] += s[l + w];
+  return s[0];
+}
+
+/// sum_j x_j y_j (fixed order).
+template <class A>
+A dot(const A* WEFT_RESTRICT x, const A* WEFT_RESTRICT y, std::int64_t n) {
+  A acc[sum_lanes] = {};
+  std::int64_t j = 0;
+  for (; j + sum_lanes <= n; j += sum_lanes)
+    for (int l = 0; l < sum_lanes; ++l) acc[l] += x[j + l] * y[j + l];
+  for (int l = 0; j < n; ++j, ++l) acc[l] += x[j] * y[j];
+  return lane_sum(acc);
+}
+
+/// sum_j x_j (fixed order).
+template <class A>
+A sum_of(const A* WEFT_RESTRICT x, std::int64_t n) {
+  A acc[sum_lanes] = {};
+  std::int64_t j = 0;
+  for (; j + sum_lanes <= n; j += sum_lanes)
+    for (int l = 0; l < sum_lanes; ++l) acc[l] += x[j + l];
+  for (int l = 0; j < n; ++j, ++l) acc[l] += x[j];
+  return lane_sum(acc);
+}
+
 template <class A, class T>
 WEFT_INLINE A load(const T& x) {
   return static_cast<A>(static_cast<float>(x));
@@ -391,6 +427,11 @@ args<E> check_inputs(std::string_view fn, const Backend& be, const Gate& gate, t
     require(extra == nullptr, fn, extra ? extra : "", "no mLSTM normalizer/stabilizer for this gate",
             "a view");
   }
+  // The stabilizer enters exp(m0 - m): NaN or +inf would make every output NaN. -inf is a
+  // state (no input since a reset) that the recurrence itself produces, so it is accepted.
+  if (given(opts.initial_stabilizer))
+    require(!I::any_invalid(be, opts.initial_stabilizer, false), fn, nm.m0, "no NaN or +inf values",
+            "NaN or +inf");
   // A state output may be its input exactly (updated in place), never partly.
   if (given(opts.final_state) && given(opts.initial_state))
     require_disjoint(fn, nm.s1, opts.final_state, nm.s0, opts.initial_state, true);
