@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "weft/linear_attention/backward.hpp"
@@ -40,9 +41,20 @@ struct bwd_tiles {
   std::vector<float> w, e, dP;                       // per token
   std::vector<double> P;                             // log decays since the chunk start / reset
   std::vector<std::int32_t> seg;                     // last reset at or before t, -1 if none
-  bwd_tiles(std::int64_t K, std::int64_t V, std::int64_t nseg) : Kp(pad16(K)), Vp(pad16(V)), Lb(max_block) {
+  // mLSTM, per token: log input gates, row stabilizers and the term that attains them (-1: the
+  // state's, j: token j's), |den| floor, dL/d(signed den), dL/dm_i, dL/d li_j, column sums
+  std::vector<double> li, mrow;
+  std::vector<std::int32_t> arg;
+  std::vector<float> den, dsg, dmr, dli, cE;
+  /// cs: floats per checkpoint (Kp Vp, or more for the mLSTM normalizer and stabilizer).
+  bwd_tiles(std::int64_t K, std::int64_t V, std::int64_t nseg, std::int64_t cs)
+      : Kp(pad16(K)), Vp(pad16(V)), Lb(max_block) {
     auto f = [](std::vector<float>& x, std::int64_t n) { x.assign(static_cast<std::size_t>(n), 0.0f); };
-    f(ck, nseg * Kp * Vp);
+    f(ck, nseg * cs);
+    for (auto* x : {&den, &dsg, &dmr, &dli, &cE}) f(*x, Lb);
+    li.assign(static_cast<std::size_t>(Lb), 0.0);
+    mrow.assign(static_cast<std::size_t>(Lb), 0.0);
+    arg.assign(static_cast<std::size_t>(Lb), -1);
     f(dS, Kp * Vp);
     f(dSt, Vp * Kp);
     for (auto* x : {&Q, &Qw, &Kr, &Kw}) f(*x, Lb * Kp);
@@ -108,11 +120,12 @@ struct bwd_item {
   std::int64_t n, h;
   seq_range r;
   std::int64_t K, V, b, C, nseg, G, ngrp;
+  std::int64_t cs;  ///< floats per checkpoint: S^T (Kp x Vp), then what `extra` asked for
   bwd_tiles t;
   std::int64_t Kp, Vp, Lb, KVp, qs, ks, vs, ds;
   float sc;
 
-  bwd_item(const bwd_args<E>& ba_, std::int64_t n_, std::int64_t h_)
+  bwd_item(const bwd_args<E>& ba_, std::int64_t n_, std::int64_t h_, std::int64_t extra = 0)
       : ba(ba_),
         a(ba_.f),
         n(n_),
@@ -125,7 +138,8 @@ struct bwd_item {
         nseg(ceil_div(r.t1 - r.t0, C)),
         G(std::max<std::int64_t>(1, a.chunk / C)),
         ngrp(ceil_div(nseg, G)),
-        t(K, V, ngrp + (G > 1 ? G : 0)),
+        cs(pad16(K) * pad16(V) + extra),
+        t(K, V, ngrp + (G > 1 ? G : 0), cs),
         Kp(t.Kp),
         Vp(t.Vp),
         Lb(t.Lb),
@@ -164,145 +178,6 @@ struct bwd_item {
   }
 };
 
-/// The chunk-form backward of one (sequence, head) for gates::none / gates::scalar, fp32.
-template <class Gate, class DGate, class E>
-void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
-                          std::int64_t h) {
-  bwd_item<E> it(ba, n, h);
-  const args<E>& a = it.a;
-  const seq_range r = it.r;
-  bwd_tiles& t = it.t;
-  const std::int64_t K = it.K, V = it.V, b = it.b, C = it.C, nseg = it.nseg, G = it.G, ngrp = it.ngrp;
-  const std::int64_t Kp = it.Kp, Vp = it.Vp, Lb = it.Lb, KVp = it.KVp, qs = it.qs, ks = it.ks, vs = it.vs,
-                     ds = it.ds;
-  const float sc = it.sc;
-
-  // Decay tables of the chunk at c0 (L tokens): P, seg, w, e, W; returns D(end, c0 - 1).
-  auto tables = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool need_W) {
-    decay_table(gate, b, c0, L, h, t.P.data(), t.seg.data());
-    const std::int64_t end = L - 1;
-    for (std::int64_t i = 0; i < Lp; ++i) {
-      t.w[i] = i < L && t.seg[i] < 0 ? static_cast<float>(std::exp(t.P[i])) : 0.0f;
-      t.e[i] = i < L && t.seg[end] <= i ? static_cast<float>(std::exp(t.P[end] - t.P[i])) : 0.0f;
-      if (!need_W) continue;
-      float* Wi = t.W.data() + i * Lb;  // log weights (differences in fp64), then one vector exp
-      for (std::int64_t j = 0; j < Lp; ++j)
-        Wi[j] = i < L && j <= i && t.seg[i] <= j ? static_cast<float>(t.P[i] - t.P[j]) : -infinity<float>();
-      exp_inplace(Wi, Lp);
-    }
-    return t.seg[end] < 0 ? static_cast<float>(std::exp(t.P[end])) : 0.0f;
-  };
-  auto pack_chunk = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool grads) {
-    pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
-    pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp, 1.0f);
-    if (!grads) return;
-    pack_rows(t.Q.data(), Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, sc);
-    pack_rows(t.dO.data(), Vp, &ba.dout(b, c0, h, 0), ds, L, Lp, V, Vp, 1.0f);
-    pack_transposed(t.Kt.data(), Lb, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp);
-    pack_transposed(t.Vt.data(), Lb, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp);
-  };
-  std::vector<float> wend(static_cast<std::size_t>(std::max(Kp, Vp)));
-
-  // Forward: the state at every chunk start, kept transposed (S^T, V x K): the products of the
-  // backward read it as S0^T.
-  float* St = t.dSt.data();  // the forward pass borrows dS^T's storage
-  for (std::int64_t e = 0; e < Vp; ++e)
-    for (std::int64_t c = 0; c < Kp; ++c)
-      St[e * Kp + c] = c < K && e < V && given(a.s0) ? a.s0(n, h, c, e) : 0.0f;
-  auto advance_sub = [&](std::int64_t s, float* Sx) {  // Sx^T over the (full) sub-chunk s
-    const std::int64_t c0 = r.t0 + s * C, L = C, Lp = pad16(L);
-    prefetch_rows(&a.k(b, c0 + C, h, 0), ks * sizeof(E), std::min(C, r.t1 - c0 - C), K * sizeof(E), false);
-    prefetch_rows(&a.v(b, c0 + C, h, 0), vs * sizeof(E), std::min(C, r.t1 - c0 - C), V * sizeof(E), false);
-    const float wS = tables(c0, L, Lp, false);
-    pack_chunk(c0, L, Lp, false);
-    for (std::int64_t j = 0; j < Lp; ++j)
-      for (std::int64_t c = 0; c < Kp; ++c) t.Kw[j * Kp + c] = t.Kr[j * Kp + c] * t.e[j];
-    std::fill(wend.begin(), wend.end(), wS);
-    // S^T = wS S^T + V^T (K (.) e): A = V read transposed (row stride 1, column stride Vp)
-    gemm(Vp, Kp, Lp, t.Vb.data(), 1, Vp, t.Kw.data(), Kp, Sx, Kp, true, shape::full, wend.data());
-  };
-  for (std::int64_t s = 0; s < nseg; ++s) {
-    if (s % G == 0) std::copy(St, St + KVp, t.ck.begin() + (s / G) * KVp);
-    if (s == (ngrp - 1) * G) break;  // the last checkpoint is stored
-    advance_sub(s, St);
-  }
-
-  // Backward, chunk after chunk from the end.
-  it.load_dS();
-  auto chunk_backward = [&](std::int64_t s, const float* S0t) {  // S0t: S^T at the sub-chunk start
-    const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
-    if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
-    const float wS = tables(c0, L, Lp, true);
-    pack_chunk(c0, L, Lp, true);
-    transpose_block(t.dSt.data(), Kp, t.dS.data(), Vp, Kp, Vp);
-    // A = (Q K^T) (.) W, and E's raw factor dO V^T, then dA = (dO V^T) (.) W
-    gemm(Lp, Lp, K, t.Q.data(), Kp, 1, t.Kt.data(), Lb, t.A.data(), Lb, false);
-    gemm(Lp, Lp, V, t.dO.data(), Vp, 1, t.Vt.data(), Lb, t.dA.data(), Lb, false);
-    for (std::int64_t i = 0; i < Lp; ++i) t.dP[i] = 0.0f;
-    for (std::int64_t i = 0; i < Lp; ++i)
-      for (std::int64_t j = 0; j < Lp; ++j) {
-        const float wij = t.W[i * Lb + j];
-        const float aij = t.A[i * Lb + j] * wij, raw = t.dA[i * Lb + j];
-        const float eij = raw * aij;  // dL/d log W_ij
-        t.dP[i] += eij;
-        t.dP[j] -= eij;
-        t.A[i * Lb + j] = aij;
-        t.dA[i * Lb + j] = raw * wij;
-      }
-    // dQ = diag(w) dO S0^T + dA K
-    gemm(Lp, Kp, Vp, t.dO.data(), Vp, 1, S0t, Kp, t.dQ.data(), Kp, false);
-    for (std::int64_t i = 0; i < Lp; ++i) {
-      const float qg = dot(t.Q.data() + i * Kp, t.dQ.data() + i * Kp, Kp);
-      for (std::int64_t c = 0; c < Kp; ++c) t.dQ[i * Kp + c] *= t.w[i];
-      t.dP[i] += t.w[i] * qg;
-    }
-    gemm(Lp, Kp, Lp, t.dA.data(), Lb, 1, t.Kr.data(), Kp, t.dQ.data(), Kp, true, shape::lower_in);
-    // G = V dS^T (rows dS v_j); dK = diag(e) G + dA^T Q
-    gemm(Lp, Kp, Vp, t.Vb.data(), Vp, 1, t.dSt.data(), Kp, t.G.data(), Kp, false);
-    float end_extra = 0;
-    for (std::int64_t j = 0; j < Lp; ++j) {
-      const float kg = dot(t.Kr.data() + j * Kp, t.G.data() + j * Kp, Kp);
-      for (std::int64_t c = 0; c < Kp; ++c) t.dK[j * Kp + c] = t.e[j] * t.G[j * Kp + c];
-      t.dP[j] -= t.e[j] * kg;
-      end_extra += t.e[j] * kg;
-    }
-    gemm(Lp, Kp, Lp, t.dA.data(), 1, Lb, t.Q.data(), Kp, t.dK.data(), Kp, true);
-    // dV = diag(e) K dS + A^T dO
-    gemm(Lp, Vp, Kp, t.Kr.data(), Kp, 1, t.dS.data(), Vp, t.dV.data(), Vp, false);
-    for (std::int64_t j = 0; j < Lp; ++j)
-      for (std::int64_t e = 0; e < Vp; ++e) t.dV[j * Vp + e] *= t.e[j];
-    gemm(Lp, Vp, Lp, t.A.data(), 1, Lb, t.dO.data(), Vp, t.dV.data(), Vp, true);
-    // the chunk-end decay D(end, c0 - 1) = wS scales S0 into S1: its log derivative
-    if (wS != 0.0f) end_extra += wS * dot(S0t, static_cast<const float*>(t.dSt.data()), KVp);
-    t.dP[end] += end_extra;
-    // dS0 = wS dS + (diag(w) Q)^T dO
-    for (std::int64_t i = 0; i < Lp; ++i)
-      for (std::int64_t c = 0; c < Kp; ++c) t.Qw[i * Kp + c] = t.Q[i * Kp + c] * t.w[i];
-    std::fill(wend.begin(), wend.end(), wS);
-    gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, wend.data());
-    it.store_rows(c0, L);
-    if constexpr (kind_of<Gate> == kind::scalar) {
-      using G = typename std::remove_cvref_t<decltype(dgate.g)>::value_type;
-      float acc = 0;
-      for (std::int64_t i = end; i >= 0; --i) {
-        if (t.seg[i] == i) {  // a reset (is_reset): no gradient, and no later P depends on earlier g
-          dgate.g(b, c0 + i, h) = from_accum<G>(0.0f);
-          acc = 0;
-        } else {
-          acc += t.dP[i];
-          dgate.g(b, c0 + i, h) = from_accum<G>(acc);
-        }
-      }
-    }
-  };
-  backward_groups(G, ngrp, nseg, KVp, t.ck.data(), chunk_backward,
-                  [&](std::int64_t s, float* Sx, const float* prev) {
-                    std::copy(prev, prev + KVp, Sx);
-                    advance_sub(s, Sx);
-                  });
-  it.store_ds0();
-}
-
 /// z = x (.) y.
 inline void vmul_to(float* WEFT_RESTRICT z, const float* WEFT_RESTRICT x, const float* WEFT_RESTRICT y,
                     std::int64_t n) {
@@ -321,6 +196,304 @@ inline void vmul_add(float* WEFT_RESTRICT y, const float* WEFT_RESTRICT x, const
 inline void vmul_axpy(float* WEFT_RESTRICT y, float s, const float* WEFT_RESTRICT x,
                       const float* WEFT_RESTRICT z, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += s * x[i] * z[i];
+}
+/// y += s x.
+inline void vaxpy(float* WEFT_RESTRICT y, float s, const float* WEFT_RESTRICT x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] += s * x[i];
+}
+
+/// The chunk-form backward of one (sequence, head) for gates::none / scalar / mlstm, fp32.
+///
+/// mLSTM: the normalizer n and the stabilizer m ride along with the state. With lw0_i = P_i + m0
+/// (no reset since the chunk start, else -inf), lw_ij = P_i - P_j + li_j and the forward's row
+/// stabilizers m_i = max(lw0_i, max_j lw_ij), the weights are w_i = exp(lw0_i - m_i) and
+/// W_ij = exp(lw_ij - m_i), and o_i = num_i / Dn_i with num_i = w_i S0^T q_i + sum_j A_ij v_j,
+/// den_i = w_i q_i . n0 + sum_j A_ij, Dn_i = max(|den_i|, exp(-m_i)) + eps. The output gradient
+/// enters as dnum_i = do_i / Dn_i; den's gradient dden_i = -num_i . dnum_i / Dn_i joins dA's row
+/// i (times the sign of den_i) while |den_i| is above the floor, and reaches m_i through
+/// exp(-m_i) below it. Every weight of row i carries -m_i, so dL/dm_i is the floor's term minus
+/// the row's log-weight gradients; it goes to the term that attains the max (P_i and m0, or P_i,
+/// P_j and li_j). S1 and n1 carry -m_end (m1 = m_end) the same way.
+template <class Gate, class DGate, class E>
+void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
+                          std::int64_t h) {
+  constexpr bool is_mlstm = kind_of<Gate> == kind::mlstm;
+  const bool stab = mlstm_stabilized(gate);
+  // an mLSTM checkpoint holds S^T, then n (Kp floats), then m (a double, in 16 more floats)
+  bwd_item<E> it(ba, n, h, is_mlstm ? pad16(ba.f.K) + lanes : 0);
+  const args<E>& a = it.a;
+  const seq_range r = it.r;
+  bwd_tiles& t = it.t;
+  const std::int64_t K = it.K, V = it.V, b = it.b, C = it.C, nseg = it.nseg, G = it.G, ngrp = it.ngrp;
+  const std::int64_t Kp = it.Kp, Vp = it.Vp, Lb = it.Lb, KVp = it.KVp, qs = it.qs, ks = it.ks, vs = it.vs,
+                     ds = it.ds, cs = it.cs;
+  const float sc = it.sc;
+  auto get_m = [&](const float* x) {
+    double m = 0;
+    if constexpr (is_mlstm) std::memcpy(&m, x + KVp + Kp, sizeof m);
+    return m;
+  };
+  auto set_m = [&](float* x, double m) {
+    if constexpr (is_mlstm) std::memcpy(x + KVp + Kp, &m, sizeof m);
+  };
+  auto floor_of = [&](std::int64_t i) { return stab ? static_cast<float>(std::exp(-t.mrow[i])) : 1.0f; };
+
+  // Tables of the chunk at c0 (L tokens) for the stabilizer m0 at its start: P, seg, w, e, W
+  // (mLSTM: li, mrow, arg); returns the state's weight through the chunk, D(end, c0 - 1) (times
+  // exp(m0 - m_end) for mLSTM).
+  auto tables = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool need_W, double m0) {
+    decay_table(gate, b, c0, L, h, t.P.data(), t.seg.data());
+    const std::int64_t end = L - 1;
+    auto lw0 = [&](std::int64_t i) { return t.seg[i] < 0 ? t.P[i] + m0 : -infinity<double>(); };
+    if constexpr (is_mlstm) {  // the forward's stabilizers, and the term that attains each
+      double best = -infinity<double>();
+      std::int32_t bestj = -1;
+      for (std::int64_t s = 0; s < L; ++s) {
+        t.li[s] = log_input<double>(gate, b, c0 + s, h);
+        t.arg[s] = -1;
+        if (!stab) {
+          t.mrow[s] = 0;
+          continue;
+        }
+        if (s > 0 && t.seg[s] != t.seg[s - 1]) {
+          best = -infinity<double>();
+          bestj = -1;
+        }
+        if (t.li[s] - t.P[s] > best) {  // ties keep the older term, as the token loop's max does
+          best = t.li[s] - t.P[s];
+          bestj = static_cast<std::int32_t>(s);
+        }
+        const double x0 = lw0(s), x1 = t.P[s] + best;
+        t.mrow[s] = x0 >= x1 ? x0 : x1;
+        t.arg[s] = x0 >= x1 ? -1 : bestj;
+      }
+    }
+    auto li = [&](std::int64_t j) { return is_mlstm ? t.li[j] : 0.0; };
+    auto mr = [&](std::int64_t i) { return is_mlstm ? t.mrow[i] : 0.0; };
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      t.w[i] = i < L ? static_cast<float>(exp_minus(lw0(i), mr(i))) : 0.0f;
+      t.e[i] =
+          i < L && t.seg[end] <= i ? static_cast<float>(exp_minus(t.P[end] - t.P[i] + li(i), mr(end))) : 0.0f;
+      if (!need_W) continue;
+      float* Wi = t.W.data() + i * Lb;  // log weights (differences in fp64), then one vector exp
+      const bool live = i < L && mr(i) != -infinity<double>();
+      for (std::int64_t j = 0; j < Lp; ++j)
+        Wi[j] = live && j <= i && t.seg[i] <= j ? static_cast<float>(t.P[i] - t.P[j] + li(j) - mr(i))
+                                                : -infinity<float>();
+      exp_inplace(Wi, Lp);
+    }
+    return static_cast<float>(exp_minus(lw0(end), mr(end)));
+  };
+  auto pack_chunk = [&](std::int64_t c0, std::int64_t L, std::int64_t Lp, bool grads) {
+    pack_rows(t.Kr.data(), Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
+    pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp, 1.0f);
+    if (!grads) return;
+    pack_rows(t.Q.data(), Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, sc);
+    pack_rows(t.dO.data(), Vp, &ba.dout(b, c0, h, 0), ds, L, Lp, V, Vp, 1.0f);
+    pack_transposed(t.Kt.data(), Lb, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp);
+    pack_transposed(t.Vt.data(), Lb, &a.v(b, c0, h, 0), vs, L, Lp, V, Vp);
+  };
+  std::vector<float> wend(static_cast<std::size_t>(std::max(Kp, Vp)));
+
+  // Forward: the state at every chunk start, S^T (V x K: the products of the backward read it
+  // as S0^T), with n and m for mLSTM.
+  std::vector<float> cur(static_cast<std::size_t>(cs), 0.0f);
+  for (std::int64_t e = 0; e < V; ++e)
+    for (std::int64_t c = 0; c < K; ++c) cur[e * Kp + c] = given(a.s0) ? a.s0(n, h, c, e) : 0.0f;
+  if constexpr (is_mlstm) {
+    for (std::int64_t c = 0; c < K; ++c) cur[KVp + c] = given(a.n0) ? a.n0(n, h, c) : 0.0f;
+    set_m(cur.data(), given(a.m0) ? static_cast<double>(a.m0(n, h)) : 0.0);
+  }
+  auto advance_sub = [&](std::int64_t s, float* Sx) {  // checkpoint Sx over the (full) sub-chunk s
+    const std::int64_t c0 = r.t0 + s * C, L = C, Lp = pad16(L);
+    prefetch_rows(&a.k(b, c0 + C, h, 0), ks * sizeof(E), std::min(C, r.t1 - c0 - C), K * sizeof(E), false);
+    prefetch_rows(&a.v(b, c0 + C, h, 0), vs * sizeof(E), std::min(C, r.t1 - c0 - C), V * sizeof(E), false);
+    const float wS = tables(c0, L, Lp, false, get_m(Sx));
+    pack_chunk(c0, L, Lp, false);
+    for (std::int64_t j = 0; j < Lp; ++j)
+      for (std::int64_t c = 0; c < Kp; ++c) t.Kw[j * Kp + c] = t.Kr[j * Kp + c] * t.e[j];
+    std::fill(wend.begin(), wend.end(), wS);
+    // S^T = wS S^T + V^T (K (.) e): A = V read transposed (row stride 1, column stride Vp)
+    gemm(Vp, Kp, Lp, t.Vb.data(), 1, Vp, t.Kw.data(), Kp, Sx, Kp, true, shape::full, wend.data());
+    if constexpr (is_mlstm) {  // n = wS n + sum_j e_j k_j, m = m_end
+      float* nv = Sx + KVp;
+      for (std::int64_t c = 0; c < Kp; ++c) nv[c] *= wS;
+      for (std::int64_t j = 0; j < L; ++j) vaxpy(nv, 1.0f, t.Kw.data() + j * Kp, Kp);
+      set_m(Sx, t.mrow[L - 1]);
+    }
+  };
+  for (std::int64_t s = 0; s < nseg; ++s) {
+    if (s % G == 0) std::copy(cur.begin(), cur.end(), t.ck.begin() + (s / G) * cs);
+    if (s == (ngrp - 1) * G) break;  // the last checkpoint is stored
+    advance_sub(s, cur.data());
+  }
+
+  // Backward, chunk after chunk from the end, with dS (and dn, dm): dL/d of the state at the
+  // current chunk's end.
+  it.load_dS();
+  std::vector<float> dn(static_cast<std::size_t>(Kp), 0.0f), qn0(static_cast<std::size_t>(Lb), 0.0f),
+      Dn(static_cast<std::size_t>(Lb), 1.0f), erow(static_cast<std::size_t>(Lb));
+  double dm = 0;
+  if constexpr (is_mlstm) {
+    for (std::int64_t c = 0; c < K; ++c) dn[c] = given(ba.dn1) ? ba.dn1(n, h, c) : 0.0f;
+    if (given(ba.dm1)) dm = ba.dm1(n, h);
+  }
+  auto chunk_backward = [&](std::int64_t s, const float* S0t) {  // S0t: the checkpoint at the start
+    const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
+    if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
+    const double m0 = get_m(S0t);
+    const float* n0 = S0t + KVp;  // mLSTM only
+    const float wS = tables(c0, L, Lp, true, m0);
+    pack_chunk(c0, L, Lp, true);
+    transpose_block(t.dSt.data(), Kp, t.dS.data(), Vp, Kp, Vp);
+    // A = (Q K^T) (.) W
+    gemm(Lp, Lp, K, t.Q.data(), Kp, 1, t.Kt.data(), Lb, t.A.data(), Lb, false);
+    for (std::int64_t i = 0; i < Lp; ++i) vmul_inplace(t.A.data() + i * Lb, t.W.data() + i * Lb, Lp);
+    for (std::int64_t i = 0; i < Lp; ++i) t.dP[i] = t.dsg[i] = t.dmr[i] = t.dli[i] = t.cE[i] = 0.0f;
+    double dm0 = 0;            // mLSTM: dL/dm0
+    if constexpr (is_mlstm) {  // dO becomes dnum = do / Dn
+      for (std::int64_t i = 0; i < L; ++i) {
+        qn0[i] = dot<float>(t.Q.data() + i * Kp, n0, Kp);
+        t.den[i] = t.w[i] * qn0[i] + sum_of<float>(t.A.data() + i * Lb, Lp);
+        Dn[i] = std::max(std::abs(t.den[i]), floor_of(i)) + gate.eps;
+        for (std::int64_t e = 0; e < Vp; ++e) t.dO[i * Vp + e] /= Dn[i];
+      }
+    }
+    // raw = dO V^T (dL/dA before the mask, in dA), T1 = dO S0^T (rows S0 do_i, in dQ)
+    gemm(Lp, Lp, V, t.dO.data(), Vp, 1, t.Vt.data(), Lb, t.dA.data(), Lb, false);
+    gemm(Lp, Kp, Vp, t.dO.data(), Vp, 1, S0t, Kp, t.dQ.data(), Kp, false);
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      const float qg = dot<float>(t.Q.data() + i * Kp, t.dQ.data() + i * Kp, Kp);
+      float E0 = t.w[i] * qg;  // dL/d log w_i
+      if constexpr (is_mlstm) {
+        if (i < L) {  // num_i . dnum_i = w_i qg_i + sum_j A_ij raw_ij
+          const float num_dnum = t.w[i] * qg + dot<float>(t.A.data() + i * Lb, t.dA.data() + i * Lb, Lp);
+          const float dden = -num_dnum / Dn[i], floor = floor_of(i);
+          if (dden != 0.0f) {
+            if (!(std::abs(t.den[i]) < floor))
+              t.dsg[i] = t.den[i] >= 0.0f ? dden : -dden;
+            else if (stab)
+              t.dmr[i] -= floor * dden;  // d exp(-m) / dm = -exp(-m)
+          }
+          E0 += t.w[i] * t.dsg[i] * qn0[i];
+        }
+      }
+      // dQ_i = w_i (T1_i + dsg_i n0) (+ dA K below)
+      for (std::int64_t c = 0; c < Kp; ++c) t.dQ[i * Kp + c] *= t.w[i];
+      if constexpr (is_mlstm)
+        if (t.dsg[i] != 0.0f) vaxpy(t.dQ.data() + i * Kp, t.w[i] * t.dsg[i], n0, Kp);
+      t.dP[i] += E0;
+      if constexpr (is_mlstm) {
+        t.dmr[i] -= E0;
+        dm0 += E0;
+      }
+    }
+    // E = (raw + dsg 1^T) (.) A = dL/d log W; dA = (raw + dsg 1^T) (.) W
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      float* Ri = t.dA.data() + i * Lb;
+      const float* Ai = t.A.data() + i * Lb;
+      const float* Wi = t.W.data() + i * Lb;
+      const float add = t.dsg[i];
+      for (std::int64_t j = 0; j < Lp; ++j) {
+        const float raw = Ri[j] + add;
+        erow[j] = raw * Ai[j];
+        Ri[j] = raw * Wi[j];
+      }
+      const float rs = sum_of<float>(erow.data(), Lp);
+      t.dP[i] += rs;
+      if constexpr (is_mlstm) t.dmr[i] -= rs;
+      for (std::int64_t j = 0; j < Lp; ++j) t.cE[j] += erow[j];
+    }
+    for (std::int64_t j = 0; j < Lp; ++j) {
+      t.dP[j] -= t.cE[j];
+      if constexpr (is_mlstm) t.dli[j] += t.cE[j];
+    }
+    gemm(Lp, Kp, Lp, t.dA.data(), Lb, 1, t.Kr.data(), Kp, t.dQ.data(), Kp, true, shape::lower_in);
+    // G = V dS^T (rows dS v_j); dK = diag(e) (G + 1 dn^T) + dA^T Q; F_j = dL/d log e_j
+    gemm(Lp, Kp, Vp, t.Vb.data(), Vp, 1, t.dSt.data(), Kp, t.G.data(), Kp, false);
+    float end_extra = 0;
+    for (std::int64_t j = 0; j < Lp; ++j) {
+      float kg = dot<float>(t.Kr.data() + j * Kp, t.G.data() + j * Kp, Kp);
+      if constexpr (is_mlstm) {
+        kg += dot<float>(t.Kr.data() + j * Kp, dn.data(), Kp);
+        vaxpy(t.G.data() + j * Kp, 1.0f, dn.data(), Kp);  // G_j + dn
+      }
+      for (std::int64_t c = 0; c < Kp; ++c) t.dK[j * Kp + c] = t.e[j] * t.G[j * Kp + c];
+      const float F = t.e[j] * kg;
+      t.dP[j] -= F;
+      end_extra += F;
+      if constexpr (is_mlstm) t.dli[j] += F;
+    }
+    gemm(Lp, Kp, Lp, t.dA.data(), 1, Lb, t.Q.data(), Kp, t.dK.data(), Kp, true);
+    // dV = diag(e) K dS + A^T dO
+    gemm(Lp, Vp, Kp, t.Kr.data(), Kp, 1, t.dS.data(), Vp, t.dV.data(), Vp, false);
+    for (std::int64_t j = 0; j < Lp; ++j)
+      for (std::int64_t e = 0; e < Vp; ++e) t.dV[j * Vp + e] *= t.e[j];
+    gemm(Lp, Vp, Lp, t.A.data(), 1, Lb, t.dO.data(), Vp, t.dV.data(), Vp, true);
+    // the state's weight through the chunk, wS, scales S0 (and n0) into S1 (n1): its log derivative
+    if (wS != 0.0f) {
+      float F0 = wS * dot<float>(S0t, t.dSt.data(), KVp);
+      if constexpr (is_mlstm) {
+        F0 += wS * dot<float>(n0, dn.data(), Kp);
+        dm0 += F0;
+      }
+      end_extra += F0;
+    }
+    t.dP[end] += end_extra;
+    if constexpr (is_mlstm) t.dmr[end] += static_cast<float>(dm) - end_extra;  // m1 = m_end
+    // dS0 = wS dS + (diag(w) Q)^T dO;  dn0 = wS dn + sum_i w_i dsg_i q_i
+    for (std::int64_t i = 0; i < Lp; ++i)
+      for (std::int64_t c = 0; c < Kp; ++c) t.Qw[i * Kp + c] = t.Q[i * Kp + c] * t.w[i];
+    std::fill(wend.begin(), wend.end(), wS);
+    gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, wend.data());
+    it.store_rows(c0, L);
+    if constexpr (is_mlstm) {
+      for (std::int64_t c = 0; c < Kp; ++c) dn[c] *= wS;
+      for (std::int64_t i = 0; i < L; ++i)
+        if (t.dsg[i] != 0.0f) vaxpy(dn.data(), t.dsg[i], t.Qw.data() + i * Kp, Kp);
+      // dL/dm_i to the term that attains the max
+      if (stab)
+        for (std::int64_t i = 0; i < L; ++i) {
+          const float g = t.dmr[i];
+          if (g == 0.0f || t.mrow[i] == -infinity<double>()) continue;
+          t.dP[i] += g;
+          if (t.arg[i] < 0) {
+            dm0 += g;
+          } else {
+            t.dP[t.arg[i]] -= g;
+            t.dli[t.arg[i]] += g;
+          }
+        }
+      dm = stab ? dm0 : 0.0;
+    }
+    if constexpr (kind_of<Gate> == kind::scalar || is_mlstm) {
+      // dL/d(log decay of t) = sum of dP_i over i >= t up to the next reset; a reset has none
+      float acc = 0;
+      for (std::int64_t i = end; i >= 0; --i) {
+        const bool reset = t.seg[i] == i;
+        acc = reset ? 0.0f : acc + t.dP[i];
+        if constexpr (is_mlstm) {
+          const double f = load<double>(gate.f(b, c0 + i, h));
+          put_grad(dgate.f, reset || acc == 0.0f ? 0.0 : acc * sigmoid_neg(f), b, c0 + i, h);
+          const double in = load<double>(gate.i(b, c0 + i, h)), dl = t.dli[i];
+          put_grad(dgate.i, stab ? dl : dl == 0.0 ? 0.0 : dl * sigmoid_neg(in), b, c0 + i, h);
+        } else {
+          put_grad(dgate.g, static_cast<double>(acc), b, c0 + i, h);
+        }
+      }
+    }
+  };
+  backward_groups(G, ngrp, nseg, cs, t.ck.data(), chunk_backward,
+                  [&](std::int64_t s, float* Sx, const float* prev) {
+                    std::copy(prev, prev + cs, Sx);
+                    advance_sub(s, Sx);
+                  });
+  it.store_ds0();
+  if constexpr (is_mlstm) {
+    if (given(ba.dn0))
+      for (std::int64_t c = 0; c < K; ++c) ba.dn0(n, h, c) = dn[c];
+    if (given(ba.dm0)) ba.dm0(n, h) = static_cast<float>(dm);
+  }
 }
 
 /// The chunk-form backward of one (sequence, head) for gates::vector (GLA), fp32. Per key

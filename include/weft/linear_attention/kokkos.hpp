@@ -6,9 +6,10 @@
 //     the workspace (slots: one per thread, from a UniqueToken). An item is computed by one
 //     thread in a fixed order, so results are bitwise repeatable for any thread count.
 //   recurrent mode, and double: the serial definition per item, items in parallel.
-//   backward (linear_attention_backward): (sequence, head) items in parallel; none and scalar
-//     gates in float / bf16 / f16: the tiled chunk form of host_backward.hpp; other gates and
-//     double: the serial definition of backward.hpp (bitwise equal to the serial backend).
+//   backward (linear_attention_backward): (sequence, head) items in parallel; none, scalar,
+//     vector and mLSTM gates in float / bf16 / f16: the tiled chunk form of host_backward.hpp;
+//     the delta rules, and double: the serial definition of backward.hpp (bitwise equal to the
+//     serial backend).
 // Device execution spaces: the portable column recurrence (detail::la::recurrent_column),
 //   one thread per (sequence, head, value column), for both modes; state columns live in
 //   the workspace. Compiled only where such a space exists (not verified in this project's CI).
@@ -164,7 +165,8 @@ struct linear_attention_backward_impl<kokkos_backend<Exec>> {
     if (items == 0) return;
     using policy = Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>;
     constexpr detail::la::kind kd = detail::la::kind_of<Gate>;
-    if constexpr ((kd == detail::la::kind::none || kd == detail::la::kind::scalar) &&
+    if constexpr ((kd == detail::la::kind::none || kd == detail::la::kind::scalar ||
+                   kd == detail::la::kind::mlstm) &&
                   !std::is_same_v<E, double>) {
       // the tiled chunk form (host_backward.hpp)
       Kokkos::parallel_for(
