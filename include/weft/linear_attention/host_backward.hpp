@@ -496,6 +496,182 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   }
 }
 
+/// The chunk-form backward of one (sequence, head) for gates::delta / gated_delta, fp32. Each
+/// sub-chunk (C <= 64 tokens, the forward's blocks) is recomputed by the forward's own code
+/// (delta_chunk_u: Tm = (I + Lmat)^-1, R = beta (V - diag(gamma) K S0), U = Tm R), then, with
+/// Aqk = (Q K^T) (.) D (j <= i) and e_j = D(end, j), from O = diag(gamma) Q S0 + Aqk U and
+/// S1 = gamma_end S0 + (K (.) e)^T U:
+///
+///   dU = Aqk^T dO + diag(e) K dS        dR = Tm^T dU        dLmat = -dR U^T (l < j)
+///   dQ = diag(gamma) dO S0^T + (dO U^T (.) D) K
+///   dK = (dO U^T (.) D)^T Q + diag(e) U dS^T - diag(beta gamma) dR S0^T + Y K + Y^T K,
+///        Y = dLmat (.) beta D (the keys' products in Lmat)
+///   dV = diag(beta) dR,  dbeta_j = (v_j - gamma_j S0^T k_j) . dR_j + sum_l dLmat_jl D_jl k_j.k_l
+///   dS0 = gamma_end dS + (diag(gamma) Q)^T dO - (diag(beta gamma) K)^T dR
+///
+/// and the log decays through every D, gamma and e, as in the scalar head.
+template <class Gate, class DGate, class E>
+void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
+                         std::int64_t h) {
+  bwd_item<E> it(ba, n, h);  // checkpoints: S (K x V, row-major), Kp * Vp floats
+  const args<E>& a = it.a;
+  const seq_range r = it.r;
+  bwd_tiles& t = it.t;
+  const std::int64_t K = it.K, V = it.V, b = it.b, C = it.C, nseg = it.nseg, G = it.G, ngrp = it.ngrp;
+  const std::int64_t Kp = it.Kp, Vp = it.Vp, Lb = it.Lb, KVp = it.KVp, ds = it.ds;
+  // the forward's scratch, for its recomputation of each sub-chunk (tiles of ld Lb, as ours)
+  std::vector<std::byte> fbuf(slot_bytes(K, V, max_block));
+  workspace_carver carver(fbuf.data());
+  slot w;
+  w.carve(carver, K, V, max_block);
+  auto sq = [&](std::int64_t n_) { return std::vector<float>(static_cast<std::size_t>(n_), 0.0f); };
+  std::vector<float> Dq = sq(Lb * Lb), Dl = sq(Lb * Lb), Lm = sq(Lb * Lb), dL = sq(Lb * Lb), KK = sq(Lb * Lb),
+                     dU = sq(Lb * Vp), dR = sq(Lb * Vp), S0t = sq(Vp * Kp), G2 = sq(Lb * Kp),
+                     Kn = sq(Lb * Kp), dbeta = sq(Lb), cE = sq(Lb), wend = sq(std::max(Kp, Vp));
+
+  // Forward: the state at every checkpoint (row-major S, as the forward's slot holds it)
+  for (std::int64_t i = 0; i < Kp; ++i)
+    for (std::int64_t j = 0; j < Vp; ++j)
+      w.S[i * Vp + j] = i < K && j < V && given(a.s0) ? a.s0(n, h, i, j) : 0.0f;
+  auto advance_sub = [&](std::int64_t s, float* Sx) {  // Sx over the (full) sub-chunk s
+    const std::int64_t c0 = r.t0 + s * C;
+    if (Sx != w.S) std::copy(Sx, Sx + KVp, w.S);
+    delta_chunk_u(gate, a, b, h, c0, C, w);
+    delta_chunk_state(C, w);
+    if (Sx != w.S) std::copy(w.S, w.S + KVp, Sx);
+  };
+  for (std::int64_t s = 0; s < nseg; ++s) {
+    if (s % G == 0) std::copy(w.S, w.S + KVp, t.ck.begin() + (s / G) * KVp);
+    if (s == (ngrp - 1) * G) break;  // the last checkpoint is stored
+    advance_sub(s, w.S);
+  }
+
+  it.load_dS();
+  auto chunk_backward = [&](std::int64_t s, const float* S0) {  // S0: the state at the start (K x V)
+    const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
+    if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
+    std::copy(S0, S0 + KVp, w.S);
+    delta_chunk_u(gate, a, b, h, c0, L, w);  // P, seg, bt, gam, Kr, Kt, Q, Wt, R (Vb), Lmat (A), Tm, U (Ub)
+    for (std::int64_t x = 0; x < Lp * Lb; ++x) Lm[x] = w.A[x];
+    pack_rows(t.dO.data(), Vp, &ba.dout(b, c0, h, 0), ds, L, Lp, V, Vp, 1.0f);
+    pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), a.v.stride(1), L, Lp, V, Vp, 1.0f);
+    transpose_block(t.dSt.data(), Kp, t.dS.data(), Vp, Kp, Vp);
+    transpose_block(S0t.data(), Kp, S0, Vp, Kp, Vp);
+    transpose_block(t.Vt.data(), Lb, w.Ub, Vp, Lp, Vp);  // U^T (Vp x Lp)
+    // weights: Dq (j <= i), Dl (l < j), e (D(end, j))
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      log_weight_row(w, i < L ? i : 0, 0, Lp, i < L ? L : 0, nullptr, 0.0, Dq.data() + i * Lb);
+      exp_inplace(Dq.data() + i * Lb, Lp);
+      log_weight_row(w, i < L ? i : 0, 0, Lp, i < L ? i : 0, nullptr, 0.0, Dl.data() + i * Lb);
+      exp_inplace(Dl.data() + i * Lb, Lp);
+    }
+    log_weight_row(w, end, 0, Lp, L, nullptr, 0.0, t.e.data());
+    exp_inplace(t.e.data(), Lp);
+    for (std::int64_t i = 0; i < Lp; ++i) t.dP[i] = dbeta[i] = cE[i] = 0.0f;
+    // Aqk = (Q K^T) (.) Dq; raw = dO U^T; E = raw (.) Aqk; dA = raw (.) Dq
+    gemm(Lp, Lp, K, w.Q, Kp, 1, w.Kt, Lb, t.A.data(), Lb, false);
+    gemm(Lp, Lp, V, t.dO.data(), Vp, 1, t.Vt.data(), Lb, t.dA.data(), Lb, false);
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      float* Ai = t.A.data() + i * Lb;
+      float* Ri = t.dA.data() + i * Lb;
+      const float* Di = Dq.data() + i * Lb;
+      float rs = 0;
+      for (std::int64_t j = 0; j < Lp; ++j) {
+        Ai[j] = Di[j] > 0.0f ? Ai[j] * Di[j] : 0.0f;
+        const float e = Ri[j] * Ai[j];
+        rs += e;
+        cE[j] += e;
+        Ri[j] = Di[j] > 0.0f ? Ri[j] * Di[j] : 0.0f;
+      }
+      t.dP[i] += rs;
+    }
+    // dU = Aqk^T dO + diag(e) K dS
+    for (std::int64_t j = 0; j < Lp; ++j)
+      for (std::int64_t c = 0; c < Kp; ++c) t.Kw[j * Kp + c] = w.Kr[j * Kp + c] * t.e[j];
+    gemm(Lp, Vp, Lp, t.A.data(), 1, Lb, t.dO.data(), Vp, dU.data(), Vp, false);
+    gemm(Lp, Vp, Kp, t.Kw.data(), Kp, 1, t.dS.data(), Vp, dU.data(), Vp, true);
+    // dR = Tm^T dU; dLmat = -dR U^T below the diagonal
+    gemm(Lp, Vp, Lp, w.Tm, 1, Lb, dU.data(), Vp, dR.data(), Vp, false);
+    gemm(Lp, Lp, V, dR.data(), Vp, 1, t.Vt.data(), Lb, dL.data(), Lb, false);
+    gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, KK.data(), Lb, false, shape::lower_out);
+    for (std::int64_t j = 0; j < Lp; ++j) {
+      float* dLj = dL.data() + j * Lb;
+      float rs = 0, db = 0;
+      for (std::int64_t l = 0; l < Lp; ++l) {
+        const float d = Dl[j * Lb + l];
+        const float x = l < j && j < L && d > 0.0f ? -dLj[l] : 0.0f;  // dL/dLmat_jl
+        const float e = x * Lm[j * Lb + l];                           // dL/dlog D(j, l)
+        rs += e;
+        cE[l] += e;
+        db += x * d * KK[j * Lb + l];
+        dLj[l] = x * (j < L ? w.bt[j] : 0.0f) * d;  // Y_jl: dL/d(k_j . k_l)
+      }
+      t.dP[j] += rs;
+      dbeta[j] += db;
+    }
+    for (std::int64_t j = 0; j < Lp; ++j) t.dP[j] -= cE[j];
+    // dQ = diag(gamma) dO S0^T + dA K
+    gemm(Lp, Kp, Vp, t.dO.data(), Vp, 1, S0t.data(), Kp, t.dQ.data(), Kp, false);
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      const float g = i < L ? w.gam[i] : 0.0f;
+      t.dP[i] += g * dot<float>(w.Q + i * Kp, t.dQ.data() + i * Kp, Kp);
+      for (std::int64_t c = 0; c < Kp; ++c) t.dQ[i * Kp + c] *= g;
+    }
+    gemm(Lp, Kp, Lp, t.dA.data(), Lb, 1, w.Kr, Kp, t.dQ.data(), Kp, true, shape::lower_in);
+    // dK: e_j U_j dS^T (G), -beta_j gamma_j dR_j S0^T (G2), Y K + Y^T K, dA^T Q
+    gemm(Lp, Kp, Vp, w.Ub, Vp, 1, t.dSt.data(), Kp, t.G.data(), Kp, false);
+    gemm(Lp, Kp, Vp, dR.data(), Vp, 1, S0t.data(), Kp, G2.data(), Kp, false);
+    float end_extra = 0;
+    for (std::int64_t j = 0; j < Lp; ++j) {
+      const float bg = j < L ? -w.bt[j] * w.gam[j] : 0.0f;
+      const float F = t.e[j] * dot<float>(w.Kr + j * Kp, t.G.data() + j * Kp, Kp);
+      const float Hj = bg * dot<float>(w.Kr + j * Kp, G2.data() + j * Kp, Kp);
+      t.dP[j] += Hj - F;
+      end_extra += F;
+      for (std::int64_t c = 0; c < Kp; ++c) t.dK[j * Kp + c] = t.e[j] * t.G[j * Kp + c] + bg * G2[j * Kp + c];
+      for (std::int64_t c = 0; c < Kp; ++c) Kn[j * Kp + c] = bg * w.Kr[j * Kp + c];
+    }
+    gemm(Lp, Kp, Lp, dL.data(), Lb, 1, w.Kr, Kp, t.dK.data(), Kp, true);
+    gemm(Lp, Kp, Lp, dL.data(), 1, Lb, w.Kr, Kp, t.dK.data(), Kp, true);
+    gemm(Lp, Kp, Lp, t.dA.data(), 1, Lb, w.Q, Kp, t.dK.data(), Kp, true);
+    // dV = diag(beta) dR; dbeta += (v - gamma K S0) . dR
+    for (std::int64_t j = 0; j < Lp; ++j) {
+      const float bj = j < L ? w.bt[j] : 0.0f, gj = j < L ? w.gam[j] : 0.0f;
+      float db = 0;
+      for (std::int64_t e = 0; e < Vp; ++e) {
+        db += (t.Vb[j * Vp + e] - gj * w.Wt[j * Vp + e]) * dR[j * Vp + e];
+        t.dV[j * Vp + e] = bj * dR[j * Vp + e];
+      }
+      dbeta[j] += db;
+    }
+    // the state's decay through the chunk, gamma_end
+    const float gend = w.gam[end];
+    if (gend != 0.0f) end_extra += gend * dot<float>(S0, t.dS.data(), KVp);
+    t.dP[end] += end_extra;
+    // dS0 = gamma_end dS + (diag(gamma) Q)^T dO - (diag(beta gamma) K)^T dR
+    for (std::int64_t i = 0; i < Lp; ++i)
+      for (std::int64_t c = 0; c < Kp; ++c) t.Qw[i * Kp + c] = w.Q[i * Kp + c] * (i < L ? w.gam[i] : 0.0f);
+    std::fill(wend.begin(), wend.end(), gend);
+    gemm(Kp, Vp, Lp, t.Qw.data(), 1, Kp, t.dO.data(), Vp, t.dS.data(), Vp, true, shape::full, wend.data());
+    gemm(Kp, Vp, Lp, Kn.data(), 1, Kp, dR.data(), Vp, t.dS.data(), Vp, true);
+    it.store_rows(c0, L);
+    for (std::int64_t i = 0; i < L; ++i) put_grad(dgate.beta, static_cast<double>(dbeta[i]), b, c0 + i, h);
+    if constexpr (kind_of<Gate> == kind::gated_delta) {
+      float acc = 0;
+      for (std::int64_t i = end; i >= 0; --i) {
+        acc = w.seg[i] == i ? 0.0f : acc + t.dP[i];  // a reset has no gradient
+        put_grad(dgate.g, static_cast<double>(acc), b, c0 + i, h);
+      }
+    }
+  };
+  backward_groups(G, ngrp, nseg, KVp, t.ck.data(), chunk_backward,
+                  [&](std::int64_t s, float* Sx, const float* prev) {
+                    std::copy(prev, prev + KVp, Sx);
+                    advance_sub(s, Sx);
+                  });
+  it.store_ds0();
+}
+
 /// The chunk-form backward of one (sequence, head) for gates::vector (GLA), fp32. Per key
 /// channel c, a_s = exp(g_s) and D(i, j) = prod_{s=j+1}^{i} a_s. The chunk's tokens form
 /// sub-blocks of 16; for i in sub-block R and j in an earlier sub-block R',
@@ -541,6 +717,10 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
           be[j * Kp + c] = j + 1 < r1 ? be[(j + 1) * Kp + c] * ga[(j + 1) * Kp + c] : 1.0f;
       for (std::int64_t c = 0; c < Kp; ++c) tot[R * Kp + c] = al[(r1 - 1) * Kp + c];
     }
+    // padding rows: 0, not what an earlier chunk left (an inf there would make 0 * inf = NaN
+    // in the padded rows of Q (.) al and K (.) be, which the products spread to real tokens)
+    std::fill(al.begin() + L * Kp, al.end(), 0.0f);
+    std::fill(be.begin() + L * Kp, be.end(), 0.0f);
     for (std::int64_t c = 0; c < Kp; ++c) pre[c] = 1.0f;
     for (std::int64_t R = 0; R < nsb; ++R)
       for (std::int64_t c = 0; c < Kp; ++c) pre[(R + 1) * Kp + c] = pre[R * Kp + c] * tot[R * Kp + c];

@@ -572,56 +572,79 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
 // ---------------------------------------------------------------------------------------
 // delta, gated_delta
 // ---------------------------------------------------------------------------------------
+/// One chunk of the delta rules up to U: the decay table (P, seg), beta (bt), gamma (gam), the
+/// packed keys (Kr, Kt) and scaled queries (Q), K S0 (Wt), R = beta (V - diag(gamma) K S0)
+/// (Vb), Lmat (A), Tm = (I + Lmat)^-1 and U = Tm R (Ub), for the L tokens from c0 and the
+/// state S0 in w.S. Shared by the forward and the backward's recomputation.
+template <class Gate, class E>
+void delta_chunk_u(const Gate& gate, const args<E>& a, std::int64_t b, std::int64_t h, std::int64_t c0,
+                   std::int64_t L, const slot& w) {
+  const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, Lp = pad16(L);
+  decay_table(gate, b, c0, L, h, w);
+  for (std::int64_t s = 0; s < L; ++s) {
+    w.bt[s] = beta<float>(gate, b, c0 + s, h);
+    w.gam[s] = static_cast<float>(log_d0(w, s));  // log gamma_s
+  }
+  exp_inplace(w.gam, L);  // gamma_s = D(s, c0-1)
+  pack_rows(w.Kr, Kp, &a.k(b, c0, h, 0), a.k.stride(1), L, Lp, K, Kp, 1.0f);
+  pack_transposed(w.Kt, Lb, &a.k(b, c0, h, 0), a.k.stride(1), L, Lp, K, Kp);
+  pack_rows(w.Q, Kp, &a.q(b, c0, h, 0), a.q.stride(1), L, Lp, K, Kp, static_cast<float>(a.scale));
+  pack_rows(w.Vb, Vp, &a.v(b, c0, h, 0), a.v.stride(1), L, Lp, a.V, Vp, 1.0f);
+  // R = beta (V - diag(gamma) K S0)   (Lp x V)
+  gemm(Lp, Vp, K, w.Kr, Kp, 1, w.S, Vp, w.Wt, Vp, false);
+  for (std::int64_t j = 0; j < L; ++j)
+    for (std::int64_t e = 0; e < Vp; ++e)
+      w.Vb[j * Vp + e] = w.bt[j] * (w.Vb[j * Vp + e] - w.gam[j] * w.Wt[j * Vp + e]);
+  // Lmat = beta_j D(j,l) (k_j . k_l), l < j     (Lp x Lp, in A)
+  gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
+  for (std::int64_t j = 0; j < Lp; ++j) {
+    log_weight_row(w, j < L ? j : 0, 0, Lp, j < L ? j : 0, nullptr, 0.0, w.wrow);  // l < j
+    exp_inplace(w.wrow, Lp);
+    for (std::int64_t l = 0; l < Lp; ++l) {
+      const float x = w.wrow[l] > 0.0f ? w.A[j * Lb + l] * w.wrow[l] : 0.0f;
+      w.A[j * Lb + l] = j < L ? w.bt[j] * x : 0.0f;
+    }
+  }
+  // Tm = (I + Lmat)^-1, unit lower triangular, row by row: T_j = e_j - sum_{l<j} Lmat_jl T_l
+  zero(w.Tm, Lp * Lb);
+  for (std::int64_t j = 0; j < L; ++j) {
+    float* Tj = w.Tm + j * Lb;
+    Tj[j] = 1.0f;
+    for (std::int64_t l = 0; l < j; ++l) {
+      const float coef = w.A[j * Lb + l];
+      if (coef == 0.0f) continue;
+      const float* Tl = w.Tm + l * Lb;
+      for (std::int64_t c = 0; c <= l; ++c) Tj[c] -= coef * Tl[c];
+    }
+  }
+  // U = Tm R   (Lp x V)
+  gemm(Lp, Vp, Lp, w.Tm, Lb, 1, w.Vb, Vp, w.Ub, Vp, false, shape::lower_in);
+}
+
+/// The delta rules' state after the chunk (delta_chunk_u's tables): S1 = gamma_end S0 +
+/// (K (.) D(end, .))^T U, in w.S; leaves D(end, j) in w.wrow.
+inline void delta_chunk_state(std::int64_t L, const slot& w) {
+  const std::int64_t Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, Lp = pad16(L), end = L - 1;
+  const float gend = w.gam[end];
+  for (std::int64_t c = 0; c < Kp; ++c) w.wq[c] = gend;  // S *= gend in the product's loads
+  log_weight_row(w, end, 0, Lp, L, nullptr, 0.0, w.wrow);
+  exp_inplace(w.wrow, Lp);
+  for (std::int64_t c = 0; c < Kp; ++c)
+    for (std::int64_t j = 0; j < Lp; ++j) w.Kw[c * Lb + j] = w.Kt[c * Lb + j] * w.wrow[j];
+  gemm(Kp, Vp, Lp, w.Kw, Lb, 1, w.Ub, Vp, w.S, Vp, true, shape::full, w.wq);
+}
+
 template <class Gate, class E>
 void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, std::int64_t n, std::int64_t h,
                       const slot& w) {
   const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, b = r.b;
-  const std::int64_t qs = a.q.stride(1), ks = a.k.stride(1), vs = a.v.stride(1);
   const std::int64_t C = std::min<std::int64_t>(a.chunk, Lb);  // larger chunks: blocks of Lb in sequence
   double m_unused = 0;
   load_state(a, n, h, w, m_unused);
   for (std::int64_t c0 = r.t0; c0 < r.t1; c0 += C) {
     const std::int64_t L = std::min(C, r.t1 - c0), Lp = pad16(L);
     prefetch_tokens(a, b, c0 + C, std::min(C, r.t1 - c0 - C), h);  // the next chunk
-    decay_table(gate, b, c0, L, h, w);
-    for (std::int64_t s = 0; s < L; ++s) {
-      w.bt[s] = beta<float>(gate, b, c0 + s, h);
-      w.gam[s] = static_cast<float>(log_d0(w, s));  // log gamma_s
-    }
-    exp_inplace(w.gam, L);  // gamma_s = D(s, c0-1)
-    pack_rows(w.Kr, Kp, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp, 1.0f);
-    pack_transposed(w.Kt, Lb, &a.k(b, c0, h, 0), ks, L, Lp, K, Kp);
-    pack_rows(w.Q, Kp, &a.q(b, c0, h, 0), qs, L, Lp, K, Kp, static_cast<float>(a.scale));
-    pack_rows(w.Vb, Vp, &a.v(b, c0, h, 0), vs, L, Lp, a.V, Vp, 1.0f);
-    // R = beta (V - diag(gamma) K S0)   (Lp x V)
-    gemm(Lp, Vp, K, w.Kr, Kp, 1, w.S, Vp, w.Wt, Vp, false);
-    for (std::int64_t j = 0; j < L; ++j)
-      for (std::int64_t e = 0; e < Vp; ++e)
-        w.Vb[j * Vp + e] = w.bt[j] * (w.Vb[j * Vp + e] - w.gam[j] * w.Wt[j * Vp + e]);
-    // Lmat = beta_j D(j,l) (k_j . k_l), l < j     (Lp x Lp, in A)
-    gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
-    for (std::int64_t j = 0; j < Lp; ++j) {
-      log_weight_row(w, j < L ? j : 0, 0, Lp, j < L ? j : 0, nullptr, 0.0, w.wrow);  // l < j
-      exp_inplace(w.wrow, Lp);
-      for (std::int64_t l = 0; l < Lp; ++l) {
-        const float x = w.wrow[l] > 0.0f ? w.A[j * Lb + l] * w.wrow[l] : 0.0f;
-        w.A[j * Lb + l] = j < L ? w.bt[j] * x : 0.0f;
-      }
-    }
-    // Tm = (I + Lmat)^-1, unit lower triangular, row by row: T_j = e_j - sum_{l<j} Lmat_jl T_l
-    zero(w.Tm, Lp * Lb);
-    for (std::int64_t j = 0; j < L; ++j) {
-      float* Tj = w.Tm + j * Lb;
-      Tj[j] = 1.0f;
-      for (std::int64_t l = 0; l < j; ++l) {
-        const float coef = w.A[j * Lb + l];
-        if (coef == 0.0f) continue;
-        const float* Tl = w.Tm + l * Lb;
-        for (std::int64_t c = 0; c <= l; ++c) Tj[c] -= coef * Tl[c];
-      }
-    }
-    // U = Tm R   (Lp x V)
-    gemm(Lp, Vp, Lp, w.Tm, Lb, 1, w.Vb, Vp, w.Ub, Vp, false, shape::lower_in);
+    delta_chunk_u(gate, a, b, h, c0, L, w);
     // O = diag(gamma) Q S0 + (Q K^T (.) D) U
     gemm(Lp, Lp, K, w.Q, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
     for (std::int64_t i = 0; i < Lp; ++i) {
@@ -637,15 +660,7 @@ void chunk_delta_head(const Gate& gate, const args<E>& a, const seq_range& r, st
     }
     gemm(Lp, Vp, Lp, w.A, Lb, 1, w.Ub, Vp, w.O, Vp, true, shape::lower_in);
     store_rows(a, b, c0, h, L, w, nullptr);
-    // S1 = gamma_end S0 + (K (.) D(end, .))^T U
-    const std::int64_t end = L - 1;
-    const float gend = w.gam[end];
-    for (std::int64_t c = 0; c < Kp; ++c) w.wq[c] = gend;  // S *= gend in the product's loads
-    log_weight_row(w, end, 0, Lp, L, nullptr, 0.0, w.wrow);
-    exp_inplace(w.wrow, Lp);
-    for (std::int64_t c = 0; c < Kp; ++c)
-      for (std::int64_t j = 0; j < Lp; ++j) w.Kw[c * Lb + j] = w.Kt[c * Lb + j] * w.wrow[j];
-    gemm(Kp, Vp, Lp, w.Kw, Lb, 1, w.Ub, Vp, w.S, Vp, true, shape::full, w.wq);
+    delta_chunk_state(L, w);
   }
   store_state(a, n, h, w, m_unused);
 }

@@ -6,10 +6,9 @@
 //     the workspace (slots: one per thread, from a UniqueToken). An item is computed by one
 //     thread in a fixed order, so results are bitwise repeatable for any thread count.
 //   recurrent mode, and double: the serial definition per item, items in parallel.
-//   backward (linear_attention_backward): (sequence, head) items in parallel; none, scalar,
-//     vector and mLSTM gates in float / bf16 / f16: the tiled chunk form of host_backward.hpp;
-//     the delta rules, and double: the serial definition of backward.hpp (bitwise equal to the
-//     serial backend).
+//   backward (linear_attention_backward): (sequence, head) items in parallel; float / bf16 /
+//     f16: the tiled chunk form of host_backward.hpp for every gate kind; double: the serial
+//     definition of backward.hpp (bitwise equal to the serial backend).
 // Device execution spaces: the portable column recurrence (detail::la::recurrent_column),
 //   one thread per (sequence, head, value column), for both modes; state columns live in
 //   the workspace. Compiled only where such a space exists (not verified in this project's CI).
@@ -173,6 +172,12 @@ struct linear_attention_backward_impl<kokkos_backend<Exec>> {
           "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
             detail::la::host::backward_scalar_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
           });
+    } else if constexpr ((kd == detail::la::kind::delta || kd == detail::la::kind::gated_delta) &&
+                         !std::is_same_v<E, double>) {
+      Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
+                           [=](std::int64_t it) {
+                             detail::la::host::backward_delta_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
+                           });
     } else if constexpr (kd == detail::la::kind::vector && !std::is_same_v<E, double>) {
       Kokkos::parallel_for(
           "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
