@@ -19,8 +19,8 @@
 // backward pass reaches it, so memory per (sequence, head) is (len / C + C) K V values and the
 // work is two forward passes and one backward pass of the token loop. Each (sequence, head) is
 // one work item, with accumulation in accum_t<E> (fp32 for float / bf16, fp64 for double).
-// Kokkos host spaces run the items in parallel: for none, scalar and vector gates (not double)
-// in the chunk form of host_backward.hpp, otherwise this token loop (bitwise equal to serial).
+// Kokkos host spaces run the items in parallel: in the chunk form of host_backward.hpp (float,
+// bf16, f16), or for double this token loop (bitwise equal to serial).
 //
 // Backends: serial and Kokkos host execution spaces. Kokkos device spaces and CUDA have no
 // backward yet (a compile-time error says so).

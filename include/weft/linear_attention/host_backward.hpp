@@ -1,7 +1,8 @@
 // weft/linear_attention/host_backward.hpp - the chunk form of linear_attention_backward on a
-// CPU core for the gates without normalizer (none, scalar: linear attention, RetNet, simple
-// GLA, Mamba2-SSD; vector: GLA), float / bf16 / f16 inputs with fp32 accumulation, using the
-// products of host_tiles.hpp.
+// CPU core for every gate kind (none, scalar: linear attention, RetNet, simple GLA, Mamba2-SSD;
+// mLSTM; vector: GLA; delta, gated delta), float / bf16 / f16 inputs with fp32 accumulation,
+// using the products of host_tiles.hpp. The scalar kinds' scheme is below; mLSTM, the vector
+// gate and the delta rules extend it (their heads' comments).
 //
 // One (sequence, head) per work item. A forward pass over its chunks stores the state at every
 // chunk_size-th token (S_c, K x V; chunks of at most 64 tokens, the states inside a group of
