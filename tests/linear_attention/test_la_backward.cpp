@@ -438,6 +438,36 @@ TEST_CASE("linear_attention_backward: Kokkos' chunk form on ugly shapes against 
     }
 }
 
+TEST_CASE("linear_attention_backward: Kokkos' chunk form with weak decays (long memories)",
+          "[linear_attention][backward]") {
+  // log gates logsigmoid(x) / 16 and / 30 (FLA's GLA layers use / 16), and strong ones (x 10,
+  // x 33: memories of a few tokens): the gate gradient of token t sums dL/dP_i over the rest of
+  // the chunk, whose +E_ij / -E_ij terms cancel (exactly, in the fp64 sums of the scalar kinds
+  // and the delta rules; with fp32 sums dg erred by 1.5e-5 .. 2.4e-5 at x 33). The vector gate
+  // forms dL/dP as FLA does, q (.) dq - k (.) dk, a difference of two rounded products: 2.4e-5
+  // at x 33, within 5e-5 there; everything else within fp32's 1e-5.
+  const weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace> be;
+  std::uint64_t seed = 1900;
+  for (gk kind : all_kinds)
+    for (double gn : {16.0, 30.0, 0.1, 0.03}) {
+      INFO(name(kind) << " gate/" << gn);
+      const problem p =
+          make_problem<float>(kind, 1, 300, 2, 64, 64, seed++, {.gate_norm = gn, .with_states = true});
+      const upstream u = make_upstream(p, seed++, true);
+      const grads want =
+          run_backward<weft::serial_backend, double>(weft::serial_backend{}, p, u, {.chunk = 64});
+      const grads got = run_backward<std::remove_const_t<decltype(be)>, float>(be, p, u, {.chunk = 64});
+      for (auto [x, dx] : inputs(p)) {
+        const double e = rel_rmse(got.*dx, want.*dx);
+        INFO(tensor_name(dx) << ": rel rmse " << e);
+        if (std::getenv("LA_TEST_VERBOSE"))
+          std::printf("weak %-20s /%-3g %-22s %.2e\n", name(kind), gn, tensor_name(dx), e);
+        CHECK(all_finite(got.*dx));
+        CHECK(e <= (kind == gk::vector && dx == &grads::dg && gn < 0.1 ? 5e-5 : 1e-5));
+      }
+    }
+}
+
 TEST_CASE("linear_attention_backward: Kokkos' GLA chunk form, overflow in one chunk stays in that chunk",
           "[linear_attention][backward]") {
   // log gates of +12 on tokens 16..31: the running products of exp(g) overflow fp32 there (the

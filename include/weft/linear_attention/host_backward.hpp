@@ -39,20 +39,23 @@ struct bwd_tiles {
   std::vector<float> dS, dSt;  // Kp x Vp, Vp x Kp
   std::vector<float> Q, Qw, Kr, Kt, Kw, Vb, Vt, dO;  // packed rows / transposes
   std::vector<float> A, dA, W, dQ, dK, dV, G;        // tiles
-  std::vector<float> w, e, dP;                       // per token
+  std::vector<float> w, e;                           // per token
+  std::vector<double> dP;                            // dL/dP (fp64: its +E_ij / -E_ij cancel exactly)
   std::vector<double> P;                             // log decays since the chunk start / reset
   std::vector<std::int32_t> seg;                     // last reset at or before t, -1 if none
   // mLSTM, per token: log input gates, row stabilizers and the term that attains them (-1: the
   // state's, j: token j's), |den| floor, dL/d(signed den), dL/dm_i, dL/d li_j, column sums
-  std::vector<double> li, mrow;
+  std::vector<double> li, mrow, dmr, cE;
   std::vector<std::int32_t> arg;
-  std::vector<float> den, dsg, dmr, dli, cE;
+  std::vector<float> den, dsg, dli;
   /// cs: floats per checkpoint (Kp Vp, or more for the mLSTM normalizer and stabilizer).
   bwd_tiles(std::int64_t K, std::int64_t V, std::int64_t nseg, std::int64_t cs)
       : Kp(pad16(K)), Vp(pad16(V)), Lb(max_block) {
     auto f = [](std::vector<float>& x, std::int64_t n) { x.assign(static_cast<std::size_t>(n), 0.0f); };
     f(ck, nseg * cs);
-    for (auto* x : {&den, &dsg, &dmr, &dli, &cE}) f(*x, Lb);
+    for (auto* x : {&den, &dsg, &dli}) f(*x, Lb);
+    dmr.assign(static_cast<std::size_t>(Lb), 0.0);
+    cE.assign(static_cast<std::size_t>(Lb), 0.0);
     li.assign(static_cast<std::size_t>(Lb), 0.0);
     mrow.assign(static_cast<std::size_t>(Lb), 0.0);
     arg.assign(static_cast<std::size_t>(Lb), -1);
@@ -68,7 +71,8 @@ struct bwd_tiles {
     f(dK, Lb * Kp);
     f(G, Lb * Kp);
     f(dV, Lb * Vp);
-    for (auto* x : {&w, &e, &dP}) f(*x, Lb);
+    for (auto* x : {&w, &e}) f(*x, Lb);
+    dP.assign(static_cast<std::size_t>(Lb), 0.0);
     P.assign(static_cast<std::size_t>(Lb), 0.0);
     seg.assign(static_cast<std::size_t>(Lb), -1);
   }
@@ -333,7 +337,8 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
   // current chunk's end.
   it.load_dS();
   std::vector<float> dn(static_cast<std::size_t>(Kp), 0.0f), qn0(static_cast<std::size_t>(Lb), 0.0f),
-      Dn(static_cast<std::size_t>(Lb), 1.0f), erow(static_cast<std::size_t>(Lb));
+      Dn(static_cast<std::size_t>(Lb), 1.0f);
+  std::vector<double> erow(static_cast<std::size_t>(Lb));
   double dm = 0;
   if constexpr (is_mlstm) {
     for (std::int64_t c = 0; c < K; ++c) dn[c] = given(ba.dn1) ? ba.dn1(n, h, c) : 0.0f;
@@ -350,7 +355,10 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
     // A = (Q K^T) (.) W
     gemm(Lp, Lp, K, t.Q.data(), Kp, 1, t.Kt.data(), Lb, t.A.data(), Lb, false);
     for (std::int64_t i = 0; i < Lp; ++i) vmul_inplace(t.A.data() + i * Lb, t.W.data() + i * Lb, Lp);
-    for (std::int64_t i = 0; i < Lp; ++i) t.dP[i] = t.dsg[i] = t.dmr[i] = t.dli[i] = t.cE[i] = 0.0f;
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      t.dP[i] = t.dmr[i] = t.cE[i] = 0.0;
+      t.dsg[i] = t.dli[i] = 0.0f;
+    }
     double dm0 = 0;            // mLSTM: dL/dm0
     if constexpr (is_mlstm) {  // dO becomes dnum = do / Dn
       for (std::int64_t i = 0; i < L; ++i) {
@@ -400,14 +408,14 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
         erow[j] = raw * Ai[j];
         Ri[j] = raw * Wi[j];
       }
-      const float rs = sum_of<float>(erow.data(), Lp);
+      const double rs = sum_of<double>(erow.data(), Lp);
       t.dP[i] += rs;
       if constexpr (is_mlstm) t.dmr[i] -= rs;
       for (std::int64_t j = 0; j < Lp; ++j) t.cE[j] += erow[j];
     }
     for (std::int64_t j = 0; j < Lp; ++j) {
       t.dP[j] -= t.cE[j];
-      if constexpr (is_mlstm) t.dli[j] += t.cE[j];
+      if constexpr (is_mlstm) t.dli[j] += static_cast<float>(t.cE[j]);
     }
     gemm(Lp, Kp, Lp, t.dA.data(), Lb, 1, t.Kr.data(), Kp, t.dQ.data(), Kp, true, shape::lower_in);
     // G = V dS^T (rows dS v_j); dK = diag(e) (G + 1 dn^T) + dA^T Q; F_j = dL/d log e_j
@@ -441,7 +449,7 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
       end_extra += F0;
     }
     t.dP[end] += end_extra;
-    if constexpr (is_mlstm) t.dmr[end] += static_cast<float>(dm) - end_extra;  // m1 = m_end
+    if constexpr (is_mlstm) t.dmr[end] += dm - end_extra;  // m1 = m_end
     // dS0 = wS dS + (diag(w) Q)^T dO;  dn0 = wS dn + sum_i w_i dsg_i q_i
     for (std::int64_t i = 0; i < Lp; ++i)
       for (std::int64_t c = 0; c < Kp; ++c) t.Qw[i * Kp + c] = t.Q[i * Kp + c] * t.w[i];
@@ -455,27 +463,27 @@ void backward_scalar_head(const Gate& gate, const DGate& dgate, const bwd_args<E
       // dL/dm_i to the term that attains the max
       if (stab)
         for (std::int64_t i = 0; i < L; ++i) {
-          const float g = t.dmr[i];
-          if (g == 0.0f || t.mrow[i] == -infinity<double>()) continue;
+          const double g = t.dmr[i];
+          if (g == 0.0 || t.mrow[i] == -infinity<double>()) continue;
           t.dP[i] += g;
           if (t.arg[i] < 0) {
             dm0 += g;
           } else {
             t.dP[t.arg[i]] -= g;
-            t.dli[t.arg[i]] += g;
+            t.dli[t.arg[i]] += static_cast<float>(g);
           }
         }
       dm = stab ? dm0 : 0.0;
     }
     if constexpr (kind_of<Gate> == kind::scalar || is_mlstm) {
       // dL/d(log decay of t) = sum of dP_i over i >= t up to the next reset; a reset has none
-      float acc = 0;
+      double acc = 0;
       for (std::int64_t i = end; i >= 0; --i) {
         const bool reset = t.seg[i] == i;
-        acc = reset ? 0.0f : acc + t.dP[i];
+        acc = reset ? 0.0 : acc + t.dP[i];
         if constexpr (is_mlstm) {
           const double f = load<double>(gate.f(b, c0 + i, h));
-          put_grad(dgate.f, reset || acc == 0.0f ? 0.0 : acc * sigmoid_neg(f), b, c0 + i, h);
+          put_grad(dgate.f, reset || acc == 0.0 ? 0.0 : acc * sigmoid_neg(f), b, c0 + i, h);
           const double in = load<double>(gate.i(b, c0 + i, h)), dl = t.dli[i];
           put_grad(dgate.i, stab ? dl : dl == 0.0 ? 0.0 : dl * sigmoid_neg(in), b, c0 + i, h);
         } else {
@@ -528,7 +536,8 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
   auto sq = [&](std::int64_t n_) { return std::vector<float>(static_cast<std::size_t>(n_), 0.0f); };
   std::vector<float> Dq = sq(Lb * Lb), Dl = sq(Lb * Lb), Lm = sq(Lb * Lb), dL = sq(Lb * Lb), KK = sq(Lb * Lb),
                      dU = sq(Lb * Vp), dR = sq(Lb * Vp), S0t = sq(Vp * Kp), G2 = sq(Lb * Kp),
-                     Kn = sq(Lb * Kp), dbeta = sq(Lb), cE = sq(Lb), wend = sq(std::max(Kp, Vp));
+                     Kn = sq(Lb * Kp), dbeta = sq(Lb), wend = sq(std::max(Kp, Vp));
+  std::vector<double> cE(static_cast<std::size_t>(Lb)), erow(static_cast<std::size_t>(Lb));
 
   // Forward: the state at every checkpoint (row-major S, as the forward's slot holds it)
   for (std::int64_t i = 0; i < Kp; ++i)
@@ -568,7 +577,10 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
     }
     log_weight_row(w, end, 0, Lp, L, nullptr, 0.0, t.e.data());
     exp_inplace(t.e.data(), Lp);
-    for (std::int64_t i = 0; i < Lp; ++i) t.dP[i] = dbeta[i] = cE[i] = 0.0f;
+    for (std::int64_t i = 0; i < Lp; ++i) {
+      t.dP[i] = cE[i] = 0.0;
+      dbeta[i] = 0.0f;
+    }
     // Aqk = (Q K^T) (.) Dq; raw = dO U^T; E = raw (.) Aqk; dA = raw (.) Dq
     gemm(Lp, Lp, K, w.Q, Kp, 1, w.Kt, Lb, t.A.data(), Lb, false);
     gemm(Lp, Lp, V, t.dO.data(), Vp, 1, t.Vt.data(), Lb, t.dA.data(), Lb, false);
@@ -576,15 +588,13 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
       float* Ai = t.A.data() + i * Lb;
       float* Ri = t.dA.data() + i * Lb;
       const float* Di = Dq.data() + i * Lb;
-      float rs = 0;
       for (std::int64_t j = 0; j < Lp; ++j) {
         Ai[j] = Di[j] > 0.0f ? Ai[j] * Di[j] : 0.0f;
-        const float e = Ri[j] * Ai[j];
-        rs += e;
-        cE[j] += e;
+        erow[j] = Ri[j] * Ai[j];
+        cE[j] += erow[j];
         Ri[j] = Di[j] > 0.0f ? Ri[j] * Di[j] : 0.0f;
       }
-      t.dP[i] += rs;
+      t.dP[i] += sum_of<double>(erow.data(), Lp);
     }
     // dU = Aqk^T dO + diag(e) K dS
     for (std::int64_t j = 0; j < Lp; ++j)
@@ -597,18 +607,18 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
     gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, KK.data(), Lb, false, shape::lower_out);
     for (std::int64_t j = 0; j < Lp; ++j) {
       float* dLj = dL.data() + j * Lb;
-      float rs = 0, db = 0;
+      float* xk = Lm.data() + j * Lb;  // becomes dL/dLmat_jl D_jl (k_j . k_l)
+      const float bj = j < L ? w.bt[j] : 0.0f;
       for (std::int64_t l = 0; l < Lp; ++l) {
         const float d = Dl[j * Lb + l];
         const float x = l < j && j < L && d > 0.0f ? -dLj[l] : 0.0f;  // dL/dLmat_jl
-        const float e = x * Lm[j * Lb + l];                           // dL/dlog D(j, l)
-        rs += e;
-        cE[l] += e;
-        db += x * d * KK[j * Lb + l];
-        dLj[l] = x * (j < L ? w.bt[j] : 0.0f) * d;  // Y_jl: dL/d(k_j . k_l)
+        erow[l] = x * xk[l];                                          // dL/dlog D(j, l)
+        cE[l] += erow[l];
+        xk[l] = x * d * KK[j * Lb + l];
+        dLj[l] = x * bj * d;  // Y_jl: dL/d(k_j . k_l)
       }
-      t.dP[j] += rs;
-      dbeta[j] += db;
+      t.dP[j] += sum_of<double>(erow.data(), Lp);
+      dbeta[j] += sum_of<float>(xk, Lp);
     }
     for (std::int64_t j = 0; j < Lp; ++j) t.dP[j] -= cE[j];
     // dQ = diag(gamma) dO S0^T + dA K
@@ -658,10 +668,10 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
     it.store_rows(c0, L);
     for (std::int64_t i = 0; i < L; ++i) put_grad(dgate.beta, static_cast<double>(dbeta[i]), b, c0 + i, h);
     if constexpr (kind_of<Gate> == kind::gated_delta) {
-      float acc = 0;
+      double acc = 0;
       for (std::int64_t i = end; i >= 0; --i) {
-        acc = w.seg[i] == i ? 0.0f : acc + t.dP[i];  // a reset has no gradient
-        put_grad(dgate.g, static_cast<double>(acc), b, c0 + i, h);
+        acc = w.seg[i] == i ? 0.0 : acc + t.dP[i];  // a reset has no gradient
+        put_grad(dgate.g, acc, b, c0 + i, h);
       }
     }
   };
