@@ -468,6 +468,34 @@ TEST_CASE("linear_attention_backward: Kokkos' chunk form with weak decays (long 
     }
 }
 
+TEST_CASE("linear_attention_backward: mLSTM final stabilizer of -inf, serial and Kokkos agree",
+          "[linear_attention][backward][mlstm]") {
+  // a reset, then only -inf input gates: m_T = -inf is a constant (both branches of its max
+  // are -inf), so d_final_stabilizer passes nothing on; a review found the token loop sending
+  // it across the reset where the chunk form did not
+  const weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace> be;
+  problem p = make_problem<float>(gk::mlstm_exp, 1, 20, 1, 4, 3, 77, {.with_states = true});
+  for (auto& x : p.i) x = -INFINITY;
+  p.f[10] = -INFINITY;
+  const upstream u = make_upstream(p, 78, true);
+  const grads want = run_backward<weft::serial_backend, double>(weft::serial_backend{}, p, u);
+  const grads ser = run_backward<weft::serial_backend, float>(weft::serial_backend{}, p, u);
+  const grads got = run_backward<std::remove_const_t<decltype(be)>, float>(be, p, u);
+  for (auto [x, dx] : inputs(p)) {
+    INFO(tensor_name(dx));
+    CHECK(all_finite(got.*dx));
+    CHECK(rel_rmse(got.*dx, want.*dx) <= 1e-5);
+    CHECK(rel_rmse(ser.*dx, want.*dx) <= 1e-5);
+  }
+  upstream u0 = u;  // without d_final_stabilizer: the same gradients
+  for (auto& x : u0.dm1) x = 0.0;
+  const grads want0 = run_backward<weft::serial_backend, double>(weft::serial_backend{}, p, u0);
+  for (auto [x, dx] : inputs(p)) {
+    INFO(tensor_name(dx));
+    CHECK(want.*dx == want0.*dx);
+  }
+}
+
 TEST_CASE("linear_attention_backward: Kokkos' GLA chunk form, overflow in one chunk stays in that chunk",
           "[linear_attention][backward]") {
   // log gates of +12 on tokens 16..31: the running products of exp(g) overflow fp32 there (the

@@ -402,7 +402,10 @@ void token_backward(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba,
     if (mlstm_stabilized(gate)) {
       const double dmt = dm - fterm - iterm;  // dL/dm_t, complete
       double dmp = fterm;
-      if (!(lf + mp < li)) {  // the branch std::max took
+      if (m == -infinity<double>()) {
+        // both branches -inf (a reset, then no input): m_t is constant, it passes nothing on
+        // (as the chunk form, which skips such rows)
+      } else if (!(lf + mp < li)) {  // the branch std::max took
         dlf += dmt;
         dmp += dmt;
       } else {
