@@ -561,7 +561,8 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
     const std::int64_t c0 = r.t0 + s * C, L = std::min(C, r.t1 - c0), Lp = pad16(L), end = L - 1;
     if (s > 0) prefetch_bwd(ba, b, c0 - C, C, h);
     std::copy(S0, S0 + KVp, w.S);
-    delta_chunk_u(gate, a, b, h, c0, L, w);  // P, seg, bt, gam, Kr, Kt, Q, Wt, R (Vb), Lmat (A), Tm, U (Ub)
+    // P, seg, bt, gam, Kr, Kt, Q, Wt, R (Vb), Lmat (A), Tm, U (Ub), and k_j . k_l (KK)
+    delta_chunk_u(gate, a, b, h, c0, L, w, KK.data());
     for (std::int64_t x = 0; x < Lp * Lb; ++x) Lm[x] = w.A[x];
     pack_rows(t.dO.data(), Vp, &ba.dout(b, c0, h, 0), ds, L, Lp, V, Vp, 1.0f);
     pack_rows(t.Vb.data(), Vp, &a.v(b, c0, h, 0), a.v.stride(1), L, Lp, V, Vp, 1.0f);
@@ -604,7 +605,6 @@ void backward_delta_head(const Gate& gate, const DGate& dgate, const bwd_args<E>
     // dR = Tm^T dU; dLmat = -dR U^T below the diagonal
     gemm(Lp, Vp, Lp, w.Tm, 1, Lb, dU.data(), Vp, dR.data(), Vp, false);
     gemm(Lp, Lp, V, dR.data(), Vp, 1, t.Vt.data(), Lb, dL.data(), Lb, false);
-    gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, KK.data(), Lb, false, shape::lower_out);
     for (std::int64_t j = 0; j < Lp; ++j) {
       float* dLj = dL.data() + j * Lb;
       float* xk = Lm.data() + j * Lb;  // becomes dL/dLmat_jl D_jl (k_j . k_l)
@@ -878,6 +878,19 @@ void backward_vector_head(const Gate& gate, const DGate& dgate, const bwd_args<E
                     transpose_block(Sx, Kp, S.data(), Vp, Kp, Vp);
                   });
   it.store_ds0();
+}
+
+/// The chunk-form backward of one (sequence, head), by gate kind.
+template <class Gate, class DGate, class E>
+void backward_head(const Gate& gate, const DGate& dgate, const bwd_args<E>& ba, std::int64_t n,
+                   std::int64_t h) {
+  constexpr kind kd = kind_of<Gate>;
+  if constexpr (kd == kind::vector)
+    backward_vector_head(gate, dgate, ba, n, h);
+  else if constexpr (kd == kind::delta || kd == kind::gated_delta)
+    backward_delta_head(gate, dgate, ba, n, h);
+  else
+    backward_scalar_head(gate, dgate, ba, n, h);
 }
 
 }  // namespace weft::detail::la::host

@@ -575,10 +575,11 @@ void chunk_vector_head(const Gate& gate, const args<E>& a, const seq_range& r, s
 /// One chunk of the delta rules up to U: the decay table (P, seg), beta (bt), gamma (gam), the
 /// packed keys (Kr, Kt) and scaled queries (Q), K S0 (Wt), R = beta (V - diag(gamma) K S0)
 /// (Vb), Lmat (A), Tm = (I + Lmat)^-1 and U = Tm R (Ub), for the L tokens from c0 and the
-/// state S0 in w.S. Shared by the forward and the backward's recomputation.
+/// state S0 in w.S. Shared by the forward and the backward's recomputation, which also asks
+/// for the keys' products k_j . k_l (l < j, 0 elsewhere) in kk (Lp x Lb).
 template <class Gate, class E>
 void delta_chunk_u(const Gate& gate, const args<E>& a, std::int64_t b, std::int64_t h, std::int64_t c0,
-                   std::int64_t L, const slot& w) {
+                   std::int64_t L, const slot& w, float* kk = nullptr) {
   const std::int64_t K = a.K, Kp = w.Kp, Vp = w.Vp, Lb = w.Lb, Lp = pad16(L);
   decay_table(gate, b, c0, L, h, w);
   for (std::int64_t s = 0; s < L; ++s) {
@@ -597,6 +598,9 @@ void delta_chunk_u(const Gate& gate, const args<E>& a, std::int64_t b, std::int6
       w.Vb[j * Vp + e] = w.bt[j] * (w.Vb[j * Vp + e] - w.gam[j] * w.Wt[j * Vp + e]);
   // Lmat = beta_j D(j,l) (k_j . k_l), l < j     (Lp x Lp, in A)
   gemm(Lp, Lp, K, w.Kr, Kp, 1, w.Kt, Lb, w.A, Lb, false, shape::lower_out);
+  if (kk)
+    for (std::int64_t j = 0; j < Lp; ++j)
+      for (std::int64_t l = 0; l < Lp; ++l) kk[j * Lb + l] = l < j ? w.A[j * Lb + l] : 0.0f;
   for (std::int64_t j = 0; j < Lp; ++j) {
     log_weight_row(w, j < L ? j : 0, 0, Lp, j < L ? j : 0, nullptr, 0.0, w.wrow);  // l < j
     exp_inplace(w.wrow, Lp);

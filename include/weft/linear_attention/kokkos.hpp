@@ -163,26 +163,11 @@ struct linear_attention_backward_impl<kokkos_backend<Exec>> {
     const std::int64_t items = ba.f.N * ba.f.H;
     if (items == 0) return;
     using policy = Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>;
-    constexpr detail::la::kind kd = detail::la::kind_of<Gate>;
-    if constexpr ((kd == detail::la::kind::none || kd == detail::la::kind::scalar ||
-                   kd == detail::la::kind::mlstm) &&
-                  !std::is_same_v<E, double>) {
-      // the tiled chunk form (host_backward.hpp)
-      Kokkos::parallel_for(
-          "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
-            detail::la::host::backward_scalar_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
-          });
-    } else if constexpr ((kd == detail::la::kind::delta || kd == detail::la::kind::gated_delta) &&
-                         !std::is_same_v<E, double>) {
+    if constexpr (!std::is_same_v<E, double>) {  // the tiled chunk form (host_backward.hpp)
       Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
                            [=](std::int64_t it) {
-                             detail::la::host::backward_delta_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
+                             detail::la::host::backward_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
                            });
-    } else if constexpr (kd == detail::la::kind::vector && !std::is_same_v<E, double>) {
-      Kokkos::parallel_for(
-          "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
-            detail::la::host::backward_vector_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
-          });
     } else {
       Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
                            [=](std::int64_t it) { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
