@@ -29,9 +29,48 @@ struct cuda_backend {
   static constexpr bool host_accessible = false;
 
   cudaStream_t stream = nullptr;
+  /// Keeps a stream this backend made (second_resource) alive; empty for the caller's stream.
+  std::shared_ptr<CUstream_st> owned_stream{};
 
   static constexpr const char* name() { return "cuda"; }
   void fence() const { detail::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize"); }
+
+  /// A cudaEvent_t recorded on the stream (timing disabled), destroyed with the last copy.
+  struct event {
+    std::shared_ptr<CUevent_st> handle;
+    void synchronize() const { detail::cuda_check(cudaEventSynchronize(handle.get()), "cudaEventSynchronize"); }
+    bool ready() const {
+      const cudaError_t e = cudaEventQuery(handle.get());
+      if (e == cudaErrorNotReady) return false;
+      detail::cuda_check(e, "cudaEventQuery");
+      return true;
+    }
+  };
+  event record_event() const {
+    cudaEvent_t e = nullptr;
+    detail::cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    event ev{std::shared_ptr<CUevent_st>(e, [](cudaEvent_t q) { cudaEventDestroy(q); })};
+    detail::cuda_check(cudaEventRecord(e, stream), "cudaEventRecord");
+    return ev;
+  }
+  /// Later work on this stream waits for `ev` on the device (the host does not block).
+  void wait_event(const event& ev) const {
+    detail::cuda_check(cudaStreamWaitEvent(stream, ev.handle.get(), 0), "cudaStreamWaitEvent");
+  }
+  /// A backend on a new non-blocking stream of the current device (freed with its last copy).
+  cuda_backend second_resource() const {
+    cudaStream_t s = nullptr;
+    detail::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    return cuda_backend{s, std::shared_ptr<CUstream_st>(s, [](cudaStream_t q) { cudaStreamDestroy(q); })};
+  }
+
+  /// Copies `bytes` from device (or managed) memory to host memory, ordered on the stream,
+  /// and waits for them.
+  void copy_to_host_bytes(void* dst, const void* src, std::size_t bytes) const {
+    if (bytes == 0) return;
+    detail::cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+    fence();
+  }
 
   scratch_buffer allocate(std::size_t bytes) const {
     if (bytes == 0) return {};

@@ -25,6 +25,13 @@
 #define WEFT_FORCE_INLINE inline
 #endif
 
+/// A helper kept out of line (one copy per program: compile time and code size).
+#if defined(__GNUC__) || defined(__clang__)
+#define WEFT_NOINLINE inline __attribute__((noinline))
+#else
+#define WEFT_NOINLINE inline
+#endif
+
 /// Pointers that alias no other pointer of the function (lets compilers vectorise).
 #if defined(__GNUC__) || defined(__clang__) || defined(__CUDACC__)
 #define WEFT_RESTRICT __restrict__

@@ -43,9 +43,22 @@ WEFT_INLINE float bits_float(std::uint32_t u) {
 #endif
 }
 
+/// fp32 bit patterns: +infinity (the exponent all ones) and the default quiet NaN. Compare
+/// `bits & 0x7fffffff` with f32_inf_bits: equal means +-inf, above means NaN.
+inline constexpr std::uint32_t f32_inf_bits = 0x7f800000u;
+inline constexpr std::uint32_t f32_qnan_bits = 0x7fc00000u;
+
+/// +inf and -inf in fp32, callable in device code (no numeric_limits there).
+WEFT_INLINE float pos_inf() {
+  return bits_float(f32_inf_bits);
+}
+WEFT_INLINE float neg_inf() {
+  return -bits_float(f32_inf_bits);
+}
+
 WEFT_INLINE std::uint16_t float_to_bf16_bits(float f) {
   std::uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep sign and upper payload, make quiet
+  if ((u & 0x7fffffffu) > f32_inf_bits) {  // NaN: keep sign and upper payload, make quiet
     return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
   }
   // Round to nearest even on bit 16: add 0x7fff plus the lowest kept bit. A carry into the
@@ -62,7 +75,7 @@ WEFT_INLINE std::uint16_t float_to_f16_bits(float f) {
   const std::uint32_t u = float_bits(f);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
   const std::uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) {  // NaN
+  if (a > f32_inf_bits) {  // NaN
     return static_cast<std::uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
   }
   if (a >= 0x47800000u) {  // >= 2^16 (and Inf): beyond the largest finite value after rounding
@@ -94,7 +107,7 @@ WEFT_INLINE float f16_bits_to_float(std::uint16_t h) {
     const float v = static_cast<float>(m) * 5.9604644775390625e-8f;
     return bits_float(float_bits(v) | sign);
   }
-  if (e == 31) return bits_float(sign | 0x7f800000u | (m << 13));  // Inf / NaN (payload kept)
+  if (e == 31) return bits_float(sign | f32_inf_bits | (m << 13));  // Inf / NaN (payload kept)
   return bits_float(sign | ((e + 112u) << 23) | (m << 13));
 }
 

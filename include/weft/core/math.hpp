@@ -24,9 +24,9 @@ WEFT_INLINE constexpr I round_up(I a, I b) {
 template <class T>
 WEFT_INLINE T infinity() {
   if constexpr (std::is_same_v<T, double>) {
-    return static_cast<double>(detail::bits_float(0x7f800000u));  // fp32 inf widens exactly
+    return static_cast<double>(detail::pos_inf());  // fp32 inf widens exactly
   } else {
-    return detail::bits_float(0x7f800000u);
+    return detail::pos_inf();
   }
 }
 
@@ -58,7 +58,7 @@ WEFT_INLINE bool is_finite(T x) {
 
 /// True for NaN; stable under -ffast-math style assumptions since it looks at bits.
 WEFT_INLINE bool is_nan(float x) {
-  return (detail::float_bits(x) & 0x7fffffffu) > 0x7f800000u;
+  return (detail::float_bits(x) & 0x7fffffffu) > detail::f32_inf_bits;
 }
 WEFT_INLINE bool is_nan(double x) {
   return x != x;

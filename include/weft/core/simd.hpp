@@ -1,0 +1,347 @@
+// weft/core/simd.hpp - the lanes layer every family's CPU fast paths share.
+//
+// One vocabulary for explicit 16-lane fp32 work on the host:
+//
+//   f32x16 i32x16 u32x16 f64x8 ...   GCC / Clang vector types (one 64-byte register on AVX-512;
+//                                    the compiler splits them on narrower targets)
+//   load store splat select          memory <-> lanes, broadcast, per-lane choice
+//   as_int as_float                  bit casts
+//   vexp exp_inplace                 exp of 16 lanes (~1 ulp), and of a row of any length
+//   vmax hmax mask mask_ge ...       lane-wise maxima and compare masks (decode's row scans)
+//   lane_sum dot sum_of              fixed-order sums: host and device, any element type
+//
+// Why explicit lanes: a sum or max over a row is in order per lane, which compilers will not
+// vectorise from scalar code without -ffast-math (they may not reassociate). With the lanes
+// explicit, the bracketing is fixed by the source, so results are bitwise repeatable on any
+// thread count and on every target that has the types; the fallbacks do the same operations
+// in the same order lane by lane.
+//
+// Alternatives measured before writing this by hand (std::experimental::simd, Google Highway):
+// docs/architecture.md, "The lanes layer".
+//
+// Macros (all WEFT_-prefixed; the only ones this header defines):
+//   WEFT_SIMD_EXT              1 where the vector types are GCC / Clang vector extensions
+//   WEFT_NO_VECTORIZE_BEGIN/END  GCC under ASan: no loop vectorisation in between (ASan's fake
+//                              stack does not honour the 64-byte alignment GCC's vectoriser
+//                              gives local arrays); nothing elsewhere
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "weft/core/config.hpp"
+#include "weft/core/dtype.hpp"
+
+#if defined(__GNUC__)
+#define WEFT_SIMD_EXT 1
+#else
+#define WEFT_SIMD_EXT 0
+#endif
+
+#if WEFT_SIMD_EXT && defined(__x86_64__) && (defined(__AVX512F__) || defined(__AVX512DQ__)) && \
+    !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
+
+#if defined(__SANITIZE_ADDRESS__) && defined(__GNUC__) && !defined(__clang__)
+#define WEFT_NO_VECTORIZE_BEGIN _Pragma("GCC push_options") _Pragma("GCC optimize(\"no-tree-vectorize\")")
+#define WEFT_NO_VECTORIZE_END _Pragma("GCC pop_options")
+#else
+#define WEFT_NO_VECTORIZE_BEGIN
+#define WEFT_NO_VECTORIZE_END
+#endif
+
+// The helpers below pass 64-byte vectors by value. Built without AVX-512, GCC notes that their
+// calling convention differs from an AVX-512 build (-Wpsabi). They are inline and internal to
+// the library's headers (always inlined or `static`), so no call crosses translation units
+// built for different targets; the note is silenced for this header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace weft::detail::simd {
+
+inline constexpr int lanes = 16;  ///< fp32 lanes per vector value (one AVX-512 register)
+
+// ---------------------------------------------------------------------------------------
+// Fixed-order sums (host and device, any arithmetic type A)
+// ---------------------------------------------------------------------------------------
+/// Lanes of the fixed-order partial sums: W interleaved accumulators, added in a fixed tree,
+/// so that compilers vectorise them without reordering anything at run time.
+inline constexpr int sum_lanes = 16;
+
+/// acc[0] + ... + acc[15] as a fixed tree: (0+8, 1+9, ...), then halves.
+template <class A>
+WEFT_FORCE_INLINE A lane_sum(const A* acc) {
+  A s[sum_lanes / 2];
+  for (int l = 0; l < sum_lanes / 2; ++l) s[l] = acc[l] + acc[l + sum_lanes / 2];
+  for (int w = sum_lanes / 4; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) s[l] += s[l + w];
+  return s[0];
+}
+
+/// sum_j x_j y_j (fixed order).
+template <class A>
+A dot(const A* WEFT_RESTRICT x, const A* WEFT_RESTRICT y, std::int64_t n) {
+  A acc[sum_lanes] = {};
+  std::int64_t j = 0;
+  for (; j + sum_lanes <= n; j += sum_lanes)
+    for (int l = 0; l < sum_lanes; ++l) acc[l] += x[j + l] * y[j + l];
+  for (int l = 0; j < n; ++j, ++l) acc[l] += x[j] * y[j];
+  return lane_sum(acc);
+}
+
+/// sum_j x_j (fixed order).
+template <class A>
+A sum_of(const A* WEFT_RESTRICT x, std::int64_t n) {
+  A acc[sum_lanes] = {};
+  std::int64_t j = 0;
+  for (; j + sum_lanes <= n; j += sum_lanes)
+    for (int l = 0; l < sum_lanes; ++l) acc[l] += x[j + l];
+  for (int l = 0; j < n; ++j, ++l) acc[l] += x[j];
+  return lane_sum(acc);
+}
+
+// ---------------------------------------------------------------------------------------
+// Vector types
+// ---------------------------------------------------------------------------------------
+#if WEFT_SIMD_EXT
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef std::int32_t i32x16 __attribute__((vector_size(64)));
+typedef std::uint32_t u32x16 __attribute__((vector_size(64)));
+typedef std::uint64_t u64x8 __attribute__((vector_size(64)));
+typedef double f64x8 __attribute__((vector_size(64)));
+typedef std::uint16_t u16x16 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef std::int32_t i32x8 __attribute__((vector_size(32)));
+typedef std::int32_t i32x4 __attribute__((vector_size(16)));
+
+WEFT_FORCE_INLINE f32x16 splat(float x) {
+  return x - f32x16{};  // x - 0 == x for every x (-0 included): the compiler emits a broadcast
+}
+WEFT_FORCE_INLINE f32x16 select(i32x16 mask, f32x16 a, f32x16 b) {
+  return mask ? a : b;
+}
+#else
+// Portable fallback: 16-element arrays with element-wise operators (the same operations, lane
+// by lane, so results equal the vector-extension build's).
+template <class T>
+struct vec16 {
+  T x[lanes];
+  T& operator[](int i) { return x[i]; }
+  T operator[](int i) const { return x[i]; }
+};
+using f32x16 = vec16<float>;
+using i32x16 = vec16<std::int32_t>;
+#define WEFT_SIMD_BINOP(TYPE, OP)                              \
+  inline TYPE operator OP(TYPE a, const TYPE& b) {             \
+    for (int l = 0; l < lanes; ++l) a.x[l] = a.x[l] OP b.x[l]; \
+    return a;                                                  \
+  }                                                            \
+  inline TYPE& operator OP##=(TYPE& a, const TYPE& b) {        \
+    return a = a OP b;                                         \
+  }
+WEFT_SIMD_BINOP(f32x16, +)
+WEFT_SIMD_BINOP(f32x16, -)
+WEFT_SIMD_BINOP(f32x16, *)
+WEFT_SIMD_BINOP(i32x16, +)
+WEFT_SIMD_BINOP(i32x16, -)
+#undef WEFT_SIMD_BINOP
+inline i32x16 operator<<(i32x16 a, int s) {
+  for (int l = 0; l < lanes; ++l) a.x[l] = static_cast<std::int32_t>(static_cast<std::uint32_t>(a.x[l]) << s);
+  return a;
+}
+inline i32x16 operator<(const f32x16& a, const f32x16& b) {
+  i32x16 r;
+  for (int l = 0; l < lanes; ++l) r.x[l] = a.x[l] < b.x[l] ? -1 : 0;
+  return r;
+}
+inline i32x16 operator>(const f32x16& a, const f32x16& b) {
+  return b < a;
+}
+inline f32x16 splat(float x) {
+  f32x16 r;
+  for (int l = 0; l < lanes; ++l) r.x[l] = x;
+  return r;
+}
+inline f32x16 select(const i32x16& m, const f32x16& a, const f32x16& b) {
+  f32x16 r;
+  for (int l = 0; l < lanes; ++l) r.x[l] = m.x[l] ? a.x[l] : b.x[l];
+  return r;
+}
+#endif
+
+WEFT_FORCE_INLINE i32x16 as_int(const f32x16& x) {
+  i32x16 r;
+  std::memcpy(&r, &x, sizeof r);
+  return r;
+}
+WEFT_FORCE_INLINE f32x16 as_float(const i32x16& x) {
+  f32x16 r;
+  std::memcpy(&r, &x, sizeof r);
+  return r;
+}
+/// 16 floats from p (any alignment).
+WEFT_FORCE_INLINE f32x16 load(const float* p) {
+  f32x16 r;
+  std::memcpy(&r, p, sizeof r);
+  return r;
+}
+/// 16 floats to p (any alignment).
+WEFT_FORCE_INLINE void store(float* p, const f32x16& x) {
+  std::memcpy(p, &x, sizeof x);
+}
+
+/// exp(x) for 16 lanes, ~1 ulp: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2,
+/// exp(r) by Cephes' expf minimax polynomial. exp(-inf) = 0; x < -87.3 flushes to 0 (no
+/// subnormals); x > 88.3 gives inf; NaN is not expected (callers check their inputs).
+/// (The scalar host/device exp of the decode family, detail::decode::fast_exp, rounds n half
+/// away from zero and handles NaN: its results differ from these in the last bit at ties, so
+/// the two are kept apart; each family's results stay what they were.)
+WEFT_FORCE_INLINE f32x16 vexp(f32x16 x) {
+  const f32x16 lo = splat(-87.3f), hi = splat(88.3f);
+  const i32x16 under = x < lo, over = x > hi;
+  x = select(under, lo, select(over, hi, x));
+  const f32x16 magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const f32x16 t = x * splat(1.44269504088896341f) + magic;
+  const f32x16 n = t - magic;
+  const i32x16 ni = as_int(t) - as_int(magic);  // the integer n, exactly
+  f32x16 r = x - n * splat(0.693359375f);       // Cody-Waite: ln2 = 0.693359375 - 2.12194440e-4
+  r = r + n * splat(2.12194440e-4f);
+  f32x16 p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * (r * r) + r + splat(1.0f);
+  // 2^n as a float: n in [-126, 127] after the clamp, so the biased exponent is in [1, 254].
+  const f32x16 pow2 = as_float((ni + 127) << 23);
+  f32x16 y = p * pow2;
+  y = select(under, splat(0.0f), y);
+  y = select(over, splat(INFINITY), y);
+  return y;
+}
+
+/// exp of n floats in place (n any), through vexp.
+WEFT_NOINLINE void exp_inplace(float* x, std::int64_t n) {
+  std::int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) store(x + i, vexp(load(x + i)));
+  if (i < n) {
+    float tmp[lanes] = {};
+    for (std::int64_t j = i; j < n; ++j) tmp[j - i] = x[j];
+    store(tmp, vexp(load(tmp)));
+    for (std::int64_t j = i; j < n; ++j) x[j] = tmp[j - i];
+  }
+}
+
+#if WEFT_SIMD_EXT && !defined(__CUDACC__)
+// ---------------------------------------------------------------------------------------
+// Row scans: maxima, compare masks, wide sums (vector extensions only; callers keep a scalar
+// path with the same results for other compilers and device code)
+// ---------------------------------------------------------------------------------------
+/// 16 bf16 from p, widened exactly (bf16 is the upper half of an fp32).
+WEFT_FORCE_INLINE f32x16 load(const bf16* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
+}
+/// a > b ? a : b per lane (b when either is NaN), as x86 maxps.
+WEFT_FORCE_INLINE f32x16 vmax(f32x16 a, f32x16 b) {
+  return a > b ? a : b;
+}
+WEFT_FORCE_INLINE u32x16 vmax(u32x16 a, u32x16 b) {
+  return a > b ? a : b;
+}
+/// |bits| of each lane: > 0x7f800000 means NaN.
+WEFT_FORCE_INLINE u32x16 abs_bits(f32x16 a) {
+  return reinterpret_cast<u32x16>(a) & 0x7fffffffu;
+}
+/// Largest lane (a shuffle tree; with NaN lanes the result is unspecified).
+WEFT_FORCE_INLINE float hmax(f32x16 a) {
+  a = vmax(a, __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  return a[0];
+}
+WEFT_FORCE_INLINE std::uint32_t hmax(u32x16 a) {
+  std::uint32_t t[16];
+  std::memcpy(t, &a, sizeof t);
+  std::uint32_t m = t[0];
+  for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
+  return m;
+}
+/// Bit l set when lane l of a compare result is true (an OR tree over the lane bits).
+WEFT_FORCE_INLINE std::uint32_t mask(i32x16 m) {
+#if defined(__x86_64__) && defined(__AVX512DQ__)
+  // the sign bit of each lane into a mask register (vpmovd2m)
+  return static_cast<std::uint32_t>(_mm512_movepi32_mask(reinterpret_cast<__m512i>(m)));
+#endif
+  const i32x16 bits = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+  const i32x16 b = m & bits;
+  i32x8 lo, hi;
+  std::memcpy(&lo, &b, sizeof lo);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&b) + sizeof lo, sizeof hi);
+  lo |= hi;
+  i32x4 l4, h4;
+  std::memcpy(&l4, &lo, sizeof l4);
+  std::memcpy(&h4, reinterpret_cast<const char*>(&lo) + sizeof l4, sizeof h4);
+  l4 |= h4;
+  return static_cast<std::uint32_t>(l4[0] | l4[1] | l4[2] | l4[3]);
+}
+/// Bit l set when lane l of a is >= t (false for NaN lanes).
+WEFT_FORCE_INLINE std::uint32_t mask_ge(f32x16 a, float t) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  return static_cast<std::uint32_t>(
+      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), _mm512_set1_ps(t), _CMP_GE_OQ));
+#else
+  return mask(a >= splat(t));
+#endif
+}
+/// Bit l set when lane l of a is > lane l of b.
+WEFT_FORCE_INLINE std::uint32_t mask_gt(f32x16 a, f32x16 b) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  return static_cast<std::uint32_t>(
+      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), _CMP_GT_OQ));
+#else
+  return mask(a > b);
+#endif
+}
+/// Bit 16 q + l set when lane l of v[q] is >= t (four vectors: one 64-bit mask).
+WEFT_FORCE_INLINE std::uint64_t mask64_ge(f32x16 v0, f32x16 v1, f32x16 v2, f32x16 v3, float t) {
+#if defined(__x86_64__) && defined(__AVX512BW__)
+  const __m512 tv = _mm512_set1_ps(t);
+  const auto ge = [&](f32x16 a) { return _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), tv, _CMP_GE_OQ); };
+  return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(ge(v3), ge(v2)), _mm512_kunpackw(ge(v1), ge(v0))));
+#else
+  return static_cast<std::uint64_t>(mask_ge(v0, t)) | static_cast<std::uint64_t>(mask_ge(v1, t)) << 16 |
+         static_cast<std::uint64_t>(mask_ge(v2, t)) << 32 | static_cast<std::uint64_t>(mask_ge(v3, t)) << 48;
+#endif
+}
+/// Adds 16 floats to two 8-lane double accumulators (lanes 0-7 and 8-15).
+WEFT_FORCE_INLINE void add_wide(f64x8& lo, f64x8& hi, f32x16 x) {
+  f32x8 a, b;
+  std::memcpy(&a, &x, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const char*>(&x) + sizeof a, sizeof b);
+  lo += __builtin_convertvector(a, f64x8);
+  hi += __builtin_convertvector(b, f64x8);
+}
+/// The 16 lane sums in lane order.
+WEFT_FORCE_INLINE double hsum(f64x8 lo, f64x8 hi) {
+  double t[16];
+  std::memcpy(t, &lo, sizeof lo);
+  std::memcpy(t + 8, &hi, sizeof hi);
+  double s = 0.0;
+  for (int l = 0; l < 16; ++l) s += t[l];
+  return s;
+}
+#endif  // WEFT_SIMD_EXT && !__CUDACC__
+
+}  // namespace weft::detail::simd
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
