@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs weft's benchmarks and reports them beside their peers (same run).
 
-  python3 bench/perf.py run    [--build build/default] [--out bench/results/run.json] [--filter REGEX]
+  python3 bench/perf.py run    [--build build/default] [--out bench/results/run.json] [--filter REGEX] [--families]
   python3 bench/perf.py report [bench/results/run.json] [--plots docs/perf]
 
 `run` executes every bench/*/bench_* binary of the build with 2 OpenMP threads bound one per
@@ -100,6 +100,15 @@ def run(args):
     with open(args.out, "w") as f:
         json.dump(merged, f, indent=1)
     print(f"wrote {args.out}", file=sys.stderr)
+    if args.families:
+        family_of = {os.path.basename(b): os.path.basename(os.path.dirname(b)) for b in binaries}
+        for fam in sorted({family_of[bm["binary"]] for bm in merged["benchmarks"]}):
+            path = os.path.join("bench", "results", f"{fam}.json")
+            part = {"context": merged["context"],
+                    "benchmarks": [bm for bm in merged["benchmarks"] if family_of[bm["binary"]] == fam]}
+            with open(path, "w") as f:
+                json.dump(part, f, indent=1)
+            print(f"wrote {path}", file=sys.stderr)
 
 
 def medians(data):
@@ -194,6 +203,7 @@ def main():
     r.add_argument("--build", default="build/default")
     r.add_argument("--out", default="bench/results/run.json")
     r.add_argument("--filter", default="")
+    r.add_argument("--families", action="store_true", help="also write bench/results/<family>.json")
     q = sub.add_parser("report")
     q.add_argument("file", nargs="?", default="bench/results/run.json")
     q.add_argument("--plots", default="")

@@ -21,7 +21,7 @@ export DEBIAN_FRONTEND=noninteractive
 # ---------------------------------------------------------------------------
 apt_packages=(build-essential g++ git ca-certificates ninja-build ccache pkg-config
               libopenmpi-dev openmpi-bin libbenchmark-dev libopenblas-dev libtbb-dev
-              python3 xz-utils dpkg-dev librandom123-dev)
+              python3 xz-utils dpkg-dev librandom123-dev libhwy-dev)
 backport_packages=(cmake libcatch2-dev)
 
 have_all_packages() {

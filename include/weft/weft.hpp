@@ -8,6 +8,8 @@
 #include "weft/core/error.hpp"
 #include "weft/core/math.hpp"
 #include "weft/core/random.hpp"
+#include "weft/core/services.hpp"
+#include "weft/core/simd.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/decode.hpp"

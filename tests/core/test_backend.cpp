@@ -24,7 +24,8 @@ TEMPLATE_LIST_TEST_CASE("events order work across a backend and its second resou
   const std::int64_t n = 4097;
   std::vector<float> hx(n);
   for (std::int64_t i = 0; i < n; ++i) hx[i] = static_cast<float>(i % 7);
-  weft_test::buffer<B, float> x(be, hx), y(be, std::vector<float>(n, -1.0f)), z(be, std::vector<float>(n, -1.0f));
+  weft_test::buffer<B, float> x(be, hx), y(be, std::vector<float>(n, -1.0f)),
+      z(be, std::vector<float>(n, -1.0f));
   weft::inclusive_scan(be, weft::make_view(x.data(), n), weft::make_view(y.data(), n), weft::plus{});
   const auto ev = be.record_event();
   side.wait_event(ev);
@@ -57,7 +58,8 @@ TEMPLATE_LIST_TEST_CASE("copy_to_host: contiguous, strided and empty views", "[b
 
   // every third element: a rank-1 view with stride 3
   const std::int64_t ext[1] = {8}, str[1] = {3};
-  const auto every3 = weft::detail::copy_to_host(be, weft::tensor_view<const std::int64_t, 1>(d.data(), ext, str));
+  const auto every3 =
+      weft::detail::copy_to_host(be, weft::tensor_view<const std::int64_t, 1>(d.data(), ext, str));
   REQUIRE(every3.size() == 8);
   for (int i = 0; i < 8; ++i) CHECK(every3[i] == 100 + 3 * i);
 
@@ -92,7 +94,8 @@ TEMPLATE_LIST_TEST_CASE("item_runner: every item once, scratch private to the wo
   // slot between two workers would show as a mismatch
   R::run(be, "weft::test_items", n, per, weft::workspace{}, "test", [=](std::int64_t i, void* scratch) {
     auto* s = static_cast<std::int64_t*>(scratch);
-    for (std::size_t k = 0; k < per / sizeof(std::int64_t); ++k) s[k] = i * 1000 + static_cast<std::int64_t>(k);
+    for (std::size_t k = 0; k < per / sizeof(std::int64_t); ++k)
+      s[k] = i * 1000 + static_cast<std::int64_t>(k);
     std::int64_t acc = 0;
     for (std::size_t k = 0; k < per / sizeof(std::int64_t); ++k) acc += s[k] - i * 1000;
     o[i] = acc + i;
@@ -133,8 +136,8 @@ TEMPLATE_LIST_TEST_CASE("first_failure and any_element find the first bad item",
   CHECK(weft::detail::any_element(be, "weft::test_any", weft::make_view(v.data(), 300), is_neg));
   // strided: element 299 is outside a view of every other element of the first 298
   const std::int64_t ext[1] = {149}, str[1] = {2};
-  CHECK_FALSE(weft::detail::any_element(be, "weft::test_any", weft::tensor_view<const float, 1>(v.data(), ext, str),
-                                        is_neg));
+  CHECK_FALSE(weft::detail::any_element(be, "weft::test_any",
+                                        weft::tensor_view<const float, 1>(v.data(), ext, str), is_neg));
   v[148] = -2.0f;
   CHECK(weft::detail::any_element(be, "weft::test_any", weft::tensor_view<const float, 1>(v.data(), ext, str),
                                   is_neg));

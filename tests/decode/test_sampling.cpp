@@ -58,7 +58,6 @@ const weft_test::sample_spec specs[] = {{1.0, 0, 1.0, 0.0},   {0.7, 0, 1.0, 0.0}
 template <class Key>
 std::int32_t brute_min_p(const float* row, std::int64_t V, const Key& key, float log_min_p,
                          const weft::detail::decode::row_key& rk) {
-  namespace dd = weft::detail::decode;
   float m = -INFINITY;
   for (std::int64_t i = 0; i < V; ++i) m = std::max(m, key(row[i]));
   float best = -INFINITY;
@@ -66,7 +65,8 @@ std::int32_t brute_min_p(const float* row, std::int64_t V, const Key& key, float
   for (std::int64_t i = 0; i < V; ++i) {
     const float xi = key(row[i]);
     if (!(xi - m >= log_min_p)) continue;
-    const float sc = dd::race_score(xi, dd::draw_word(rk, dd::stream::sample, 0, i));
+    const float sc = weft::detail::decode::race_score(
+        xi, weft::detail::decode::draw_word(rk, weft::detail::decode::stream::sample, 0, i));
     if (sc > best) {
       best = sc;
       arg = static_cast<std::int32_t>(i);
@@ -83,13 +83,12 @@ std::string spec_name(const weft_test::sample_spec& s) {
 }  // namespace
 
 TEST_CASE("decode math: fast_exp / fast_log / exponential variates", "[decode][math]") {
-  namespace dd = weft::detail::decode;
   double worst_exp = 0, worst_log = 0;
   for (float x = -87.0f; x < 88.7f; x += 0.0173f) {
     const double want = std::exp(static_cast<double>(x));
     const float wf = static_cast<float>(want);
     const double ulp = std::nextafter(wf, INFINITY) - wf;
-    worst_exp = std::max(worst_exp, std::abs(dd::fast_exp(x) - want) / ulp);
+    worst_exp = std::max(worst_exp, std::abs(weft::detail::decode::fast_exp(x) - want) / ulp);
   }
   for (std::uint32_t b = 1; b < 0x7f800000u; b += 104729) {
     float x;
@@ -98,31 +97,33 @@ TEST_CASE("decode math: fast_exp / fast_log / exponential variates", "[decode][m
     if (std::abs(want) < 1e-3) continue;
     const float wf = static_cast<float>(want);
     const double ulp = std::nextafter(std::abs(wf), INFINITY) - std::abs(wf);
-    worst_log = std::max(worst_log, std::abs(dd::fast_log(x) - want) / ulp);
+    worst_log = std::max(worst_log, std::abs(weft::detail::decode::fast_log(x) - want) / ulp);
   }
   CHECK(worst_exp <= 2.0);
   CHECK(worst_log <= 2.0);
-  CHECK(dd::fast_exp(-INFINITY) == 0.0f);
-  CHECK(std::isinf(dd::fast_exp(89.0f)));
-  CHECK(std::isnan(dd::fast_exp(NAN)));
-  CHECK(dd::fast_log(0.0f) == -INFINITY);
-  CHECK(std::isnan(dd::fast_log(-1.0f)));
-  CHECK(dd::fast_log(INFINITY) == INFINITY);
+  CHECK(weft::detail::decode::fast_exp(-INFINITY) == 0.0f);
+  CHECK(std::isinf(weft::detail::decode::fast_exp(89.0f)));
+  CHECK(std::isnan(weft::detail::decode::fast_exp(NAN)));
+  CHECK(weft::detail::decode::fast_log(0.0f) == -INFINITY);
+  CHECK(std::isnan(weft::detail::decode::fast_log(-1.0f)));
+  CHECK(weft::detail::decode::fast_log(INFINITY) == INFINITY);
   // E(r) = -log((r + 1/2) / 2^32) to 4e-7 relative over the whole word range, never 0.
   for (std::uint64_t r = 0; r <= 0xffffffffull; r += 65537) {
     const double u = (static_cast<double>(r) + 0.5) / 4294967296.0;
     const double want = -std::log(u);
-    const float got = dd::exponential_from_bits(static_cast<std::uint32_t>(r));
+    const float got = weft::detail::decode::exponential_from_bits(static_cast<std::uint32_t>(r));
     REQUIRE(std::abs(got - want) <= 4e-7 * want);
     // the pruning bound of the race holds for the computed E
-    REQUIRE(-std::log(static_cast<double>(got)) <= dd::neglog_e_bound(static_cast<std::uint32_t>(r)) + 1e-6);
+    REQUIRE(-std::log(static_cast<double>(got)) <=
+            weft::detail::decode::neglog_e_bound(static_cast<std::uint32_t>(r)) + 1e-6);
   }
   for (std::uint32_t r : {0u, 1u, 0x7fffffffu, 0x80000000u, 0xfffffffeu, 0xffffffffu}) {
     const double u = (static_cast<double>(r) + 0.5) / 4294967296.0;
-    CHECK(std::abs(dd::exponential_from_bits(r) + std::log1p(-(1 - u))) <= 4e-7 * -std::log(u));
+    CHECK(std::abs(weft::detail::decode::exponential_from_bits(r) + std::log1p(-(1 - u))) <=
+          4e-7 * -std::log(u));
     // the pruning bound of the race: -log E <= k ln 2
-    CHECK(-std::log(static_cast<double>(dd::exponential_from_bits(r))) <=
-          dd::neglog_e_bound(r) + dd::race_slack(23.0f));
+    CHECK(-std::log(static_cast<double>(weft::detail::decode::exponential_from_bits(r))) <=
+          weft::detail::decode::neglog_e_bound(r) + weft::detail::decode::race_slack(23.0f));
   }
 }
 
@@ -269,7 +270,6 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential ra
   // token = argmax_{i in S} (x_i - log E_i), ties to the lowest id, E_i from the row's Philox
   // word of id i. The engine prunes groups, compresses sparse candidates and skips entries
   // by a bound; none of that may change the token.
-  namespace dd = weft::detail::decode;
   auto be = weft_test::make_backend<TestType>();
   for (std::int64_t V : {std::int64_t(111), std::int64_t(32000), std::int64_t(128256)}) {
     for (law l : {law::normal1, law::normal5}) {
@@ -299,9 +299,11 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p rows equal the brute-force exponential ra
           const auto got = run_sample(be, x, B, V, o);
           const float inv_t = 1.0f / temperature, log_min_p = std::log(min_p);
           for (std::int64_t b = 0; b < B; ++b) {
-            const dd::row_key rk = dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
-            CHECK(got[static_cast<std::size_t>(b)] ==
-                  brute_min_p(&x[static_cast<std::size_t>(b * V)], V, dd::logits_key{inv_t}, log_min_p, rk));
+            const weft::detail::decode::row_key rk =
+                weft::detail::decode::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b);
+            CHECK(got[static_cast<std::size_t>(b)] == brute_min_p(&x[static_cast<std::size_t>(b * V)], V,
+                                                                  weft::detail::decode::logits_key{inv_t},
+                                                                  log_min_p, rk));
           }
         }
       }
@@ -313,14 +315,13 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
                         "[decode][sample]", weft_test::backends) {
   // The other element types and keys of the min-p candidate list (bf16 rows take the generic
   // compare; probabilities use key = log(p) / T): the token of the definition, bitwise.
-  namespace dd = weft::detail::decode;
   auto be = weft_test::make_backend<TestType>();
   const std::int64_t B = 3, V = 50001;
   const auto x = weft_test::make_logits(B, V, law::normal1, 77);
   const auto brute = [&](const std::vector<float>& rows, std::int64_t b, const auto& key, float log_min_p,
                          const weft::sample_options& o) {
     return brute_min_p(&rows[static_cast<std::size_t>(b * V)], V, key, log_min_p,
-                       dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b));
+                       weft::detail::decode::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b));
   };
   for (float min_p : {0.1f, 0.01f}) {
     weft::sample_options o;
@@ -339,7 +340,7 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
       const auto got = t.to_host();
       for (std::int64_t b = 0; b < B; ++b)
         CHECK(got[static_cast<std::size_t>(b)] ==
-              brute(xr, b, dd::logits_key{1.0f / o.temperature}, std::log(min_p), o));
+              brute(xr, b, weft::detail::decode::logits_key{1.0f / o.temperature}, std::log(min_p), o));
     }
     {  // probabilities: softmax of the logits in double, rounded to float
       std::vector<float> p(x.size());
@@ -353,7 +354,7 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p over bf16 logits and over probabilities e
       const auto got = run_sample(be, p, B, V, o, true);
       for (std::int64_t b = 0; b < B; ++b)
         CHECK(got[static_cast<std::size_t>(b)] ==
-              brute(p, b, dd::probs_key{1.0f / o.temperature}, std::log(min_p), o));
+              brute(p, b, weft::detail::decode::probs_key{1.0f / o.temperature}, std::log(min_p), o));
     }
   }
 }
@@ -363,7 +364,6 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p pass 1 on wide rows with NaN, infinities,
   // Min-p alone over rows of >= 1024 entries takes a dedicated first pass (a candidate list,
   // NaN found by a per-lane sum, blocks switching between a branch-free and a skipping mode).
   // Its special rows, and rows whose law changes along the row, against the definition.
-  namespace dd = weft::detail::decode;
   auto be = weft_test::make_backend<TestType>();
   for (std::int64_t V : {std::int64_t(4099), std::int64_t(32000)}) {
     const std::int64_t B = 10;
@@ -408,8 +408,9 @@ TEMPLATE_LIST_TEST_CASE("sample: min-p pass 1 on wide rows with NaN, infinities,
         if (b < 6) continue;
         INFO("row " << b);
         CHECK(tok[static_cast<std::size_t>(b)] ==
-              brute_min_p(&x[static_cast<std::size_t>(b * V)], V, dd::logits_key{1.0f / o.temperature},
-                          std::log(min_p), dd::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b)));
+              brute_min_p(&x[static_cast<std::size_t>(b * V)], V,
+                          weft::detail::decode::logits_key{1.0f / o.temperature}, std::log(min_p),
+                          weft::detail::decode::make_row_key(o.seed, o.offset, nullptr, 0, nullptr, 0, b)));
       }
     }
   }
@@ -563,8 +564,8 @@ TEMPLATE_LIST_TEST_CASE("sample: bitwise repeatable, batch invariant with per-ro
     o.offsets = weft::make_view(static_cast<const std::uint64_t*>(dof.data()), B);
     const auto first = run_sample(be, x, B, V, o);
     CHECK(weft_test::bitwise_equal(first, run_sample(be, x, B, V, o)));
-    // a caller-provided workspace of sample_workspace_size bytes gives the same tokens
-    const std::size_t bytes = weft::sample_workspace_size(be, B, V);
+    // a caller-provided workspace of workspace_size(be, ops::sample{}, B, V) bytes gives the same tokens
+    const std::size_t bytes = weft::workspace_size(be, weft::ops::sample{}, B, V);
     if (bytes > 0) {
       const weft::scratch_buffer ws = be.allocate(bytes + 256);  // rounded up to 256-byte alignment
       void* base = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(ws.data()) + 255) / 256 * 256);
@@ -731,25 +732,18 @@ TEMPLATE_LIST_TEST_CASE("sampling: bad input throws invalid_argument naming the 
   buffer<TestType, std::uint8_t> val(be, B, 9);
   const auto x = weft::make_view(d.data(), B, V);
   const auto tok = weft::make_view(t.data(), B);
-  auto expect_arg = [&](auto&& call, const char* arg) {
-    try {
-      call();
-      FAIL("no exception for " << arg);
-    } catch (const weft::invalid_argument& e) {
-      CHECK(e.argument() == arg);
-    }
-  };
-  expect_arg([&] { weft::sample(be, x, tok, {.top_p = 0.0f}); }, "top_p");
-  expect_arg([&] { weft::sample(be, x, tok, {.top_p = 1.5f}); }, "top_p");
-  expect_arg([&] { weft::sample(be, x, tok, {.top_k = -1}); }, "top_k");
-  expect_arg([&] { weft::sample(be, x, tok, {.top_k = V + 1}); }, "top_k");
-  expect_arg([&] { weft::sample(be, x, tok, {.temperature = -1.0f}); }, "temperature");
-  expect_arg([&] { weft::sample(be, x, tok, {.temperature = NAN}); }, "temperature");
-  expect_arg([&] { weft::sample(be, x, tok, {.min_p = 1.5f}); }, "min_p");
-  expect_arg([&] { weft::sample(be, x, weft::make_view(t.data(), B - 1)); }, "tokens");
-  expect_arg([&] { weft::sample(be, x, tok, {.valid = weft::make_view(val.data(), B - 1)}); }, "valid");
-  expect_arg([&] { weft::argmax(be, weft::make_view(d.data(), B, 0), tok); }, "logits");
-  expect_arg([&] { weft::argmax(be, x, weft::make_view(t.data(), B + 1)); }, "tokens");
+  weft_test::expect_bad("top_p", [&] { weft::sample(be, x, tok, {.top_p = 0.0f}); });
+  weft_test::expect_bad("top_p", [&] { weft::sample(be, x, tok, {.top_p = 1.5f}); });
+  weft_test::expect_bad("top_k", [&] { weft::sample(be, x, tok, {.top_k = -1}); });
+  weft_test::expect_bad("top_k", [&] { weft::sample(be, x, tok, {.top_k = V + 1}); });
+  weft_test::expect_bad("temperature", [&] { weft::sample(be, x, tok, {.temperature = -1.0f}); });
+  weft_test::expect_bad("temperature", [&] { weft::sample(be, x, tok, {.temperature = NAN}); });
+  weft_test::expect_bad("min_p", [&] { weft::sample(be, x, tok, {.min_p = 1.5f}); });
+  weft_test::expect_bad("tokens", [&] { weft::sample(be, x, weft::make_view(t.data(), B - 1)); });
+  weft_test::expect_bad("valid",
+                        [&] { weft::sample(be, x, tok, {.valid = weft::make_view(val.data(), B - 1)}); });
+  weft_test::expect_bad("logits", [&] { weft::argmax(be, weft::make_view(d.data(), B, 0), tok); });
+  weft_test::expect_bad("tokens", [&] { weft::argmax(be, x, weft::make_view(t.data(), B + 1)); });
   // probabilities: negative, NaN, a row not summing to 1
   for (int bad = 0; bad < 3; ++bad) {
     auto q = p;
@@ -757,20 +751,18 @@ TEMPLATE_LIST_TEST_CASE("sampling: bad input throws invalid_argument naming the 
     if (bad == 1) q[2 * V + 7] = NAN;
     if (bad == 2) q[V + 9] += 0.01f;
     buffer<TestType, float> dq(be, q);
-    expect_arg([&] { weft::sample_probs(be, weft::make_view(dq.data(), B, V), tok); }, "probs");
+    weft_test::expect_bad("probs", [&] { weft::sample_probs(be, weft::make_view(dq.data(), B, V), tok); });
     buffer<TestType, float> out(be, q.size(), 3.0f);
-    expect_arg(
-        [&] {
-          weft::top_k_renorm(be, weft::make_view(dq.data(), B, V), weft::make_view(out.data(), B, V), 2);
-        },
-        "probs");
+    weft_test::expect_bad("probs", [&] {
+      weft::top_k_renorm(be, weft::make_view(dq.data(), B, V), weft::make_view(out.data(), B, V), 2);
+    });
     for (float v : out.to_host()) REQUIRE(v == 3.0f);
   }
   buffer<TestType, float> out(be, p.size(), 3.0f);
-  expect_arg([&] { weft::softmax(be, x, weft::make_view(out.data(), B, V), {.temperature = 0.0f}); },
-             "temperature");
-  expect_arg([&] { weft::softmax(be, x, weft::make_view(out.data(), B, V - 1)); }, "out");
-  expect_arg([&] { weft::top_k_renorm(be, x, weft::make_view(out.data(), B, V), V + 1); }, "k");
+  weft_test::expect_bad(
+      "temperature", [&] { weft::softmax(be, x, weft::make_view(out.data(), B, V), {.temperature = 0.0f}); });
+  weft_test::expect_bad("out", [&] { weft::softmax(be, x, weft::make_view(out.data(), B, V - 1)); });
+  weft_test::expect_bad("k", [&] { weft::top_k_renorm(be, x, weft::make_view(out.data(), B, V), V + 1); });
   for (float v : out.to_host()) CHECK(v == 3.0f);
   for (auto v : t.to_host()) CHECK(v == -7);
   for (auto v : val.to_host()) CHECK(v == 9);

@@ -306,14 +306,6 @@ TEMPLATE_LIST_TEST_CASE("chains: bad input throws invalid_argument naming the ar
   auto q = weft_test::softmax_rows(weft_test::make_logits(B * L, V, weft_test::law::normal1, 5), B * L, V);
   std::vector<std::int32_t> drafts(B * L, 1);
   buffer<TestType, std::int32_t> out(be, B * (L + 1), -9), acc(be, B, -9);
-  auto expect_arg = [&](auto&& call, const char* arg) {
-    try {
-      call();
-      FAIL("no exception for " << arg);
-    } catch (const weft::invalid_argument& e) {
-      CHECK(e.argument() == arg);
-    }
-  };
   auto run = [&](const std::vector<float>& hp, const std::vector<float>& hq,
                  const std::vector<std::int32_t>& hd, const std::vector<std::int32_t>& hl) {
     buffer<TestType, float> dp(be, hp), dq(be, hq);
@@ -327,51 +319,43 @@ TEMPLATE_LIST_TEST_CASE("chains: bad input throws invalid_argument naming the ar
   };
   auto bad_d = drafts;
   bad_d[3] = static_cast<std::int32_t>(V);
-  expect_arg([&] { run(p, q, bad_d, {}); }, "draft_tokens");
+  weft_test::expect_bad("draft_tokens", [&] { run(p, q, bad_d, {}); });
   bad_d[3] = -1;
-  expect_arg([&] { run(p, q, bad_d, {}); }, "draft_tokens");
-  expect_arg([&] { run(p, q, drafts, {0, 3, 1}); }, "lengths");
+  weft_test::expect_bad("draft_tokens", [&] { run(p, q, bad_d, {}); });
+  weft_test::expect_bad("lengths", [&] { run(p, q, drafts, {0, 3, 1}); });
   auto bad_p = p;
   bad_p[V * 4 + 2] += 0.01f;
-  expect_arg([&] { run(bad_p, q, drafts, {}); }, "target_probs");
+  weft_test::expect_bad("target_probs", [&] { run(bad_p, q, drafts, {}); });
   auto bad_q = q;
   bad_q[V + 2] = -0.001f;
-  expect_arg([&] { run(p, bad_q, drafts, {}); }, "draft_probs");
+  weft_test::expect_bad("draft_probs", [&] { run(p, bad_q, drafts, {}); });
   // a bad row past a sequence's length is not looked at
   bad_q = q;
   bad_q[V * 5 + 1] = NAN;  // sequence 2, position 1
   run(p, bad_q, drafts, {2, 2, 1});
   buffer<TestType, std::int32_t> out2(be, B * (L + 1), -9), acc2(be, B, -9);
   buffer<TestType, float> dp(be, p);
-  expect_arg(
-      [&] {
-        weft::verify_greedy(be, weft::make_view(static_cast<const std::int32_t*>(nullptr), B, L),
-                            weft::make_view(dp.data(), B, L + 1, V), weft::make_view(out2.data(), B, L + 1),
-                            weft::make_view(acc2.data(), B));
-      },
-      "draft_tokens");
+  weft_test::expect_bad("draft_tokens", [&] {
+    weft::verify_greedy(be, weft::make_view(static_cast<const std::int32_t*>(nullptr), B, L),
+                        weft::make_view(dp.data(), B, L + 1, V), weft::make_view(out2.data(), B, L + 1),
+                        weft::make_view(acc2.data(), B));
+  });
   buffer<TestType, std::int32_t> dd(be, bad_d);
-  expect_arg(
-      [&] {
-        weft::verify_greedy(be, weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
-                            weft::make_view(dp.data(), B, L + 1, V), weft::make_view(out2.data(), B, L + 1),
-                            weft::make_view(acc2.data(), B));
-      },
-      "draft_tokens");
-  expect_arg(
-      [&] {
-        weft::verify_greedy(be, weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
-                            weft::make_view(dp.data(), B, L, V), weft::make_view(out2.data(), B, L + 1),
-                            weft::make_view(acc2.data(), B));
-      },
-      "target_logits");
-  expect_arg(
-      [&] {
-        weft::jacobi_accept(be, weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
-                            weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
-                            weft::make_view(out2.data(), B, L + 1), weft::make_view(acc2.data(), B));
-      },
-      "out_tokens");
+  weft_test::expect_bad("draft_tokens", [&] {
+    weft::verify_greedy(be, weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
+                        weft::make_view(dp.data(), B, L + 1, V), weft::make_view(out2.data(), B, L + 1),
+                        weft::make_view(acc2.data(), B));
+  });
+  weft_test::expect_bad("target_logits", [&] {
+    weft::verify_greedy(be, weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
+                        weft::make_view(dp.data(), B, L, V), weft::make_view(out2.data(), B, L + 1),
+                        weft::make_view(acc2.data(), B));
+  });
+  weft_test::expect_bad("out_tokens", [&] {
+    weft::jacobi_accept(be, weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
+                        weft::make_view(static_cast<const std::int32_t*>(dd.data()), B, L),
+                        weft::make_view(out2.data(), B, L + 1), weft::make_view(acc2.data(), B));
+  });
   for (auto v : out2.to_host()) CHECK(v == -9);
   for (auto v : acc2.to_host()) CHECK(v == -9);
 }

@@ -273,34 +273,31 @@ TEMPLATE_LIST_TEST_CASE("kv_compact: the path's entries move into place", "[deco
   }
   // bad input: a path that is not increasing, a count out of range, a slot out of range
   buffer<TestType, float> dc(be, cache);
-  auto expect_arg = [&](const std::vector<std::int32_t>& p, const std::vector<std::int32_t>& a,
-                        const std::vector<std::int64_t>& st, const char* arg) {
+  auto expect_bad_compact = [&](const std::vector<std::int32_t>& p, const std::vector<std::int32_t>& a,
+                                const std::vector<std::int64_t>& st, const char* arg) {
     buffer<TestType, std::int32_t> bp(be, p), ba(be, a);
     buffer<TestType, std::int64_t> bs(be, st);
-    try {
+    weft_test::expect_bad(arg, [&] {
       weft::kv_compact(be, weft::make_view(dc.data(), B, S, H * D), cview(bp, B, N),
                        weft::make_view(static_cast<const std::int32_t*>(ba.data()), B),
                        {.start = weft::make_view(static_cast<const std::int64_t*>(bs.data()), B)});
-      FAIL("no exception for " << arg);
-    } catch (const weft::invalid_argument& e) {
-      CHECK(e.argument() == arg);
-    }
+    });
   };
   auto p2 = path;
   auto a2 = acc;
   a2[0] = 2;
   p2[0] = 2;
   p2[1] = 2;
-  expect_arg(p2, a2, start, "path");
+  expect_bad_compact(p2, a2, start, "path");
   a2[0] = static_cast<std::int32_t>(N);
-  expect_arg(path, a2, start, "accepted");
+  expect_bad_compact(path, a2, start, "accepted");
   auto s2 = start;
   s2[1] = S - 1;
   a2 = acc;
   a2[1] = 3;
   p2 = path;
   p2[N] = 1, p2[N + 1] = 2, p2[N + 2] = 3;
-  expect_arg(p2, a2, s2, "start");
+  expect_bad_compact(p2, a2, s2, "start");
   CHECK(dc.to_host() == cache);
 }
 
@@ -312,28 +309,25 @@ TEMPLATE_LIST_TEST_CASE("verify_tree: bad input throws, writes nothing", "[decod
   std::vector<std::int32_t> parents = {-1, 0, 0, -1, 0, 1}, tokens = {0, 1, 2, 0, 3, 4};
   buffer<TestType, float> dp(be, p);
   buffer<TestType, std::int32_t> out(be, B * N, -9), path(be, B * N, -9), acc(be, B, -9);
-  auto expect_arg = [&](const std::vector<std::int32_t>& t, const std::vector<std::int32_t>& par,
-                        const std::vector<float>& probs, const char* arg) {
+  auto expect_bad_tree = [&](const std::vector<std::int32_t>& t, const std::vector<std::int32_t>& par,
+                             const std::vector<float>& probs, const char* arg) {
     buffer<TestType, std::int32_t> dt(be, t), dpar(be, par);
     buffer<TestType, float> dq(be, probs);
-    try {
+    weft_test::expect_bad(arg, [&] {
       weft::verify_tree(be, cview(dt, B, N), cview(dpar, B, N), weft::make_view(dq.data(), B, N, V),
                         weft::make_view(dp.data(), B, N, V), weft::make_view(out.data(), B, N),
                         weft::make_view(path.data(), B, N), weft::make_view(acc.data(), B));
-      FAIL("no exception for " << arg);
-    } catch (const weft::invalid_argument& e) {
-      CHECK(e.argument() == arg);
-    }
+    });
   };
   auto bt = tokens;
   bt[4] = static_cast<std::int32_t>(V);
-  expect_arg(bt, parents, p, "tokens");
+  expect_bad_tree(bt, parents, p, "tokens");
   auto bp = parents;
   bp[5] = 2;
-  expect_arg(tokens, bp, p, "parents");
+  expect_bad_tree(tokens, bp, p, "parents");
   auto bq = p;
   bq[3 * V + 1] = -0.5f;  // node 0 of sequence 1 has children: its draft row is checked
-  expect_arg(tokens, parents, bq, "draft_probs");
+  expect_bad_tree(tokens, parents, bq, "draft_probs");
   for (auto v : out.to_host()) CHECK(v == -9);
   for (auto v : acc.to_host()) CHECK(v == -9);
 }

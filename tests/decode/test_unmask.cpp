@@ -167,17 +167,14 @@ TEMPLATE_LIST_TEST_CASE("unmask_by_confidence: bad input throws, writes nothing"
   const auto logits = weft_test::make_logits(B * T, V, weft_test::law::normal1, 1);
   std::vector<std::int32_t> tokens(B * T, mask);
   buffer<TestType, float> dl(be, logits);
-  auto expect_arg = [&](const std::vector<std::int32_t>& tk, weft::unmask_options o, const char* arg) {
+  auto expect_bad_unmask = [&](const std::vector<std::int32_t>& tk, weft::unmask_options o, const char* arg) {
     buffer<TestType, std::int32_t> dt(be, tk);
     buffer<TestType, std::int32_t> committed(be, B, -9);
     o.committed = weft::make_view(committed.data(), B);
-    try {
+    weft_test::expect_bad(arg, [&] {
       weft::unmask_by_confidence(be, weft::make_view(dl.data(), B, T, V), weft::make_view(dt.data(), B, T),
                                  o);
-      FAIL("no exception for " << arg);
-    } catch (const weft::invalid_argument& e) {
-      CHECK(e.argument() == arg);
-    }
+    });
     CHECK(dt.to_host() == tk);
     for (auto v : committed.to_host()) CHECK(v == -9);
   };
@@ -185,21 +182,21 @@ TEMPLATE_LIST_TEST_CASE("unmask_by_confidence: bad input throws, writes nothing"
   o.mask_id = mask;
   auto bad = o;
   bad.mask_id = static_cast<std::int32_t>(V);
-  expect_arg(tokens, bad, "mask_id");
+  expect_bad_unmask(tokens, bad, "mask_id");
   bad = o;
   bad.block_start = 2;
   bad.block_length = 3;
-  expect_arg(tokens, bad, "block_length");
+  expect_bad_unmask(tokens, bad, "block_length");
   bad = o;
   bad.temperature = -1;
-  expect_arg(tokens, bad, "temperature");
+  expect_bad_unmask(tokens, bad, "temperature");
   auto bt = tokens;
   bt[5] = -2;
-  expect_arg(bt, o, "tokens");
+  expect_bad_unmask(bt, o, "tokens");
   std::vector<std::int32_t> counts = {1, -1};
   buffer<TestType, std::int32_t> dc(be, counts);
   bad = o;
   bad.strategy = weft::unmask_strategy::low_confidence;
   bad.counts = weft::make_view(static_cast<const std::int32_t*>(dc.data()), B);
-  expect_arg(tokens, bad, "counts");
+  expect_bad_unmask(tokens, bad, "counts");
 }

@@ -13,7 +13,8 @@
 #include <vector>
 
 #include "linear_attention/cases.hpp"
-#include "weft/linear_attention/device_chunk.hpp"
+#include "weft/linear_attention/chunk_block.hpp"
+#include "weft/linear_attention/column.hpp"
 
 using namespace la_test;
 using weft::make_view;
@@ -52,24 +53,24 @@ output run_device_path(const problem& p, path which) {
         "test", be, g, d.qv(0, T), d.kv(0, T), d.vv(0, T), make_view(o.data(), B, T, H, V), opts);
     constexpr auto kd = weft::detail::la::kind_of<Gate>;
     if (which != path::columns) {
-      namespace dev = weft::detail::la::dev;
+      namespace kernels = weft::detail::la::kernels;
       std::vector<float> nm(N * H * (K + 1));  // load_nm_kernel
-      for (std::int64_t nh = 0; nh < N * H; ++nh) dev::load_nm(a, nm.data(), nh, 0, 1);
-      const int slices = static_cast<int>((V + dev::slice - 1) / dev::slice);
-      std::vector<unsigned char> smem(dev::chunk_smem_bytes(kd, K) + 64);
+      for (std::int64_t nh = 0; nh < N * H; ++nh) kernels::load_nm(a, nm.data(), nh, 0, 1);
+      const int slices = static_cast<int>((V + kernels::slice - 1) / kernels::slice);
+      std::vector<unsigned char> smem(kernels::chunk_smem_bytes(kd, K) + 64);
       unsigned char* base = smem.data() + (64 - reinterpret_cast<std::uintptr_t>(smem.data()) % 64) % 64;
       double m_state = 0;
       if (which == path::chunk_block) {
         for (std::int64_t blk = 0; blk < N * H * slices; ++blk)
-          dev::chunk_block(g, a, nm.data(), slices, blk, 0, 1, base, m_state, no_sync{});
+          kernels::chunk_block(g, a, nm.data(), slices, blk, 0, 1, base, m_state, no_sync{});
       } else {  // the blocks one after another, each run by emulated_threads threads
         std::barrier<> bar(emulated_threads);
         std::vector<std::jthread> team;
         for (int tid = 0; tid < emulated_threads; ++tid)
           team.emplace_back([&, tid] {
             for (std::int64_t blk = 0; blk < N * H * slices; ++blk) {
-              dev::chunk_block(g, a, nm.data(), slices, blk, tid, emulated_threads, base, m_state,
-                               barrier_sync{&bar});
+              kernels::chunk_block(g, a, nm.data(), slices, blk, tid, emulated_threads, base, m_state,
+                                   barrier_sync{&bar});
               bar.arrive_and_wait();  // a new block reuses the shared memory
             }
           });
@@ -85,13 +86,13 @@ output run_device_path(const problem& p, path which) {
       weft::impl::linear_attention_impl<kb>::forward_columns(kbe, g, ka, ws.data());
 #endif
     } else {  // load_state_kernel, then column_kernel, one column at a time
-      namespace dev = weft::detail::la::dev;
+      namespace kernels = weft::detail::la::kernels;
       const bool mlstm = kd == weft::detail::la::kind::mlstm;
       std::vector<float> S(N * H * V * K), nv(mlstm ? N * H * V * K : 0), mm(N * H);
       for (std::int64_t c = 0; c < N * H * V; ++c)
-        dev::load_column(a, c, S.data(), mlstm ? nv.data() : nullptr, mm.data());
+        kernels::load_column(a, c, S.data(), mlstm ? nv.data() : nullptr, mm.data());
       for (std::int64_t c = 0; c < N * H * V; ++c)
-        dev::run_column(g, a, c, S.data(), mlstm ? nv.data() : nullptr, mm.data());
+        kernels::run_column(g, a, c, S.data(), mlstm ? nv.data() : nullptr, mm.data());
     }
   });
   return {to_double(o), to_double(s1), to_double(n1), to_double(m1)};

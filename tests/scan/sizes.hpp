@@ -19,15 +19,15 @@ inline std::vector<std::int64_t> scan_sizes() {
       2049, 8191, 8192, 8193, 16385, 65535, 65536, 65537, 131073, (1 << 20) - 1, (1 << 20) + 1, 1000003};
 #if WEFT_TEST_KOKKOS
   // Rank-1 runs: W = 8 chains for mat2 and 64-bit values, 16 SIMD lanes for 32-bit values.
-  for (std::int64_t S : {weft::detail::kscan::block_elems<mat2, 1, 8>(),
-                         weft::detail::kscan::block_elems<std::uint32_t, 1, 16>(),
-                         weft::detail::kscan::block_elems<std::uint64_t, 1, 8>()})
+  for (std::int64_t S : {weft::detail::scan::block_elems<mat2, 1, 8>(),
+                         weft::detail::scan::block_elems<std::uint32_t, 1, 16>(),
+                         weft::detail::scan::block_elems<std::uint64_t, 1, 8>()})
     for (std::int64_t n : {S - 1, S, S + 1, 2 * S - 1, 2 * S, 2 * S + 1}) v.push_back(n);
 #endif
 #if WEFT_TEST_CUDA
-  static_assert(weft::detail::cuda_scan::config<mat2>::tile == 1024);
-  static_assert(weft::detail::cuda_scan::config<std::uint32_t>::tile == 2048);
-  static_assert(weft::detail::cuda_scan::config<std::uint64_t>::tile == 2048);
+  static_assert(weft::detail::scan::tile_config<mat2>::tile == 1024);
+  static_assert(weft::detail::scan::tile_config<std::uint32_t>::tile == 2048);
+  static_assert(weft::detail::scan::tile_config<std::uint64_t>::tile == 2048);
 #endif
   return v;
 }

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "support/gpu_cases.hpp"
 #include "weft/weft.hpp"
 
 #if WEFT_TEST_KOKKOS
@@ -60,12 +61,14 @@ using fast_backends = std::tuple<
 #endif
     >;
 
-/// A backend instance; SKIPs the test case when the backend cannot run here (no GPU).
+/// A backend instance; SKIPs the test case when the backend cannot run here (a machine without
+/// a GPU). A GPU machine whose CUDA runtime fails throws (weft::backend_error): the case fails.
 template <class B>
 B make_backend() {
 #if WEFT_TEST_CUDA
   if constexpr (std::is_same_v<B, weft::cuda_backend>) {
     if (!weft::cuda_device_available()) SKIP("no CUDA device on this machine");
+    ++cuda_cases_run();
   }
 #endif
   return B{};

@@ -8,6 +8,9 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#if defined(__linux__)
+#include <unistd.h>
+#endif
 
 #include <memory>
 #include <string>
@@ -38,7 +41,9 @@ struct cuda_backend {
   /// A cudaEvent_t recorded on the stream (timing disabled), destroyed with the last copy.
   struct event {
     std::shared_ptr<CUevent_st> handle;
-    void synchronize() const { detail::cuda_check(cudaEventSynchronize(handle.get()), "cudaEventSynchronize"); }
+    void synchronize() const {
+      detail::cuda_check(cudaEventSynchronize(handle.get()), "cudaEventSynchronize");
+    }
     bool ready() const {
       const cudaError_t e = cudaEventQuery(handle.get());
       if (e == cudaErrorNotReady) return false;
@@ -87,14 +92,31 @@ struct cuda_backend {
 
 static_assert(backend<cuda_backend>);
 
-/// True when at least one CUDA device can be used (false on machines without a GPU).
+namespace detail {
+/// Whether the machine has an NVIDIA device node (Linux: /dev/nvidiactl or /dev/nvidia0).
+inline bool nvidia_device_node_present() {
+#if defined(__linux__)
+  return ::access("/dev/nvidiactl", F_OK) == 0 || ::access("/dev/nvidia0", F_OK) == 0;
+#else
+  return false;
+#endif
+}
+}  // namespace detail
+
+/// True when at least one CUDA device can be used; false on a machine without one
+/// (cudaErrorNoDevice, or no driver at all: cudaErrorInsufficientDriver with no NVIDIA device
+/// node). Any other failure, or a missing driver on a machine that has an NVIDIA device node,
+/// throws weft::backend_error: a GPU machine whose runtime is broken must not pass for a
+/// machine without a GPU (tests would skip instead of failing).
 inline bool cuda_device_available() {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky "no device" error
-    return false;
-  }
-  return n > 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess) return n > 0;
+  (void)cudaGetLastError();  // clear the sticky error
+  if (e == cudaErrorNoDevice) return false;
+  if (e == cudaErrorInsufficientDriver && !detail::nvidia_device_node_present()) return false;
+  detail::cuda_check(e, "cudaGetDeviceCount (an NVIDIA device node is present, but the CUDA runtime cannot use it)");
+  return false;
 }
 
 }  // namespace weft

@@ -92,8 +92,10 @@ namespace detail {
 /// differ in cost several-fold); each worker owns a slice of scratch picked by a UniqueToken.
 /// On device execution spaces this is one thread per item: correct, not fast.
 template <class Exec>
-struct item_runner<kokkos_backend<Exec>> {
+struct item_runner<kokkos_backend<Exec>>
+    : item_runner_base<item_runner<kokkos_backend<Exec>>, kokkos_backend<Exec>> {
   using backend_t = kokkos_backend<Exec>;
+  using item_runner_base<item_runner<kokkos_backend<Exec>>, kokkos_backend<Exec>>::run;
   using token_t = Kokkos::Experimental::UniqueToken<Exec, Kokkos::Experimental::UniqueTokenScope::Instance>;
 
   /// One item's worth of scratch for each worker the instance can run at once.
@@ -116,14 +118,6 @@ struct item_runner<kokkos_backend<Exec>> {
           token.release(id);
         });
     be.exec.fence();  // the scratch may be released on return
-  }
-
-  template <class F>
-  static void run(const backend_t& be, const char* label, std::int64_t n, std::size_t per_item,
-                  const workspace& ws, const char* fn, const F& f) {
-    if (n <= 0) return;
-    scratch_buffer s = acquire_scratch(be, ws, scratch_bytes(be, n, per_item), fn);
-    run(be, label, n, per_item, s.data(), f);
   }
 
   template <class F>

@@ -71,6 +71,19 @@ inline check_failure decode_failure(std::int64_t e) {
   return {e / 16, static_cast<int>(e % 16)};
 }
 
+/// What every item runner shares: run() with the scratch acquired from the caller's workspace
+/// (when given, checked) or from the backend, in Runner::scratch_bytes for n items.
+template <class Runner, class Backend>
+struct item_runner_base {
+  template <class F>
+  static void run(const Backend& be, const char* label, std::int64_t n, std::size_t per_item,
+                  const workspace& ws, const char* fn, const F& f) {
+    if (n <= 0) return;
+    scratch_buffer s = acquire_scratch(be, ws, Runner::scratch_bytes(be, n, per_item), fn);
+    Runner::run(be, label, n, per_item, s.data(), f);
+  }
+};
+
 /// Runs items; specialised per backend (serial below, Kokkos in weft/backend/kokkos.hpp).
 template <class Backend>
 struct item_runner {
@@ -80,7 +93,8 @@ struct item_runner {
 
 /// Items one after the other on the calling thread.
 template <>
-struct item_runner<serial_backend> {
+struct item_runner<serial_backend> : item_runner_base<item_runner<serial_backend>, serial_backend> {
+  using item_runner_base::run;
   /// One worker: one item's worth of scratch.
   static std::size_t scratch_bytes(const serial_backend&, std::int64_t, std::size_t per_item) {
     return per_item == 0 ? 0 : align_up(per_item);
@@ -89,14 +103,6 @@ struct item_runner<serial_backend> {
   template <class F>
   static void run(const serial_backend&, const char*, std::int64_t n, std::size_t, void* base, const F& f) {
     for (std::int64_t i = 0; i < n; ++i) f(i, base);
-  }
-
-  template <class F>
-  static void run(const serial_backend& be, const char* label, std::int64_t n, std::size_t per_item,
-                  const workspace& ws, const char* fn, const F& f) {
-    if (n <= 0) return;
-    scratch_buffer s = acquire_scratch(be, ws, scratch_bytes(be, n, per_item), fn);
-    run(be, label, n, per_item, s.data(), f);
   }
 
   template <class F>
@@ -109,21 +115,33 @@ struct item_runner<serial_backend> {
   }
 };
 
-/// 1 when pred holds for element i (row-major order) of v, else 0: the item function of
-/// any_element (a functor, so that it is device-callable without extended lambdas).
+/// The item function of any_element: 1 when pred holds for an element of block b (elements
+/// [b * block, (b + 1) * block) in row-major order) of v, else 0. A functor, so that it is
+/// device-callable without extended lambdas; a whole block per item, with no early exit, so that
+/// the contiguous loop vectorises.
 template <class T, int R, class Pred>
 struct element_test {
+  static constexpr std::int64_t block = 4096;
   tensor_view<T, R> v;
   Pred pred;
   bool flat;  ///< contiguous: element i is data()[i], no index arithmetic
-  WEFT_HOST_DEVICE int operator()(std::int64_t i) const {
-    if (flat) return pred(v.data()[i]) ? 1 : 0;
-    std::int64_t rem = i, off = 0;
-    for (int r = R - 1; r >= 0; --r) {
-      off += (rem % v.extent(r)) * v.stride(r);
-      rem /= v.extent(r);
+  WEFT_HOST_DEVICE int operator()(std::int64_t b) const {
+    const std::int64_t n = v.size(), i0 = b * block, i1 = i0 + block < n ? i0 + block : n;
+    const T* x = v.data();
+    int bad = 0;
+    if (flat) {
+      for (std::int64_t i = i0; i < i1; ++i) bad |= pred(x[i]) ? 1 : 0;
+      return bad;
     }
-    return pred(v.data()[off]) ? 1 : 0;
+    for (std::int64_t i = i0; i < i1; ++i) {
+      std::int64_t rem = i, off = 0;
+      for (int r = R - 1; r >= 0; --r) {
+        off += (rem % v.extent(r)) * v.stride(r);
+        rem /= v.extent(r);
+      }
+      bad |= pred(x[off]) ? 1 : 0;
+    }
+    return bad;
   }
 };
 
@@ -131,9 +149,12 @@ struct element_test {
 /// must be callable where the backend runs: a WEFT_HOST_DEVICE functor for device spaces).
 template <class Backend, class T, int R, class Pred>
 bool any_element(const Backend& be, const char* label, const tensor_view<T, R>& v, const Pred& pred) {
-  if (v.size() == 0) return false;
-  const element_test<T, R, Pred> test{v, pred, v.is_contiguous()};
-  return item_runner<Backend>::first_failure(be, label, v.size(), test).code != 0;
+  using test_t = element_test<T, R, Pred>;
+  const std::int64_t n = v.size();
+  if (n == 0) return false;
+  const test_t test{v, pred, v.is_contiguous()};
+  return item_runner<Backend>::first_failure(be, label, (n + test_t::block - 1) / test_t::block, test).code !=
+         0;
 }
 
 }  // namespace weft::detail

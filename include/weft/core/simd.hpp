@@ -202,7 +202,7 @@ WEFT_FORCE_INLINE void store(float* p, const f32x16& x) {
 /// the two are kept apart; each family's results stay what they were.)
 WEFT_FORCE_INLINE f32x16 vexp(f32x16 x) {
   const f32x16 lo = splat(-87.3f), hi = splat(88.3f);
-  const i32x16 under = x < lo, over = x > hi;
+  const i32x16 under = x<lo, over = x> hi;
   x = select(under, lo, select(over, hi, x));
   const f32x16 magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const f32x16 t = x * splat(1.44269504088896341f) + magic;

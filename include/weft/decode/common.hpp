@@ -1,17 +1,19 @@
-// weft/decode/common.hpp - what every decode header shares: the per-backend dispatch, row
-// runners, option checks and value checks.
+// weft/decode/common.hpp - what every decode header shares: the per-backend dispatch, option
+// checks and value checks.
 //
 // Every decode operation is a loop over independent rows (a sequence, a position or a tree):
-// the CPU backends share one implementation, impl::decode_rowwise<Backend, Rows>, in which
-// `Rows` says how rows run (serial: one after the other; Kokkos: a parallel_for over the
-// execution space). A row function never depends on which worker runs it, so results are
-// bitwise identical across the serial and Kokkos backends and any thread count.
+// the CPU backends share one implementation, impl::decode_rowwise<Backend>, whose rows run
+// through the backend's weft::detail::item_runner (serial: one after the other; Kokkos: a
+// parallel_for over the execution space). A row function never depends on which worker runs
+// it, so results are bitwise identical across the serial and Kokkos backends and any thread
+// count.
 //
 // Checks happen in two stages, both before anything is written: the public function checks
 // shapes and options on the host, then the backend runs a value-check pass over the data
 // (probabilities, token ids, trees) and throws weft::invalid_argument for the first bad row.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -20,13 +22,34 @@
 #include "weft/core/backend.hpp"
 #include "weft/core/dtype.hpp"
 #include "weft/core/error.hpp"
+#include "weft/core/services.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 
 namespace weft {
 
 namespace impl {
-/// Per-backend implementation of the decode family; specialised per backend.
+/// Per-backend implementation of the decode family; specialised per backend (serial in
+/// decode.hpp, Kokkos in decode/kokkos.hpp, CUDA in decode/cuda.cuh). The public functions
+/// check shapes and options, then call these static members with views of const inputs:
+///
+///   argmax(be, in, tokens, valid)                         in [B,V]
+///   sample(be, fn, in, tokens, params, opts)              sample / sample_probs (params.probs)
+///   softmax<Log>(be, in, out, inv_t, valid)               softmax / log_softmax
+///   top_k_renorm(be, in, out, k, opts)
+///   verify_greedy(be, draft, target, out, accepted, opts)
+///   speculative(be, fn, q, draft, p, out, accepted, opts, bonus)
+///                                                         speculative_sample (bonus) / jacobi_accept
+///   jacobi_greedy(be, previous, next, out, accepted, opts)
+///   tree_attention_mask(be, parents, mask, opts)
+///   verify_tree_greedy(be, tokens, parents, target, out, path, accepted, opts)
+///   verify_tree_sampled(be, tokens, parents, draft, target, out, path, accepted, opts)
+///   kv_compact(be, cache [B,S,H,D], path, accepted, opts)
+///   unmask(be, logits, tokens, opts)
+///   sample_workspace(be, rows, vocab), tree_workspace(be, batch, nodes, vocab)
+///                                                         the bytes weft::workspace_size reports
+///
+/// Each runs its value checks (throwing weft::invalid_argument) before it writes any output.
 template <class Backend>
 struct decode_impl {
   static_assert(detail::dependent_false<Backend>,
@@ -36,48 +59,6 @@ struct decode_impl {
 }  // namespace impl
 
 namespace detail::decode {
-
-/// A failed value check: the smallest failing row and what failed (0 = nothing failed).
-struct check_failure {
-  std::int64_t row = -1;
-  int code = 0;
-};
-
-/// Encodes (row, code) so that the minimum over rows is the first failure; code < 16.
-WEFT_INLINE std::int64_t encode_failure(std::int64_t row, int code) {
-  return code == 0 ? INT64_MAX : row * 16 + code;
-}
-inline check_failure decode_failure(std::int64_t e) {
-  if (e == INT64_MAX) return {};
-  return {e / 16, static_cast<int>(e % 16)};
-}
-
-/// Runs rows one after the other on the calling thread.
-struct serial_rows {
-  /// Scratch run() needs for rows of per_row bytes (one worker: one row's worth).
-  static std::size_t scratch_bytes(const serial_backend&, std::int64_t, std::size_t per_row) {
-    return per_row == 0 ? 0 : align_up(per_row);
-  }
-
-  /// f(row, scratch) for every row; scratch is per_row bytes owned by this worker.
-  template <class F>
-  static void run(const serial_backend& be, const char*, std::int64_t n, std::size_t per_row,
-                  const workspace& ws, const char* fn, const F& f) {
-    if (n <= 0) return;
-    scratch_buffer s = acquire_scratch(be, ws, scratch_bytes(be, n, per_row), fn);
-    for (std::int64_t i = 0; i < n; ++i) f(i, s.data());
-  }
-
-  /// The first row r for which f(r) != 0, and that code.
-  template <class F>
-  static check_failure first_failure(const serial_backend&, const char*, std::int64_t n, const F& f) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      const int c = f(i);
-      if (c != 0) return {i, c};
-    }
-    return {};
-  }
-};
 
 // ---------------------------------------------------------------------------------------
 // Host-side checks of optional views and options.
@@ -128,7 +109,7 @@ inline void throw_failure(std::string_view fn, std::string_view argument, const 
                           std::string_view expected, std::string_view what) {
   if (f.code == 0) return;
   throw invalid_argument(std::string(fn), std::string(argument), std::string(expected),
-                         concat("row ", f.row, ": ", what));
+                         concat("row ", f.item, ": ", what));
 }
 
 }  // namespace detail::decode

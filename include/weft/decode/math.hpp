@@ -56,8 +56,8 @@ WEFT_INLINE float fast_exp(float x) {
   const float s2 = bits_float(static_cast<std::uint32_t>(n - h + 127) << 23);
   float e = (p * s1) * s2;  // finite
   e = e * (x >= -87.3f ? 1.0f : 0.0f);
-  e = e + (x > 88.72f ? bits_float(0x7f800000u) : 0.0f);
-  e = e + (x != x ? bits_float(0x7fc00000u) : 0.0f);
+  e = e + (x > 88.72f ? pos_inf() : 0.0f);
+  e = e + (x != x ? bits_float(f32_qnan_bits) : 0.0f);
   return e;
 }
 
@@ -88,9 +88,9 @@ WEFT_INLINE float fast_log(float x) {
   p = p + fe * -2.12194440e-4f;
   p = p - 0.5f * z;
   float r = f + p + fe * 0.693359375f;  // finite
-  r = r + (x == 0.0f ? -bits_float(0x7f800000u) : 0.0f);
-  r = r + (x == bits_float(0x7f800000u) ? bits_float(0x7f800000u) : 0.0f);
-  r = r + (!(x >= 0.0f) ? bits_float(0x7fc00000u) : 0.0f);  // negative or NaN
+  r = r + (x == 0.0f ? neg_inf() : 0.0f);
+  r = r + (x == pos_inf() ? pos_inf() : 0.0f);
+  r = r + (!(x >= 0.0f) ? bits_float(f32_qnan_bits) : 0.0f);  // negative or NaN
   return r;
 }
 

@@ -1,5 +1,5 @@
 // weft/decode/sampling.hpp - argmax, sample, sample_probs, softmax, log_softmax, top_k_renorm:
-// API, checks and the CPU definition (row functions in row_sampling.hpp).
+// API, checks and the CPU definition (the row functions in row_sample.hpp).
 //
 //   argmax(be, logits [B,V], tokens [B], {.valid})
 //   sample(be, logits [B,V], tokens [B], {.temperature, .top_k, .top_p, .min_p, .seed, .offset,
@@ -12,7 +12,7 @@
 // invalid: its token is -1, softmax writes NaN, and `.valid[b]` (when given) is 0; otherwise
 // `.valid[b]` is 1. A row with +inf logits samples uniformly among its +inf entries.
 // temperature 0 (or top_k 1) is greedy: the argmax, ties to the lowest id. The sampled set and
-// the random keying are defined in row_sampling.hpp and docs/decode.md.
+// the random keying are defined in row_sample.hpp and docs/decode.md.
 #pragma once
 
 #include <cmath>
@@ -20,15 +20,24 @@
 
 #include "weft/core/backend.hpp"
 #include "weft/core/error.hpp"
+#include "weft/core/simd.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/common.hpp"
-#include "weft/decode/lanes.hpp"
-#include "weft/decode/row_sampling.hpp"
+#include "weft/decode/math.hpp"
+#include "weft/decode/row_order.hpp"
+#include "weft/decode/row_sample.hpp"
+#include "weft/decode/row_scan.hpp"
 
-WEFT_DECODE_NO_VECTORIZE_BEGIN
+WEFT_NO_VECTORIZE_BEGIN
 
 namespace weft {
+
+namespace ops {
+/// sample, sample_probs, top_k_renorm (and unmask_by_confidence): the tag of their
+/// workspace_size(be, ops::sample{}, rows, vocab).
+struct sample {};
+}  // namespace ops
 
 struct argmax_options {
   tensor_view<std::uint8_t, 1> valid{};  ///< [B] optional out: 0 for rows with NaN
@@ -45,7 +54,7 @@ struct sample_options {
   tensor_view<const std::uint64_t, 1> offsets{};  ///< [B] optional per-row offsets
   tensor_view<std::uint8_t, 1> valid{};           ///< [B] optional out
   float tolerance = 1e-3f;                        ///< sample_probs: allowed |row sum - 1|
-  weft::workspace workspace{};                    ///< optional scratch (decode_workspace_size)
+  weft::workspace workspace{};  ///< optional scratch (workspace_size(be, ops::sample{}, B, V))
 };
 
 struct softmax_options {
@@ -101,32 +110,32 @@ struct probs_rows_check_fn {
 /// added in order, then the tail - the same order on every path.
 template <class T, class Key>
 WEFT_INLINE double row_exp_sum(const T* row, std::int64_t n, const Key& key, float m) {
-  const std::int64_t full = n / lanes * lanes;
+  const std::int64_t full = n / simd::lanes * simd::lanes;
   float w[group];
   double z = 0.0;
 #if WEFT_DECODE_LANES
-  vdouble lo = vdouble{}, hi = vdouble{};
+  simd::f64x8 lo = simd::f64x8{}, hi = simd::f64x8{};
 #else
-  double acc[lanes] = {};
+  double acc[simd::lanes] = {};
 #endif
   for (std::int64_t c = 0; c < full; c += group) {
     const int len = static_cast<int>(full - c < group ? full - c : group);  // a multiple of 16
     for (int j = 0; j < len; ++j) w[j] = fast_exp(key(load(row, c + j)) - m);
 #if WEFT_DECODE_LANES
-    for (int j = 0; j < len; j += lanes) {
-      vfloat x;
+    for (int j = 0; j < len; j += simd::lanes) {
+      simd::f32x16 x;
       std::memcpy(&x, w + j, sizeof x);
-      vadd_wide(lo, hi, x);
+      simd::add_wide(lo, hi, x);
     }
 #else
-    for (int j = 0; j < len; j += lanes)
-      for (int l = 0; l < lanes; ++l) acc[l] += static_cast<double>(w[j + l]);
+    for (int j = 0; j < len; j += simd::lanes)
+      for (int l = 0; l < simd::lanes; ++l) acc[l] += static_cast<double>(w[j + l]);
 #endif
   }
 #if WEFT_DECODE_LANES
-  z = hsum(lo, hi);
+  z = simd::hsum(lo, hi);
 #else
-  for (int l = 0; l < lanes; ++l) z += acc[l];
+  for (int l = 0; l < simd::lanes; ++l) z += acc[l];
 #endif
   for (std::int64_t i = full; i < n; ++i) z += static_cast<double>(fast_exp(key(load(row, i)) - m));
   return z;
@@ -158,7 +167,7 @@ struct softmax_rows_fn {
     const scan_result sc = row_max(row, n);
     const bool ok = !sc.nan && sc.max != neg_inf();
     if (!ok) {
-      for (std::int64_t i = 0; i < n; ++i) o[i] = from_accum<U>(bits_float(0x7fc00000u));
+      for (std::int64_t i = 0; i < n; ++i) o[i] = from_accum<U>(bits_float(f32_qnan_bits));
     } else if (sc.max == pos_inf()) {
       softmax_row_keyed<Log>(row, n, o, inf_key{}, 0.0f);
     } else {
@@ -232,52 +241,51 @@ inline sample_params make_sample_params(const sample_options& o, bool probs) {
 
 namespace impl {
 
-/// The CPU implementation of the sampling ops; Rows runs the rows (serial_rows, kokkos_rows).
-template <class Backend, class Rows>
+/// The CPU implementation of the sampling ops; Runner runs the rows (see decode_rowwise).
+template <class Backend, class Runner>
 struct sampling_rowwise {
   template <class T>
   static void argmax(const Backend& be, tensor_view<const T, 2> in, tensor_view<std::int32_t, 1> tokens,
                      tensor_view<std::uint8_t, 1> valid) {
-    Rows::run(be, "weft::argmax", in.extent(0), 0, {}, "argmax",
-              detail::decode::argmax_rows_fn<T>{in, tokens, valid});
+    Runner::run(be, "weft::argmax", in.extent(0), 0, {}, "argmax",
+                detail::decode::argmax_rows_fn<T>{in, tokens, valid});
   }
 
   template <class T>
   static void sample(const Backend& be, const char* fn, tensor_view<const T, 2> in,
                      tensor_view<std::int32_t, 1> tokens, const detail::decode::sample_params& p,
                      const sample_options& o) {
-    namespace dd = detail::decode;
     if (p.probs) {
-      const auto f = Rows::first_failure(be, "weft::sample_probs(check)", in.extent(0),
-                                         dd::probs_rows_check_fn<T>{in, o.tolerance});
-      dd::throw_failure(fn, "probs", f,
-                        detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-                        dd::probs_failure_text(f.code));
+      const auto f = Runner::first_failure(be, "weft::sample_probs(check)", in.extent(0),
+                                           detail::decode::probs_rows_check_fn<T>{in, o.tolerance});
+      detail::decode::throw_failure(fn, "probs", f,
+                                    detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
+                                    detail::decode::probs_failure_text(f.code));
     }
-    Rows::run(be, p.probs ? "weft::sample_probs" : "weft::sample", in.extent(0),
-              dd::sample_scratch_bytes(in.extent(1)), o.workspace, fn,
-              dd::sample_rows_fn<T>{in, tokens, o.valid, p, o.seed, o.offset, o.seeds, o.offsets});
+    Runner::run(
+        be, p.probs ? "weft::sample_probs" : "weft::sample", in.extent(0),
+        detail::decode::sample_scratch_bytes(in.extent(1)), o.workspace, fn,
+        detail::decode::sample_rows_fn<T>{in, tokens, o.valid, p, o.seed, o.offset, o.seeds, o.offsets});
   }
 
   template <bool Log, class T, class U>
   static void softmax(const Backend& be, tensor_view<const T, 2> in, tensor_view<U, 2> out, float inv_t,
                       tensor_view<std::uint8_t, 1> valid) {
-    Rows::run(be, Log ? "weft::log_softmax" : "weft::softmax", in.extent(0), 0, {},
-              Log ? "log_softmax" : "softmax",
-              detail::decode::softmax_rows_fn<Log, T, U>{in, out, valid, inv_t});
+    Runner::run(be, Log ? "weft::log_softmax" : "weft::softmax", in.extent(0), 0, {},
+                Log ? "log_softmax" : "softmax",
+                detail::decode::softmax_rows_fn<Log, T, U>{in, out, valid, inv_t});
   }
 
   template <class T, class U>
   static void top_k_renorm(const Backend& be, tensor_view<const T, 2> in, tensor_view<U, 2> out,
                            std::int64_t k, const top_k_renorm_options& o) {
-    namespace dd = detail::decode;
-    const auto f = Rows::first_failure(be, "weft::top_k_renorm(check)", in.extent(0),
-                                       dd::probs_rows_check_fn<T>{in, o.tolerance});
-    dd::throw_failure("top_k_renorm", "probs", f,
-                      detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-                      dd::probs_failure_text(f.code));
-    Rows::run(be, "weft::top_k_renorm", in.extent(0), dd::sample_scratch_bytes(in.extent(1)), o.workspace,
-              "top_k_renorm", dd::top_k_renorm_rows_fn<T, U>{in, out, k});
+    const auto f = Runner::first_failure(be, "weft::top_k_renorm(check)", in.extent(0),
+                                         detail::decode::probs_rows_check_fn<T>{in, o.tolerance});
+    detail::decode::throw_failure("top_k_renorm", "probs", f,
+                                  detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
+                                  detail::decode::probs_failure_text(f.code));
+    Runner::run(be, "weft::top_k_renorm", in.extent(0), detail::decode::sample_scratch_bytes(in.extent(1)),
+                o.workspace, "top_k_renorm", detail::decode::top_k_renorm_rows_fn<T, U>{in, out, k});
   }
 };
 
@@ -287,13 +295,12 @@ struct sampling_rowwise {
 template <backend Backend, class T>
 void argmax(const Backend& be, tensor_view<T, 2> logits, tensor_view<std::int32_t, 1> tokens,
             const argmax_options& opts = {}) {
-  namespace dd = detail::decode;
-  dd::static_check_float<T>();
-  dd::check_rows_view("argmax", "logits", logits);
-  dd::check_vocab("argmax", "logits", logits.extent(1));
+  detail::decode::static_check_float<T>();
+  detail::decode::check_rows_view("argmax", "logits", logits);
+  detail::decode::check_vocab("argmax", "logits", logits.extent(1));
   detail::check_output_view("argmax", "tokens", tokens);
   detail::require_shape("argmax", "tokens", tokens, std::array<std::int64_t, 1>{logits.extent(0)});
-  dd::check_optional_rows("argmax", "valid", opts.valid, logits.extent(0), true);
+  detail::decode::check_optional_rows("argmax", "valid", opts.valid, logits.extent(0), true);
   impl::decode_impl<Backend>::argmax(be, tensor_view<const T, 2>(logits), tokens, opts.valid);
 }
 
@@ -301,10 +308,9 @@ void argmax(const Backend& be, tensor_view<T, 2> logits, tensor_view<std::int32_
 template <backend Backend, class T>
 void sample(const Backend& be, tensor_view<T, 2> logits, tensor_view<std::int32_t, 1> tokens,
             const sample_options& opts = {}) {
-  namespace dd = detail::decode;
-  dd::check_sample_args("sample", logits, tokens, opts, false);
+  detail::decode::check_sample_args("sample", logits, tokens, opts, false);
   impl::decode_impl<Backend>::sample(be, "sample", tensor_view<const T, 2>(logits), tokens,
-                                     dd::make_sample_params(opts, false), opts);
+                                     detail::decode::make_sample_params(opts, false), opts);
 }
 
 /// Samples one token per row of probabilities (rows must sum to 1 within opts.tolerance).
@@ -312,10 +318,9 @@ void sample(const Backend& be, tensor_view<T, 2> logits, tensor_view<std::int32_
 template <backend Backend, class T>
 void sample_probs(const Backend& be, tensor_view<T, 2> probs, tensor_view<std::int32_t, 1> tokens,
                   const sample_options& opts = {}) {
-  namespace dd = detail::decode;
-  dd::check_sample_args("sample_probs", probs, tokens, opts, true);
+  detail::decode::check_sample_args("sample_probs", probs, tokens, opts, true);
   impl::decode_impl<Backend>::sample(be, "sample_probs", tensor_view<const T, 2>(probs), tokens,
-                                     dd::make_sample_params(opts, true), opts);
+                                     detail::decode::make_sample_params(opts, true), opts);
 }
 
 namespace detail::decode {
@@ -359,11 +364,10 @@ void log_softmax(const Backend& be, tensor_view<T, 2> logits, tensor_view<U, 2> 
 template <backend Backend, class T, class U>
 void top_k_renorm(const Backend& be, tensor_view<T, 2> probs, tensor_view<U, 2> out, std::int64_t k,
                   const top_k_renorm_options& opts = {}) {
-  namespace dd = detail::decode;
-  dd::static_check_float<T>();
-  dd::static_check_float<U>();
-  dd::check_rows_view("top_k_renorm", "probs", probs);
-  dd::check_vocab("top_k_renorm", "probs", probs.extent(1));
+  detail::decode::static_check_float<T>();
+  detail::decode::static_check_float<U>();
+  detail::decode::check_rows_view("top_k_renorm", "probs", probs);
+  detail::decode::check_vocab("top_k_renorm", "probs", probs.extent(1));
   detail::check_output_view("top_k_renorm", "out", out);
   detail::require_unit_inner_stride("top_k_renorm", "out", out);
   detail::require_shape("top_k_renorm", "out", out, probs.extents());
@@ -375,4 +379,4 @@ void top_k_renorm(const Backend& be, tensor_view<T, 2> probs, tensor_view<U, 2> 
 
 }  // namespace weft
 
-WEFT_DECODE_NO_VECTORIZE_END
+WEFT_NO_VECTORIZE_END

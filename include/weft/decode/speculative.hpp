@@ -33,11 +33,12 @@
 #include "weft/core/error.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/decode/common.hpp"
-#include "weft/decode/lanes.hpp"
+#include "weft/decode/math.hpp"
+#include "weft/decode/row_order.hpp"
 #include "weft/decode/row_race.hpp"
-#include "weft/decode/row_sampling.hpp"
+#include "weft/decode/row_scan.hpp"
 
-WEFT_DECODE_NO_VECTORIZE_BEGIN
+WEFT_NO_VECTORIZE_BEGIN
 
 namespace weft {
 
@@ -221,38 +222,37 @@ inline void check_chain_views(std::string_view fn, const tensor_view<const std::
 
 namespace impl {
 
-/// The CPU implementation of chain verification; Rows runs the rows.
-template <class Backend, class Rows>
+/// The CPU implementation of chain verification; Runner runs the rows.
+template <class Backend, class Runner>
 struct speculative_rowwise {
   /// Value checks shared by the chain functions (lengths first: the other checks use them).
   static void check_lengths(const Backend& be, const char* fn,
                             const tensor_view<const std::int32_t, 1>& lengths, std::int64_t B,
                             std::int64_t L) {
-    namespace dd = detail::decode;
     if (!lengths.data()) return;
-    const auto f =
-        Rows::first_failure(be, "weft::decode(check lengths)", B, dd::lengths_check_fn{lengths, L});
-    dd::throw_failure(fn, "lengths", f, detail::concat("values in [0, ", L, "]"), "a length out of range");
+    const auto f = Runner::first_failure(be, "weft::decode(check lengths)", B,
+                                         detail::decode::lengths_check_fn{lengths, L});
+    detail::decode::throw_failure(fn, "lengths", f, detail::concat("values in [0, ", L, "]"),
+                                  "a length out of range");
   }
   static void check_drafts(const Backend& be, const char* fn, const tensor_view<const std::int32_t, 2>& draft,
                            const tensor_view<const std::int32_t, 1>& lengths, std::int64_t V) {
-    namespace dd = detail::decode;
-    const auto f = Rows::first_failure(be, "weft::decode(check drafts)", draft.extent(0),
-                                       dd::draft_tokens_check_fn{draft, lengths, V});
-    dd::throw_failure(fn, "draft_tokens", f, detail::concat("vocabulary ids in [0, ", V, ")"),
-                      "a token out of range");
+    const auto f = Runner::first_failure(be, "weft::decode(check drafts)", draft.extent(0),
+                                         detail::decode::draft_tokens_check_fn{draft, lengths, V});
+    detail::decode::throw_failure(fn, "draft_tokens", f, detail::concat("vocabulary ids in [0, ", V, ")"),
+                                  "a token out of range");
   }
   template <class T>
   static void check_probs3(const Backend& be, const char* fn, const char* arg,
                            const tensor_view<const T, 3>& p,
                            const tensor_view<const std::int32_t, 1>& lengths, std::int64_t extra, float tol) {
-    namespace dd = detail::decode;
-    const auto f = Rows::first_failure(be, "weft::decode(check probs)", p.extent(0) * p.extent(1),
-                                       dd::prob_rows3_check_fn<T>{p, lengths, extra, tol});
+    const auto f = Runner::first_failure(be, "weft::decode(check probs)", p.extent(0) * p.extent(1),
+                                         detail::decode::prob_rows3_check_fn<T>{p, lengths, extra, tol});
     if (f.code == 0) return;
-    const dd::check_failure at{f.row / p.extent(1), f.code};
-    dd::throw_failure(fn, arg, at, detail::concat("rows of probabilities summing to 1 within ", tol),
-                      detail::concat(dd::probs_failure_text(f.code), " at position ", f.row % p.extent(1)));
+    const detail::check_failure at{f.item / p.extent(1), f.code};
+    detail::decode::throw_failure(
+        fn, arg, at, detail::concat("rows of probabilities summing to 1 within ", tol),
+        detail::concat(detail::decode::probs_failure_text(f.code), " at position ", f.item % p.extent(1)));
   }
 
   template <class T>
@@ -261,8 +261,8 @@ struct speculative_rowwise {
                             tensor_view<std::int32_t, 1> accepted, const verify_options& o) {
     check_lengths(be, "verify_greedy", o.lengths, draft.extent(0), draft.extent(1));
     check_drafts(be, "verify_greedy", draft, o.lengths, target.extent(2));
-    Rows::run(be, "weft::verify_greedy", draft.extent(0), 0, {}, "verify_greedy",
-              detail::decode::verify_greedy_fn<T>{draft, target, out, accepted, o.lengths, o.valid});
+    Runner::run(be, "weft::verify_greedy", draft.extent(0), 0, {}, "verify_greedy",
+                detail::decode::verify_greedy_fn<T>{draft, target, out, accepted, o.lengths, o.valid});
   }
 
   template <class TD, class TT>
@@ -274,17 +274,17 @@ struct speculative_rowwise {
     check_drafts(be, fn, draft, o.lengths, p.extent(2));
     check_probs3(be, fn, "draft_probs", q, o.lengths, 0, o.tolerance);
     check_probs3(be, fn, "target_probs", p, o.lengths, bonus ? 1 : 0, o.tolerance);
-    Rows::run(be, bonus ? "weft::speculative_sample" : "weft::jacobi_accept", draft.extent(0), 0, {}, fn,
-              detail::decode::speculative_fn<TD, TT>{q, draft, p, out, accepted, o.lengths, o.seed, o.offset,
-                                                     o.seeds, o.offsets, bonus});
+    Runner::run(be, bonus ? "weft::speculative_sample" : "weft::jacobi_accept", draft.extent(0), 0, {}, fn,
+                detail::decode::speculative_fn<TD, TT>{q, draft, p, out, accepted, o.lengths, o.seed,
+                                                       o.offset, o.seeds, o.offsets, bonus});
   }
 
   static void jacobi_greedy(const Backend& be, tensor_view<const std::int32_t, 2> prev,
                             tensor_view<const std::int32_t, 2> next, tensor_view<std::int32_t, 2> out,
                             tensor_view<std::int32_t, 1> accepted, const jacobi_options& o) {
     check_lengths(be, "jacobi_accept", o.lengths, prev.extent(0), prev.extent(1));
-    Rows::run(be, "weft::jacobi_accept", prev.extent(0), 0, {}, "jacobi_accept",
-              detail::decode::jacobi_greedy_fn{prev, next, out, accepted, o.lengths});
+    Runner::run(be, "weft::jacobi_accept", prev.extent(0), 0, {}, "jacobi_accept",
+                detail::decode::jacobi_greedy_fn{prev, next, out, accepted, o.lengths});
   }
 };
 
@@ -295,16 +295,15 @@ template <backend Backend, class T>
 void verify_greedy(const Backend& be, tensor_view<const std::int32_t, 2> draft_tokens,
                    tensor_view<T, 3> target_logits, tensor_view<std::int32_t, 2> out_tokens,
                    tensor_view<std::int32_t, 1> accepted, const verify_options& opts = {}) {
-  namespace dd = detail::decode;
   constexpr const char* fn = "verify_greedy";
-  dd::static_check_float<T>();
-  dd::check_chain_views(fn, draft_tokens, out_tokens, accepted, opts.lengths, 1);
-  dd::check_rows_view(fn, "target_logits", target_logits);
+  detail::decode::static_check_float<T>();
+  detail::decode::check_chain_views(fn, draft_tokens, out_tokens, accepted, opts.lengths, 1);
+  detail::decode::check_rows_view(fn, "target_logits", target_logits);
   detail::require_shape(fn, "target_logits", target_logits,
                         std::array<std::int64_t, 3>{draft_tokens.extent(0), draft_tokens.extent(1) + 1,
                                                     target_logits.extent(2)});
-  dd::check_vocab(fn, "target_logits", target_logits.extent(2));
-  dd::check_optional_rows(fn, "valid", opts.valid, draft_tokens.extent(0), true);
+  detail::decode::check_vocab(fn, "target_logits", target_logits.extent(2));
+  detail::decode::check_optional_rows(fn, "valid", opts.valid, draft_tokens.extent(0), true);
   impl::decode_impl<Backend>::verify_greedy(be, draft_tokens, tensor_view<const T, 3>(target_logits),
                                             out_tokens, accepted, opts);
 }
@@ -348,9 +347,8 @@ template <backend Backend>
 void jacobi_accept(const Backend& be, tensor_view<const std::int32_t, 2> previous,
                    tensor_view<const std::int32_t, 2> next, tensor_view<std::int32_t, 2> out_tokens,
                    tensor_view<std::int32_t, 1> accepted, const jacobi_options& opts = {}) {
-  namespace dd = detail::decode;
   constexpr const char* fn = "jacobi_accept";
-  dd::check_chain_views(fn, previous, out_tokens, accepted, opts.lengths, 0);
+  detail::decode::check_chain_views(fn, previous, out_tokens, accepted, opts.lengths, 0);
   detail::check_view(fn, "next", next);
   detail::require_shape(fn, "next", next, previous.extents());
   impl::decode_impl<Backend>::jacobi_greedy(be, previous, next, out_tokens, accepted, opts);
@@ -371,4 +369,4 @@ void jacobi_accept(const Backend& be, tensor_view<TD, 3> draft_probs,
 
 }  // namespace weft
 
-WEFT_DECODE_NO_VECTORIZE_END
+WEFT_NO_VECTORIZE_END

@@ -33,14 +33,21 @@
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/common.hpp"
-#include "weft/decode/lanes.hpp"
+#include "weft/decode/math.hpp"
+#include "weft/decode/row_order.hpp"
 #include "weft/decode/row_race.hpp"
-#include "weft/decode/row_sampling.hpp"
+#include "weft/decode/row_scan.hpp"
 #include "weft/decode/speculative.hpp"
 
-WEFT_DECODE_NO_VECTORIZE_BEGIN
+WEFT_NO_VECTORIZE_BEGIN
 
 namespace weft {
+
+namespace ops {
+/// verify_tree (greedy or sampled): the tag of its workspace_size(be, ops::verify_tree{}, batch,
+/// nodes, vocab).
+struct verify_tree {};
+}  // namespace ops
 
 struct tree_mask_options {
   tensor_view<std::int32_t, 2> depth{};  ///< [B,N] optional out: depth of each node (root 0)
@@ -336,30 +343,30 @@ inline void check_tree_views(std::string_view fn, const tensor_view<const std::i
 
 namespace impl {
 
-template <class Backend, class Rows>
+template <class Backend, class Runner>
 struct tree_rowwise {
   static void check_parents(const Backend& be, const char* fn,
                             const tensor_view<const std::int32_t, 2>& parents) {
-    namespace dd = detail::decode;
-    const auto f = Rows::first_failure(be, "weft::decode(check parents)", parents.extent(0),
-                                       dd::parents_check_fn{parents});
-    dd::throw_failure(fn, "parents", f, "a tree in topological order: parents[0] = -1, 0 <= parents[i] < i",
-                      "parent indices that do not form such a tree");
+    const auto f = Runner::first_failure(be, "weft::decode(check parents)", parents.extent(0),
+                                         detail::decode::parents_check_fn{parents});
+    detail::decode::throw_failure(fn, "parents", f,
+                                  "a tree in topological order: parents[0] = -1, 0 <= parents[i] < i",
+                                  "parent indices that do not form such a tree");
   }
   static void check_tokens(const Backend& be, const char* fn,
                            const tensor_view<const std::int32_t, 2>& tokens, std::int64_t V) {
-    namespace dd = detail::decode;
-    const auto f = Rows::first_failure(be, "weft::decode(check tokens)", tokens.extent(0),
-                                       dd::node_tokens_check_fn{tokens, V});
-    dd::throw_failure(fn, "tokens", f, detail::concat("vocabulary ids in [0, ", V, ") for nodes 1..N-1"),
-                      "a token out of range");
+    const auto f = Runner::first_failure(be, "weft::decode(check tokens)", tokens.extent(0),
+                                         detail::decode::node_tokens_check_fn{tokens, V});
+    detail::decode::throw_failure(fn, "tokens", f,
+                                  detail::concat("vocabulary ids in [0, ", V, ") for nodes 1..N-1"),
+                                  "a token out of range");
   }
 
   static void tree_attention_mask(const Backend& be, tensor_view<const std::int32_t, 2> parents,
                                   tensor_view<std::uint8_t, 3> mask, tensor_view<std::int32_t, 2> depth) {
     check_parents(be, "tree_attention_mask", parents);
-    Rows::run(be, "weft::tree_attention_mask", parents.extent(0) * parents.extent(1), 0, {},
-              "tree_attention_mask", detail::decode::tree_mask_fn{parents, mask, depth});
+    Runner::run(be, "weft::tree_attention_mask", parents.extent(0) * parents.extent(1), 0, {},
+                "tree_attention_mask", detail::decode::tree_mask_fn{parents, mask, depth});
   }
 
   template <class T>
@@ -370,8 +377,8 @@ struct tree_rowwise {
     check_parents(be, "verify_tree", parents);
     check_tokens(be, "verify_tree", tokens, target.extent(2));
     using F = detail::decode::verify_tree_greedy_fn<T>;
-    Rows::run(be, "weft::verify_tree", tokens.extent(0), F::scratch_bytes(tokens.extent(1)), o.workspace,
-              "verify_tree", F{tokens, parents, target, out, path, accepted, o.valid});
+    Runner::run(be, "weft::verify_tree", tokens.extent(0), F::scratch_bytes(tokens.extent(1)), o.workspace,
+                "verify_tree", F{tokens, parents, target, out, path, accepted, o.valid});
   }
 
   /// Value checks of sampled tree verification.
@@ -381,22 +388,23 @@ struct tree_rowwise {
                                         const tensor_view<const TD, 3>& draft,
                                         const tensor_view<const TT, 3>& target,
                                         const tree_verify_options& o) {
-    namespace dd = detail::decode;
     check_parents(be, "verify_tree", parents);
     check_tokens(be, "verify_tree", tokens, target.extent(2));
     const std::int64_t rows = tokens.extent(0) * tokens.extent(1);
     for (int which = 0; which < 2; ++which) {
-      const auto f =
-          which == 0 ? Rows::first_failure(be, "weft::verify_tree(check draft)", rows,
-                                           dd::tree_probs_check_fn<TD>{draft, parents, true, o.tolerance})
-                     : Rows::first_failure(be, "weft::verify_tree(check target)", rows,
-                                           dd::tree_probs_check_fn<TT>{target, parents, false, o.tolerance});
+      const auto f = which == 0
+                         ? Runner::first_failure(
+                               be, "weft::verify_tree(check draft)", rows,
+                               detail::decode::tree_probs_check_fn<TD>{draft, parents, true, o.tolerance})
+                         : Runner::first_failure(
+                               be, "weft::verify_tree(check target)", rows,
+                               detail::decode::tree_probs_check_fn<TT>{target, parents, false, o.tolerance});
       if (f.code == 0) continue;
-      dd::throw_failure(
+      detail::decode::throw_failure(
           "verify_tree", which == 0 ? "draft_probs" : "target_probs",
-          dd::check_failure{f.row / tokens.extent(1), f.code},
+          detail::check_failure{f.item / tokens.extent(1), f.code},
           detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-          detail::concat(dd::probs_failure_text(f.code), " at node ", f.row % tokens.extent(1)));
+          detail::concat(detail::decode::probs_failure_text(f.code), " at node ", f.item % tokens.extent(1)));
     }
   }
 
@@ -406,12 +414,11 @@ struct tree_rowwise {
                                   tensor_view<const TT, 3> target, tensor_view<std::int32_t, 2> out,
                                   tensor_view<std::int32_t, 2> path, tensor_view<std::int32_t, 1> accepted,
                                   const tree_verify_options& o) {
-    namespace dd = detail::decode;
     check_tree_sampled_values(be, tokens, parents, draft, target, o);
-    using F = dd::verify_tree_sampled_fn<TD, TT>;
-    Rows::run(be, "weft::verify_tree", tokens.extent(0), F::scratch_bytes(target.extent(2)), o.workspace,
-              "verify_tree",
-              F{tokens, parents, draft, target, out, path, accepted, o.seed, o.offset, o.seeds, o.offsets});
+    using F = detail::decode::verify_tree_sampled_fn<TD, TT>;
+    Runner::run(be, "weft::verify_tree", tokens.extent(0), F::scratch_bytes(target.extent(2)), o.workspace,
+                "verify_tree",
+                F{tokens, parents, draft, target, out, path, accepted, o.seed, o.offset, o.seeds, o.offsets});
   }
 
   template <class T>
@@ -419,28 +426,29 @@ struct tree_rowwise {
                                const tensor_view<const std::int32_t, 2>& path,
                                const tensor_view<const std::int32_t, 1>& accepted,
                                const kv_compact_options& o) {
-    namespace dd = detail::decode;
-    const auto f = Rows::first_failure(be, "weft::kv_compact(check)", cache.extent(0),
-                                       dd::kv_compact_check_fn{path, accepted, o.start, cache.extent(1)});
+    const auto f =
+        Runner::first_failure(be, "weft::kv_compact(check)", cache.extent(0),
+                              detail::decode::kv_compact_check_fn{path, accepted, o.start, cache.extent(1)});
     if (f.code == 1)
-      dd::throw_failure("kv_compact", "accepted", f,
-                        detail::concat("values in [0, ", path.extent(1) - 1, "]"), "a count out of range");
+      detail::decode::throw_failure("kv_compact", "accepted", f,
+                                    detail::concat("values in [0, ", path.extent(1) - 1, "]"),
+                                    "a count out of range");
     if (f.code == 2)
-      dd::throw_failure("kv_compact", "path", f,
-                        "increasing node indices with path[j] >= j + 1 (a root path)", "a path that is not");
+      detail::decode::throw_failure("kv_compact", "path", f,
+                                    "increasing node indices with path[j] >= j + 1 (a root path)",
+                                    "a path that is not");
     if (f.code == 3)
-      dd::throw_failure("kv_compact", "start", f,
-                        detail::concat("slots start + node within [0, ", cache.extent(1), ")"),
-                        "a slot out of range");
+      detail::decode::throw_failure("kv_compact", "start", f,
+                                    detail::concat("slots start + node within [0, ", cache.extent(1), ")"),
+                                    "a slot out of range");
   }
 
   template <class T>
   static void kv_compact(const Backend& be, tensor_view<T, 4> cache, tensor_view<const std::int32_t, 2> path,
                          tensor_view<const std::int32_t, 1> accepted, const kv_compact_options& o) {
-    namespace dd = detail::decode;
     check_kv_compact(be, cache, path, accepted, o);
-    Rows::run(be, "weft::kv_compact", cache.extent(0), 0, {}, "kv_compact",
-              dd::kv_compact_fn<T>{cache, path, accepted, o.start});
+    Runner::run(be, "weft::kv_compact", cache.extent(0), 0, {}, "kv_compact",
+                detail::decode::kv_compact_fn<T>{cache, path, accepted, o.start});
   }
 };
 
@@ -468,16 +476,15 @@ void verify_tree(const Backend& be, tensor_view<const std::int32_t, 2> tokens,
                  tensor_view<const std::int32_t, 2> parents, tensor_view<T, 3> target_logits,
                  tensor_view<std::int32_t, 2> out_tokens, tensor_view<std::int32_t, 2> path,
                  tensor_view<std::int32_t, 1> accepted, const tree_verify_options& opts = {}) {
-  namespace dd = detail::decode;
   constexpr const char* fn = "verify_tree";
-  dd::static_check_float<T>();
-  dd::check_tree_views(fn, tokens, parents, out_tokens, path, accepted);
-  dd::check_rows_view(fn, "target_logits", target_logits);
-  dd::check_vocab(fn, "target_logits", target_logits.extent(2));
+  detail::decode::static_check_float<T>();
+  detail::decode::check_tree_views(fn, tokens, parents, out_tokens, path, accepted);
+  detail::decode::check_rows_view(fn, "target_logits", target_logits);
+  detail::decode::check_vocab(fn, "target_logits", target_logits.extent(2));
   detail::require_shape(
       fn, "target_logits", target_logits,
       std::array<std::int64_t, 3>{tokens.extent(0), tokens.extent(1), target_logits.extent(2)});
-  dd::check_optional_rows(fn, "valid", opts.valid, tokens.extent(0), true);
+  detail::decode::check_optional_rows(fn, "valid", opts.valid, tokens.extent(0), true);
   impl::decode_impl<Backend>::verify_tree_greedy(be, tokens, parents, tensor_view<const T, 3>(target_logits),
                                                  out_tokens, path, accepted, opts);
 }
@@ -489,19 +496,18 @@ void verify_tree(const Backend& be, tensor_view<const std::int32_t, 2> tokens,
                  tensor_view<TT, 3> target_probs, tensor_view<std::int32_t, 2> out_tokens,
                  tensor_view<std::int32_t, 2> path, tensor_view<std::int32_t, 1> accepted,
                  const tree_verify_options& opts = {}) {
-  namespace dd = detail::decode;
   constexpr const char* fn = "verify_tree";
-  dd::static_check_float<TD>();
-  dd::static_check_float<TT>();
-  dd::check_tree_views(fn, tokens, parents, out_tokens, path, accepted);
-  dd::check_rows_view(fn, "target_probs", target_probs);
-  dd::check_vocab(fn, "target_probs", target_probs.extent(2));
+  detail::decode::static_check_float<TD>();
+  detail::decode::static_check_float<TT>();
+  detail::decode::check_tree_views(fn, tokens, parents, out_tokens, path, accepted);
+  detail::decode::check_rows_view(fn, "target_probs", target_probs);
+  detail::decode::check_vocab(fn, "target_probs", target_probs.extent(2));
   const std::array<std::int64_t, 3> shape{tokens.extent(0), tokens.extent(1), target_probs.extent(2)};
   detail::require_shape(fn, "target_probs", target_probs, shape);
-  dd::check_rows_view(fn, "draft_probs", draft_probs);
+  detail::decode::check_rows_view(fn, "draft_probs", draft_probs);
   detail::require_shape(fn, "draft_probs", draft_probs, shape);
   detail::require(opts.tolerance >= 0.0f, fn, "tolerance", "a value >= 0", opts.tolerance);
-  dd::check_seed_views(fn, opts, tokens.extent(0));
+  detail::decode::check_seed_views(fn, opts, tokens.extent(0));
   impl::decode_impl<Backend>::verify_tree_sampled(be, tokens, parents, tensor_view<const TD, 3>(draft_probs),
                                                   tensor_view<const TT, 3>(target_probs), out_tokens, path,
                                                   accepted, opts);
@@ -535,4 +541,4 @@ void kv_compact(const Backend& be, tensor_view<T, 3> cache, tensor_view<const st
 
 }  // namespace weft
 
-WEFT_DECODE_NO_VECTORIZE_END
+WEFT_NO_VECTORIZE_END

@@ -29,11 +29,13 @@
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/decode/common.hpp"
-#include "weft/decode/lanes.hpp"
-#include "weft/decode/row_sampling.hpp"
+#include "weft/decode/math.hpp"
+#include "weft/decode/row_order.hpp"
+#include "weft/decode/row_sample.hpp"
+#include "weft/decode/row_scan.hpp"
 #include "weft/decode/sampling.hpp"
 
-WEFT_DECODE_NO_VECTORIZE_BEGIN
+WEFT_NO_VECTORIZE_BEGIN
 
 namespace weft {
 
@@ -89,7 +91,7 @@ struct unmask_predict_fn {
     const sample_result s = sample_row(row, V, p, rk, carve_sample_scratch(scratch, V));
     if (!s.valid) {
       x0[r] = -1;
-      conf[r] = bits_float(0x7fc00000u);
+      conf[r] = bits_float(f32_qnan_bits);
       return;
     }
     x0[r] = s.token;
@@ -178,7 +180,7 @@ struct unmask_check_fn {
 
 namespace impl {
 
-template <class Backend, class Rows>
+template <class Backend, class Runner>
 struct unmask_rowwise {
   /// Predictions and confidences of one step, in backend memory.
   struct unmask_state {
@@ -192,15 +194,14 @@ struct unmask_rowwise {
   /// Value checks, then the state buffer.
   static unmask_state unmask_prepare(const Backend& be, std::int64_t V,
                                      const tensor_view<std::int32_t, 2>& tokens, const unmask_options& o) {
-    namespace dd = detail::decode;
     const std::int64_t B = tokens.extent(0), T_ = tokens.extent(1);
-    const auto f = Rows::first_failure(be, "weft::unmask_by_confidence(check)", B,
-                                       dd::unmask_check_fn{tokens, o.counts, V});
+    const auto f = Runner::first_failure(be, "weft::unmask_by_confidence(check)", B,
+                                         detail::decode::unmask_check_fn{tokens, o.counts, V});
     if (f.code == 1)
-      dd::throw_failure("unmask_by_confidence", "tokens", f, detail::concat("vocabulary ids in [0, ", V, ")"),
-                        "a token out of range");
+      detail::decode::throw_failure("unmask_by_confidence", "tokens", f,
+                                    detail::concat("vocabulary ids in [0, ", V, ")"), "a token out of range");
     if (f.code == 2)
-      dd::throw_failure("unmask_by_confidence", "counts", f, "values >= 0", "a negative count");
+      detail::decode::throw_failure("unmask_by_confidence", "counts", f, "values >= 0", "a negative count");
     unmask_state st;
     const std::size_t n = static_cast<std::size_t>(B * T_);
     st.buffer = be.allocate(detail::align_up(n * sizeof(std::int32_t)) + n * sizeof(float) + 64);
@@ -209,8 +210,8 @@ struct unmask_rowwise {
                                        detail::align_up(n * sizeof(std::int32_t)));
     sample_options so;
     so.temperature = o.temperature;
-    st.params = dd::make_sample_params(so, false);
-    st.params.purpose = dd::stream::predict;
+    st.params = detail::decode::make_sample_params(so, false);
+    st.params.purpose = detail::decode::stream::predict;
     st.begin = o.block_start;
     st.end = o.block_length > 0 ? o.block_start + o.block_length : T_;
     return st;
@@ -227,20 +228,20 @@ struct unmask_rowwise {
 
   static void unmask_commit(const Backend& be, const tensor_view<std::int32_t, 2>& tokens,
                             const unmask_options& o, const unmask_state& st) {
-    namespace dd = detail::decode;
-    Rows::run(be, "weft::unmask_by_confidence(commit)", tokens.extent(0),
-              static_cast<std::size_t>(tokens.extent(1)) * sizeof(dd::cand), {}, "unmask_by_confidence",
-              dd::unmask_commit_fn{tokens, st.x0, st.conf, o.strategy, o.threshold, o.count, o.counts,
-                                   o.confidence, o.committed, o.valid});
+    Runner::run(be, "weft::unmask_by_confidence(commit)", tokens.extent(0),
+                static_cast<std::size_t>(tokens.extent(1)) * sizeof(detail::decode::cand), {},
+                "unmask_by_confidence",
+                detail::decode::unmask_commit_fn{tokens, st.x0, st.conf, o.strategy, o.threshold, o.count,
+                                                 o.counts, o.confidence, o.committed, o.valid});
   }
 
   template <class T>
   static void unmask(const Backend& be, tensor_view<const T, 3> logits, tensor_view<std::int32_t, 2> tokens,
                      const unmask_options& o) {
     const unmask_state st = unmask_prepare(be, logits.extent(2), tokens, o);
-    Rows::run(be, "weft::unmask_by_confidence(predict)", tokens.extent(0) * tokens.extent(1),
-              detail::decode::sample_scratch_bytes(logits.extent(2)), o.workspace, "unmask_by_confidence",
-              unmask_predictor(logits, tokens, o, st));
+    Runner::run(be, "weft::unmask_by_confidence(predict)", tokens.extent(0) * tokens.extent(1),
+                detail::decode::sample_scratch_bytes(logits.extent(2)), o.workspace, "unmask_by_confidence",
+                unmask_predictor(logits, tokens, o, st));
     unmask_commit(be, tokens, o, st);
   }
 };
@@ -251,12 +252,11 @@ struct unmask_rowwise {
 template <backend Backend, class T>
 void unmask_by_confidence(const Backend& be, tensor_view<T, 3> logits, tensor_view<std::int32_t, 2> tokens,
                           const unmask_options& opts) {
-  namespace dd = detail::decode;
   constexpr const char* fn = "unmask_by_confidence";
-  dd::static_check_float<T>();
-  dd::check_rows_view(fn, "logits", logits);
+  detail::decode::static_check_float<T>();
+  detail::decode::check_rows_view(fn, "logits", logits);
   const std::int64_t B = logits.extent(0), T_ = logits.extent(1), V = logits.extent(2);
-  dd::check_vocab(fn, "logits", V);
+  detail::decode::check_vocab(fn, "logits", V);
   detail::check_output_view(fn, "tokens", tokens);
   detail::require_shape(fn, "tokens", tokens, std::array<std::int64_t, 2>{B, T_});
   detail::require(opts.mask_id >= 0 && opts.mask_id < V, fn, "mask_id",
@@ -270,11 +270,11 @@ void unmask_by_confidence(const Backend& be, tensor_view<T, 3> logits, tensor_vi
   detail::require(opts.count >= 0, fn, "count", "a value >= 0", opts.count);
   detail::require(std::isfinite(opts.temperature) && opts.temperature >= 0.0f, fn, "temperature",
                   "a finite value >= 0", opts.temperature);
-  dd::check_optional_rows(fn, "counts", opts.counts, B, false);
-  dd::check_seed_views(fn, opts, B);
-  dd::check_optional_rows(fn, "committed", opts.committed, B, true);
-  dd::check_optional_rows(fn, "valid", opts.valid, B, true);
-  if (dd::given(opts.confidence)) {
+  detail::decode::check_optional_rows(fn, "counts", opts.counts, B, false);
+  detail::decode::check_seed_views(fn, opts, B);
+  detail::decode::check_optional_rows(fn, "committed", opts.committed, B, true);
+  detail::decode::check_optional_rows(fn, "valid", opts.valid, B, true);
+  if (detail::decode::given(opts.confidence)) {
     detail::check_output_view(fn, "confidence", opts.confidence);
     detail::require_shape(fn, "confidence", opts.confidence, std::array<std::int64_t, 2>{B, T_});
   }
@@ -283,4 +283,4 @@ void unmask_by_confidence(const Backend& be, tensor_view<T, 3> logits, tensor_vi
 
 }  // namespace weft
 
-WEFT_DECODE_NO_VECTORIZE_END
+WEFT_NO_VECTORIZE_END

@@ -3,11 +3,11 @@
 // Status: compiled in CI (sm_90); not yet verified on hardware.
 //
 // chunk mode, every gate kind, K <= 128: chunk_kernel, one thread block per (sequence, head,
-//   32-column slice of V) running detail::la::dev::chunk_block (device_chunk.hpp): chunks of
+//   32-column slice of V) running detail::la::kernels::chunk_block (chunk_block.hpp): chunks of
 //   64 tokens, the state slice in shared memory (at most 142 KiB, under sm_80's 163 KiB).
 // Everything else (recurrent mode, decode steps, K > 128): one thread
-// per (sequence, head, value column) runs detail::la::recurrent_column, the token loop of one
-// column of the state (columns evolve independently for every gate kind).
+// per (sequence, head, value column) runs detail::la::kernels::recurrent_column (column.hpp), the
+// token loop of one column of the state (columns evolve independently for every gate kind).
 // The two device algorithms also run on the host, one thread at a time, in
 // tests/linear_attention/test_la_device_paths.cpp (against the fp64 oracle).
 #pragma once
@@ -15,11 +15,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "weft/backend/cuda.cuh"
 #include "weft/core/math.hpp"
-#include "weft/linear_attention/device_chunk.hpp"
+#include "weft/linear_attention/chunk_block.hpp"
+#include "weft/linear_attention/column.hpp"
 #include "weft/linear_attention/linear_attention.hpp"
 
 namespace weft {
@@ -39,24 +39,24 @@ __global__ void invalid_kernel(tensor_view<const T, R> v, std::int64_t n, bool f
   if (invalid_gate_value(v.data()[off], finite)) atomicOr(flag, 1);  // an integer flag: order does not matter
 }
 
-/// Copies the initial state into per-column scratch (dev::load_column).
+/// Copies the initial state into per-column scratch (kernels::load_column).
 template <class E>
 __global__ void load_state_kernel(args<E> a, float* S, float* nv, float* m) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c < a.N * a.H * a.V) dev::load_column(a, c, S, nv, m);
+  if (c < a.N * a.H * a.V) kernels::load_column(a, c, S, nv, m);
 }
 
-/// One thread per (sequence, head, value column): dev::run_column.
+/// One thread per (sequence, head, value column): kernels::run_column.
 template <class Gate, class E>
 __global__ void column_kernel(Gate gate, args<E> a, float* S, float* nv, const float* m) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c < a.N * a.H * a.V) dev::run_column(gate, a, c, S, nv, m);
+  if (c < a.N * a.H * a.V) kernels::run_column(gate, a, c, S, nv, m);
 }
 
-/// Stages the mLSTM normalizer and stabilizer into scratch nm [N,H,K+1] (dev::load_nm).
+/// Stages the mLSTM normalizer and stabilizer into scratch nm [N,H,K+1] (kernels::load_nm).
 template <class E>
 __global__ void load_nm_kernel(args<E> a, float* nm) {
-  dev::load_nm(a, nm, blockIdx.x, threadIdx.x, blockDim.x);
+  kernels::load_nm(a, nm, blockIdx.x, threadIdx.x, blockDim.x);
 }
 
 /// Block barrier for chunk_block.
@@ -69,11 +69,11 @@ struct block_sync {
 };
 
 template <class Gate, class E>
-__global__ void __launch_bounds__(dev::chunk_threads)
+__global__ void __launch_bounds__(kernels::chunk_threads)
     chunk_kernel(Gate gate, args<E> a, const float* nm, int slices) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ double m_state;
-  dev::chunk_block(gate, a, nm, slices, blockIdx.x, threadIdx.x, blockDim.x, smem, m_state, block_sync{});
+  kernels::chunk_block(gate, a, nm, slices, blockIdx.x, threadIdx.x, blockDim.x, smem, m_state, block_sync{});
 }
 
 inline unsigned blocks_for(std::int64_t n) {
@@ -84,6 +84,8 @@ inline unsigned blocks_for(std::int64_t n) {
 
 namespace impl {
 
+/// CUDA: the chunk kernel (chunk_block) or the column kernel; gate values checked by
+/// invalid_kernel (any_invalid: CUDA has no item runner for detail::any_element).
 template <>
 struct linear_attention_impl<cuda_backend> {
   template <class T, int R>
@@ -104,26 +106,15 @@ struct linear_attention_impl<cuda_backend> {
     return h != 0;
   }
 
-  static std::vector<std::int64_t> offsets_to_host(const cuda_backend& be,
-                                                   tensor_view<const std::int64_t, 1> cu) {
-    std::vector<std::int64_t> h(static_cast<std::size_t>(cu.extent(0)));
-    for (std::int64_t i = 0; i < cu.extent(0); ++i)
-      detail::cuda_check(cudaMemcpyAsync(&h[i], cu.data() + i * cu.stride(0), sizeof(std::int64_t),
-                                         cudaMemcpyDeviceToHost, be.stream),
-                         "cudaMemcpyAsync");
-    be.fence();
-    return h;
-  }
-
   /// The chunk kernel applies: chunk mode, K <= 128.
-  static bool use_chunk_kernel(const detail::la::shape& s) {
-    return s.mode == linear_attention_mode::chunk && s.K <= detail::la::dev::max_k;
+  static bool use_chunk_kernel(const detail::la::sizes& s) {
+    return s.mode == linear_attention_mode::chunk && s.K <= detail::la::kernels::max_k;
   }
-  static_assert(detail::la::dev::chunk_smem_bytes(detail::la::kind::vector, detail::la::dev::max_k) <=
+  static_assert(detail::la::kernels::chunk_smem_bytes(detail::la::kind::vector, detail::la::kernels::max_k) <=
                     163 * 1024,
                 "the chunk kernel's shared memory must fit sm_80's opt-in limit");
 
-  static std::size_t workspace_bytes(const cuda_backend&, detail::la::kind kd, const detail::la::shape& s) {
+  static std::size_t workspace_bytes(const cuda_backend&, detail::la::kind kd, const detail::la::sizes& s) {
     if (use_chunk_kernel(s)) return sizeof(float) * static_cast<std::size_t>(s.N * s.H * (s.K + 1));
     const std::size_t cols = static_cast<std::size_t>(s.N * s.H * s.V * s.K);
     return sizeof(float) *
@@ -132,21 +123,20 @@ struct linear_attention_impl<cuda_backend> {
 
   template <class Gate, class E>
   static void forward(const cuda_backend& be, const Gate& gate, const detail::la::args<E>& a, void* ws) {
-    namespace k = detail::la::cuda;
     const std::int64_t cols = a.N * a.H * a.V;
     if (cols == 0) return;
     if (use_chunk_kernel(a.dims())) {
       float* nm = static_cast<float*>(ws);
-      k::load_nm_kernel<<<static_cast<unsigned>(a.N * a.H), 128, 0, be.stream>>>(a, nm);
+      detail::la::cuda::load_nm_kernel<<<static_cast<unsigned>(a.N * a.H), 128, 0, be.stream>>>(a, nm);
       be.check_launch("weft::linear_attention_load_state");
-      const int slices = static_cast<int>(ceil_div<std::int64_t>(a.V, detail::la::dev::slice));
-      const std::size_t smem = detail::la::dev::chunk_smem_bytes(detail::la::kind_of<Gate>, a.K);
-      auto kernel = k::chunk_kernel<Gate, E>;
+      const int slices = static_cast<int>(ceil_div<std::int64_t>(a.V, detail::la::kernels::slice));
+      const std::size_t smem = detail::la::kernels::chunk_smem_bytes(detail::la::kind_of<Gate>, a.K);
+      auto kernel = detail::la::cuda::chunk_kernel<Gate, E>;
       detail::cuda_check(
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute");
-      kernel<<<static_cast<unsigned>(a.N * a.H * slices), detail::la::dev::chunk_threads, smem, be.stream>>>(
-          gate, a, nm, slices);
+      kernel<<<static_cast<unsigned>(a.N * a.H * slices), detail::la::kernels::chunk_threads, smem,
+               be.stream>>>(gate, a, nm, slices);
       be.check_launch("weft::linear_attention_chunk");
       be.fence();  // the workspace is released on return
       return;
@@ -155,9 +145,13 @@ struct linear_attention_impl<cuda_backend> {
     float* S = static_cast<float*>(ws);
     float* nv = is_mlstm ? S + cols * a.K : nullptr;
     float* m = S + cols * a.K * (is_mlstm ? 2 : 1);
-    k::load_state_kernel<<<k::blocks_for(cols), k::threads, 0, be.stream>>>(a, S, nv, m);
+    detail::la::cuda::
+        load_state_kernel<<<detail::la::cuda::blocks_for(cols), detail::la::cuda::threads, 0, be.stream>>>(
+            a, S, nv, m);
     be.check_launch("weft::linear_attention_load_state");
-    k::column_kernel<<<k::blocks_for(cols), k::threads, 0, be.stream>>>(gate, a, S, nv, m);
+    detail::la::cuda::
+        column_kernel<<<detail::la::cuda::blocks_for(cols), detail::la::cuda::threads, 0, be.stream>>>(
+            gate, a, S, nv, m);
     be.check_launch("weft::linear_attention_columns");
     be.fence();  // the workspace is released on return
   }

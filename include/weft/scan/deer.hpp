@@ -22,17 +22,22 @@
 // and optionally, computing both from one evaluation of the gates (DEER needs both at every
 // step of every iteration, so this halves the cost of a cell dominated by exp/tanh):
 //   void value_and_jacobian(const T* h_prev, const T* x, T* h, T* J) const;
+// Scratch: opts.workspace, at least workspace_size(be, ops::deer{}, cell, x, h0, h, opts) bytes,
+// or none given (the backend allocates).
 #pragma once
 
 #include <array>
 #include <cmath>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "weft/core/backend.hpp"
 #include "weft/core/dtype.hpp"
 #include "weft/core/error.hpp"
+#include "weft/core/services.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 
@@ -47,8 +52,8 @@ struct deer_options {
   int max_iterations = 100;  ///< Newton steps at most (>= 1)
   double tolerance = 1e-5;   ///< max-abs residual of the defining equation
   deer_method method = deer_method::newton;
-  bool warm_start = false;  ///< start from h's contents instead of h0 at every step
-  weft::workspace workspace = {};
+  bool warm_start = false;         ///< start from h's contents instead of h0 at every step
+  weft::workspace workspace = {};  ///< optional caller-owned scratch (see workspace_size)
 };
 
 struct deer_result {
@@ -79,7 +84,20 @@ WEFT_INLINE void deer_eval(const Cell& cell, const T* hp, const T* x, T* f, T* J
 }
 }  // namespace detail
 
+namespace ops {
+struct deer {};
+}  // namespace ops
+
 namespace impl {
+/// deer_impl<Backend>: DEER per backend (serial below; weft/scan/kokkos.hpp; weft/scan/cuda.cuh).
+/// Arguments arrive checked (x [B,T,Dx], h0 [B,D] finite, h [B,T,D], unit inner strides,
+/// D = cell.state_size()). It provides
+///   deer_result solve(be, cell, tensor_view<const T,3> x, tensor_view<const T,2> h0,
+///                     tensor_view<T,3> h, const deer_options&)
+///        Newton (or quasi-Newton) steps from h0 (or h's contents, .warm_start) until the
+///        residual max |cell(h_{t-1}, x_t) - h_t| <= tolerance, max_iterations, or non-finite
+///   std::size_t solve_bytes(be, x, h0, h, opts)
+///        the scratch solve acquires (once, from opts.workspace when given, before writing)
 template <class Backend>
 struct deer_impl {
   static_assert(detail::dependent_false<Backend>,
@@ -95,6 +113,33 @@ bool all_finite(const std::vector<T>& v) {
     if (!std::isfinite(x)) return false;
   return true;
 }
+
+/// deer's checks of everything but h0's values (shared with workspace_size).
+template <class Cell, class TX, class T0, class T>
+void check_deer_args(std::string_view fn, const Cell& cell, const tensor_view<TX, 3>& x,
+                     const tensor_view<T0, 2>& h0, const tensor_view<T, 3>& h, const deer_options& opts) {
+  static_assert(std::is_same_v<std::remove_cv_t<TX>, T> && std::is_same_v<std::remove_cv_t<T0>, T>,
+                "weft::deer: x, h0 and h must have the same floating-point type");
+  const std::int64_t D = static_cast<std::int64_t>(cell.state_size());
+  require(D >= 1, fn, "cell", "state_size() >= 1", D);
+  check_view(fn, "x", x);
+  check_view(fn, "h0", h0);
+  require_shape(fn, "h0", h0, std::array<std::int64_t, 2>{x.extent(0), D});
+  check_output_view(fn, "h", h);
+  require_shape(fn, "h", h, std::array<std::int64_t, 3>{x.extent(0), x.extent(1), D});
+  if constexpr (requires { cell.input_size(); })  // optional: the cell's input width
+    require(x.extent(2) == static_cast<std::int64_t>(cell.input_size()), fn, "x",
+            concat("last extent == cell.input_size() = ", static_cast<std::int64_t>(cell.input_size())),
+            x.extent(2));
+  require_disjoint(fn, "h", h, "x", x);
+  require_disjoint(fn, "h", h, "h0", h0);
+  require_unit_inner_stride(fn, "x", x);
+  require_unit_inner_stride(fn, "h0", h0);
+  require_unit_inner_stride(fn, "h", h);
+  require(opts.max_iterations >= 1, fn, "max_iterations", ">= 1", opts.max_iterations);
+  require(opts.tolerance > 0 && std::isfinite(opts.tolerance), fn, "tolerance", "a finite value > 0",
+          opts.tolerance);
+}
 }  // namespace detail
 
 /// Solves h_t = cell(h_{t-1}, x_t) for t = 0..T-1 with h_{-1} = h0, for x [B,T,Dx],
@@ -103,33 +148,22 @@ template <backend Backend, class Cell, class TX, class T0, class T>
 requires deer_cell<Cell, T> && std::is_floating_point_v<T> deer_result
 deer(const Backend& be, const Cell& cell, tensor_view<TX, 3> x, tensor_view<T0, 2> h0, tensor_view<T, 3> h,
      const deer_options& opts = {}) {
-  static_assert(std::is_same_v<std::remove_cv_t<TX>, T> && std::is_same_v<std::remove_cv_t<T0>, T>,
-                "weft::deer: x, h0 and h must have the same floating-point type");
   constexpr std::string_view fn = "deer";
-  const std::int64_t D = static_cast<std::int64_t>(cell.state_size());
-  detail::require(D >= 1, fn, "cell", "state_size() >= 1", D);
-  detail::check_view(fn, "x", x);
-  detail::check_view(fn, "h0", h0);
-  detail::require_shape(fn, "h0", h0, std::array<std::int64_t, 2>{x.extent(0), D});
-  detail::check_output_view(fn, "h", h);
-  detail::require_shape(fn, "h", h, std::array<std::int64_t, 3>{x.extent(0), x.extent(1), D});
-  if constexpr (requires { cell.input_size(); })  // optional: the cell's input width
-    detail::require(
-        x.extent(2) == static_cast<std::int64_t>(cell.input_size()), fn, "x",
-        detail::concat("last extent == cell.input_size() = ", static_cast<std::int64_t>(cell.input_size())),
-        x.extent(2));
-  detail::require_disjoint(fn, "h", h, "x", x);
-  detail::require_disjoint(fn, "h", h, "h0", h0);
-  detail::require_unit_inner_stride(fn, "x", x);
-  detail::require_unit_inner_stride(fn, "h0", h0);
-  detail::require_unit_inner_stride(fn, "h", h);
-  detail::require(opts.max_iterations >= 1, fn, "max_iterations", ">= 1", opts.max_iterations);
-  detail::require(opts.tolerance > 0 && std::isfinite(opts.tolerance), fn, "tolerance", "a finite value > 0",
-                  opts.tolerance);
-  const std::vector<T> h0_host = impl::deer_impl<Backend>::to_host(be, tensor_view<const T, 2>(h0));
-  detail::require(detail::all_finite(h0_host), fn, "h0", "finite values", "a NaN or Inf entry");
+  detail::check_deer_args(fn, cell, x, h0, h, opts);
+  detail::require(detail::all_finite(detail::copy_to_host(be, h0)), fn, "h0", "finite values",
+                  "a NaN or Inf entry");
   return impl::deer_impl<Backend>::solve(be, cell, tensor_view<const T, 3>(x), tensor_view<const T, 2>(h0), h,
                                          opts);
+}
+
+/// Scratch bytes deer(be, cell, x, h0, h, opts) acquires (0 where none). Shapes only.
+template <backend Backend, class Cell, class TX, class T0, class T>
+requires deer_cell<Cell, T> && std::is_floating_point_v<T> std::size_t workspace_size(
+    const Backend& be, ops::deer, const Cell& cell, tensor_view<TX, 3> x, tensor_view<T0, 2> h0,
+    tensor_view<T, 3> h, const deer_options& opts = {}) {
+  detail::check_deer_args("workspace_size", cell, x, h0, h, opts);
+  return impl::deer_impl<Backend>::solve_bytes(be, tensor_view<const T, 3>(x), tensor_view<const T, 2>(h0), h,
+                                               opts);
 }
 
 namespace impl {
@@ -138,17 +172,13 @@ namespace impl {
 /// plain loop over t.
 template <>
 struct deer_impl<serial_backend> {
-  template <class T>
-  static std::vector<T> to_host(const serial_backend&, tensor_view<const T, 2> v) {
-    std::vector<T> r;
-    for (std::int64_t i = 0; i < v.extent(0); ++i)
-      for (std::int64_t j = 0; j < v.extent(1); ++j) r.push_back(v(i, j));
-    return r;
-  }
+  /// No scratch (a given workspace is still checked, as on every backend).
+  static std::size_t solve_bytes(const serial_backend&, const auto&...) { return 0; }
 
   template <class Cell, class T>
-  static deer_result solve(const serial_backend&, const Cell& cell, tensor_view<const T, 3> x,
+  static deer_result solve(const serial_backend& be, const Cell& cell, tensor_view<const T, 3> x,
                            tensor_view<const T, 2> h0, tensor_view<T, 3> h, const deer_options& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "deer");
     const std::int64_t B = x.extent(0), Tn = x.extent(1), D = h.extent(2);
     const bool quasi = opts.method == deer_method::quasi;
     std::vector<T> f(static_cast<std::size_t>(Tn * D)), J(static_cast<std::size_t>(Tn * D * D)), prev(D),

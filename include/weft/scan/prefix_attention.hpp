@@ -10,12 +10,16 @@
 // o_t = w_t / l_t. Shapes: q [B,H,K], k [B,T,H,K], v [B,T,H,V], o [B,T,H,V].
 // (One query per (b, h), as Aaren's learned query token; softmax attention with a query per
 // position is the attention family's job.)
+// Scratch: opts.workspace, at least workspace_size(be, ops::prefix_attention{}, q, k, v, o, opts)
+// bytes, or none given (the backend allocates).
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "weft/core/backend.hpp"
@@ -28,11 +32,22 @@
 namespace weft {
 
 struct prefix_attention_options {
-  float scale = 0;  ///< 0 means K^-1/2
-  weft::workspace workspace = {};
+  float scale = 0;                 ///< 0 means K^-1/2
+  weft::workspace workspace = {};  ///< optional caller-owned scratch (see workspace_size)
 };
 
+namespace ops {
+struct prefix_attention {};
+}  // namespace ops
+
 namespace impl {
+/// prefix_attention_impl<Backend>: per backend (serial below; weft/scan/kokkos.hpp;
+/// weft/scan/cuda.cuh). Arguments arrive checked (q [B,H,K], k [B,T,H,K], v and o [B,T,H,V],
+/// o disjoint from the inputs, opts.scale > 0 already resolved). It provides
+///   void run(be, q, k, v, o, const prefix_attention_options&)
+///        o_t = sum_{i<=t} e^{s_i} v_i / sum_{i<=t} e^{s_i},  s_t = scale q . k_t
+///   std::size_t run_bytes(be, q, k, v, o, opts)
+///        the scratch run acquires (once, from opts.workspace when given, before writing)
 template <class Backend>
 struct prefix_attention_impl {
   static_assert(
@@ -41,30 +56,53 @@ struct prefix_attention_impl {
 };
 }  // namespace impl
 
+namespace detail {
+/// prefix_attention's checks (shared with workspace_size); returns the options with the
+/// scale resolved (0: K^-1/2).
+template <class TQ, class TK, class TV, class TO>
+prefix_attention_options check_prefix_attention_args(std::string_view fn, const tensor_view<TQ, 3>& q,
+                                                     const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
+                                                     const tensor_view<TO, 4>& o,
+                                                     const prefix_attention_options& opts) {
+  static_assert(!std::is_const_v<TO>, "weft::prefix_attention: 'o' must be writable");
+  check_view(fn, "q", q);
+  const std::int64_t B = q.extent(0), H = q.extent(1), K = q.extent(2);
+  check_view(fn, "k", k);
+  const std::int64_t T = k.extent(1);
+  require_shape(fn, "k", k, std::array<std::int64_t, 4>{B, T, H, K});
+  check_view(fn, "v", v);
+  const std::int64_t V = v.extent(3);
+  require_shape(fn, "v", v, std::array<std::int64_t, 4>{B, T, H, V});
+  check_output_view(fn, "o", o);
+  require_shape(fn, "o", o, std::array<std::int64_t, 4>{B, T, H, V});
+  require_disjoint(fn, "o", o, "q", q);
+  require_disjoint(fn, "o", o, "k", k);
+  require_disjoint(fn, "o", o, "v", v);
+  require(opts.scale >= 0 && std::isfinite(opts.scale), fn, "scale", "a finite value >= 0 (0: K^-1/2)",
+          opts.scale);
+  prefix_attention_options o2 = opts;
+  if (o2.scale == 0) o2.scale = K > 0 ? 1.0f / std::sqrt(static_cast<float>(K)) : 1.0f;
+  return o2;
+}
+}  // namespace detail
+
 template <backend Backend, class TQ, class TK, class TV, class TO>
 void prefix_attention(const Backend& be, tensor_view<TQ, 3> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
                       tensor_view<TO, 4> o, const prefix_attention_options& opts = {}) {
-  static_assert(!std::is_const_v<TO>, "weft::prefix_attention: 'o' must be writable");
-  constexpr std::string_view fn = "prefix_attention";
-  detail::check_view(fn, "q", q);
-  const std::int64_t B = q.extent(0), H = q.extent(1), K = q.extent(2);
-  detail::check_view(fn, "k", k);
-  const std::int64_t T = k.extent(1);
-  detail::require_shape(fn, "k", k, std::array<std::int64_t, 4>{B, T, H, K});
-  detail::check_view(fn, "v", v);
-  const std::int64_t V = v.extent(3);
-  detail::require_shape(fn, "v", v, std::array<std::int64_t, 4>{B, T, H, V});
-  detail::check_output_view(fn, "o", o);
-  detail::require_shape(fn, "o", o, std::array<std::int64_t, 4>{B, T, H, V});
-  detail::require_disjoint(fn, "o", o, "q", q);
-  detail::require_disjoint(fn, "o", o, "k", k);
-  detail::require_disjoint(fn, "o", o, "v", v);
-  detail::require(opts.scale >= 0 && std::isfinite(opts.scale), fn, "scale",
-                  "a finite value >= 0 (0: K^-1/2)", opts.scale);
-  prefix_attention_options o2 = opts;
-  if (o2.scale == 0) o2.scale = K > 0 ? 1.0f / std::sqrt(static_cast<float>(K)) : 1.0f;
+  const prefix_attention_options o2 =
+      detail::check_prefix_attention_args("prefix_attention", q, k, v, o, opts);
   impl::prefix_attention_impl<Backend>::run(be, tensor_view<const TQ, 3>(q), tensor_view<const TK, 4>(k),
                                             tensor_view<const TV, 4>(v), o, o2);
+}
+
+/// Scratch bytes prefix_attention(be, q, k, v, o, opts) acquires (0 where none). Shapes only.
+template <backend Backend, class TQ, class TK, class TV, class TO>
+std::size_t workspace_size(const Backend& be, ops::prefix_attention, tensor_view<TQ, 3> q,
+                           tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                           const prefix_attention_options& opts = {}) {
+  const prefix_attention_options o2 = detail::check_prefix_attention_args("workspace_size", q, k, v, o, opts);
+  return impl::prefix_attention_impl<Backend>::run_bytes(
+      be, tensor_view<const TQ, 3>(q), tensor_view<const TK, 4>(k), tensor_view<const TV, 4>(v), o, o2);
 }
 
 namespace impl {
@@ -72,9 +110,13 @@ namespace impl {
 /// The serial reference: the online-softmax recurrence, one (b, h) at a time.
 template <>
 struct prefix_attention_impl<serial_backend> {
+  /// No scratch (a given workspace is still checked, as on every backend).
+  static std::size_t run_bytes(const serial_backend&, const auto&...) { return 0; }
+
   template <class TQ, class TK, class TV, class TO>
-  static void run(const serial_backend&, tensor_view<const TQ, 3> q, tensor_view<const TK, 4> k,
+  static void run(const serial_backend& be, tensor_view<const TQ, 3> q, tensor_view<const TK, 4> k,
                   tensor_view<const TV, 4> v, tensor_view<TO, 4> o, const prefix_attention_options& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "prefix_attention");
     using A = accum_t<TO>;
     const std::int64_t B = q.extent(0), H = q.extent(1), K = q.extent(2), T = k.extent(1), V = v.extent(3);
     std::vector<A> w(static_cast<std::size_t>(V));

@@ -11,10 +11,14 @@
 //   db_t = g_t,   da_t = g_t * h_{t-1},   d_initial_state = a_0 * g_0
 // (mirrored for .reverse: g_t = dh_t + a_{t-1} g_{t-1}, da_t = g_t h_{t+1}, d_init = a_{T-1} g_{T-1}).
 // Accumulation is fp32 (fp64 for double); states are accum_t<T>.
+// Scratch: opts.workspace, at least workspace_size(be, ops::linear_recurrence{}, a, b, h, opts)
+// bytes (ops::linear_recurrence_backward{} with the backward's arguments), or none given.
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 
 #include "weft/core/backend.hpp"
@@ -22,6 +26,7 @@
 #include "weft/core/error.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
+#include "weft/scan/detail/scan_args.hpp"
 
 namespace weft {
 
@@ -29,7 +34,7 @@ template <class S>
 struct recurrence_options {
   tensor_view<const S, 2> initial_state = {};  ///< [B,D]; absent (null, empty) means zeros
   bool reverse = false;
-  weft::workspace workspace = {};
+  weft::workspace workspace = {};  ///< optional caller-owned scratch (see workspace_size)
 };
 
 template <class S>
@@ -37,57 +42,25 @@ struct recurrence_backward_options {
   tensor_view<const S, 2> initial_state = {};  ///< [B,D] given to the forward pass, if any
   tensor_view<S, 2> d_initial_state = {};      ///< [B,D] output: dL/d initial_state (optional)
   bool reverse = false;                        ///< the forward pass ran reversed
-  weft::workspace workspace = {};
+  weft::workspace workspace = {};              ///< optional caller-owned scratch (see workspace_size)
 };
+
+namespace ops {
+struct linear_recurrence {};
+struct linear_recurrence_backward {};
+}  // namespace ops
 
 namespace impl {
 template <class Backend>
-struct recurrence_impl {
-  static_assert(
-      detail::dependent_false<Backend>,
-      "weft: no recurrence implementation for this backend; include weft/kokkos.hpp or weft/cuda.cuh");
-};
+struct recurrence_impl;  // per backend; the contract is written at the primary template below
 }  // namespace impl
-
-namespace detail {
-template <class T, int R>
-bool present(const tensor_view<T, R>& v) {
-  return v.data() != nullptr || v.size() != 0;
-}
-
-template <class T>
-void check_same_btd(std::string_view fn, std::string_view name, const tensor_view<T, 3>& v,
-                    const std::array<std::int64_t, 3>& e) {
-  require_shape(fn, name, v, e);
-}
-
-template <class S>
-void check_state(std::string_view fn, std::string_view name, const tensor_view<S, 2>& s, std::int64_t B,
-                 std::int64_t D) {
-  check_view(fn, name, s);
-  require_shape(fn, name, s, std::array<std::int64_t, 2>{B, D});
-}
-}  // namespace detail
 
 /// h_t = a_t * h_{t-1} + b_t on [B,T,D] views (h may alias b).
 template <backend Backend, class TA, class TB, class TH>
 requires is_floating_v<std::remove_cv_t<TA>>
 void linear_recurrence(const Backend& be, tensor_view<TA, 3> a, tensor_view<TB, 3> b, tensor_view<TH, 3> h,
                        const recurrence_options<accum_t<TH>>& opts = {}) {
-  static_assert(!std::is_const_v<TH>, "weft::linear_recurrence: 'h' must be writable");
-  constexpr std::string_view fn = "linear_recurrence";
-  detail::check_view(fn, "a", a);
-  const std::array<std::int64_t, 3> e{a.extent(0), a.extent(1), a.extent(2)};
-  detail::check_view(fn, "b", b);
-  detail::require_shape(fn, "b", b, e);
-  detail::check_output_view(fn, "h", h);
-  detail::require_shape(fn, "h", h, e);
-  detail::require_disjoint(fn, "h", h, "a", a);
-  detail::require_disjoint(fn, "h", h, "b", b, true);  // h may be b (in place)
-  if (detail::present(opts.initial_state)) {
-    detail::check_state(fn, "initial_state", opts.initial_state, e[0], e[2]);
-    detail::require_disjoint(fn, "h", h, "initial_state", opts.initial_state);
-  }
+  detail::check_recurrence_args("linear_recurrence", a, b, h, opts);
   impl::recurrence_impl<Backend>::forward(be, tensor_view<const TA, 3>(a), tensor_view<const TB, 3>(b), h,
                                           opts);
 }
@@ -99,55 +72,62 @@ void linear_recurrence_backward(
     const Backend& be, tensor_view<TA, 3> a, tensor_view<TH, 3> h, tensor_view<TG, 3> dh,
     tensor_view<TDA, 3> da, tensor_view<TDB, 3> db,
     const recurrence_backward_options<accum_t<std::remove_cv_t<TDB>>>& opts = {}) {
-  static_assert(!std::is_const_v<TDA> && !std::is_const_v<TDB>,
-                "weft::linear_recurrence_backward: da, db must be writable");
-  constexpr std::string_view fn = "linear_recurrence_backward";
-  detail::check_view(fn, "a", a);
-  const std::array<std::int64_t, 3> e{a.extent(0), a.extent(1), a.extent(2)};
-  detail::check_view(fn, "h", h);
-  detail::require_shape(fn, "h", h, e);
-  detail::check_view(fn, "dh", dh);
-  detail::require_shape(fn, "dh", dh, e);
-  detail::check_output_view(fn, "da", da);
-  detail::require_shape(fn, "da", da, e);
-  detail::check_output_view(fn, "db", db);
-  detail::require_shape(fn, "db", db, e);
-  if (detail::present(opts.initial_state))
-    detail::check_state(fn, "initial_state", opts.initial_state, e[0], e[2]);
-  if (detail::present(opts.d_initial_state)) {
-    detail::check_output_view(fn, "d_initial_state", opts.d_initial_state);
-    detail::require_shape(fn, "d_initial_state", opts.d_initial_state,
-                          std::array<std::int64_t, 2>{e[0], e[2]});
-  }
-  // The outputs overlap neither each other nor any input (the gradients read a, h and dh at
-  // other steps than the one they write).
-  detail::require_disjoint(fn, "db", db, "da", da);
-  auto disjoint_from_inputs = [&](std::string_view name, const auto& out) {
-    detail::require_disjoint(fn, name, out, "a", a);
-    detail::require_disjoint(fn, name, out, "h", h);
-    detail::require_disjoint(fn, name, out, "dh", dh);
-    if (detail::present(opts.initial_state))
-      detail::require_disjoint(fn, name, out, "initial_state", opts.initial_state);
-  };
-  disjoint_from_inputs("da", da);
-  disjoint_from_inputs("db", db);
-  if (detail::present(opts.d_initial_state)) {
-    disjoint_from_inputs("d_initial_state", opts.d_initial_state);
-    detail::require_disjoint(fn, "d_initial_state", opts.d_initial_state, "da", da);
-    detail::require_disjoint(fn, "d_initial_state", opts.d_initial_state, "db", db);
-  }
+  detail::check_recurrence_backward_args("linear_recurrence_backward", a, h, dh, da, db, opts);
   impl::recurrence_impl<Backend>::backward(be, tensor_view<const TA, 3>(a), tensor_view<const TH, 3>(h),
                                            tensor_view<const TG, 3>(dh), da, db, opts);
 }
 
+/// Scratch bytes linear_recurrence(be, a, b, h, opts) acquires (0 where none).
+template <backend Backend, class TA, class TB, class TH>
+requires is_floating_v<std::remove_cv_t<TA>> std::size_t workspace_size(
+    const Backend& be, ops::linear_recurrence, tensor_view<TA, 3> a, tensor_view<TB, 3> b,
+    tensor_view<TH, 3> h, const recurrence_options<accum_t<TH>>& opts = {}) {
+  detail::check_recurrence_args("workspace_size", a, b, h, opts);
+  return impl::recurrence_impl<Backend>::forward_bytes(be, tensor_view<const TA, 3>(a),
+                                                       tensor_view<const TB, 3>(b), h, opts);
+}
+
+/// Scratch bytes linear_recurrence_backward(be, a, h, dh, da, db, opts) acquires.
+template <backend Backend, class TA, class TH, class TG, class TDA, class TDB>
+std::size_t workspace_size(const Backend& be, ops::linear_recurrence_backward, tensor_view<TA, 3> a,
+                           tensor_view<TH, 3> h, tensor_view<TG, 3> dh, tensor_view<TDA, 3> da,
+                           tensor_view<TDB, 3> db,
+                           const recurrence_backward_options<accum_t<std::remove_cv_t<TDB>>>& opts = {}) {
+  detail::check_recurrence_backward_args("workspace_size", a, h, dh, da, db, opts);
+  return impl::recurrence_impl<Backend>::backward_bytes(be, tensor_view<const TA, 3>(a),
+                                                        tensor_view<const TH, 3>(h),
+                                                        tensor_view<const TG, 3>(dh), da, db, opts);
+}
+
 namespace impl {
+
+/// recurrence_impl<Backend>: linear recurrences per backend (serial below; weft/scan/kokkos.hpp;
+/// weft/scan/cuda.cuh). Arguments arrive checked: a, b, h, dh, da, db [B,T,D]; states S =
+/// accum_t of the output, [B,D] when present. It provides
+///   void forward(be, a, b, h, const recurrence_options<S>&)
+///        h_t = a_t h_{t-1} + b_t along T (from the end with .reverse), h_{-1} = initial_state or 0
+///   void backward(be, a, h, dh, da, db, const recurrence_backward_options<S>&)
+///        g_t = dh_t + a_{t+1} g_{t+1};  db_t = g_t, da_t = g_t h_{t-1}, d_initial_state = a_0 g_0
+///   std::size_t forward_bytes(be, a, b, h, opts), backward_bytes(be, a, h, dh, da, db, opts)
+///        the scratch each acquires (once, from opts.workspace when given, before writing)
+template <class Backend>
+struct recurrence_impl {
+  static_assert(
+      detail::dependent_false<Backend>,
+      "weft: no recurrence implementation for this backend; include weft/kokkos.hpp or weft/cuda.cuh");
+};
 
 /// The serial reference: the recurrences written as loops.
 template <>
 struct recurrence_impl<serial_backend> {
+  // No scratch (a given workspace is still checked, as on every backend).
+  static std::size_t forward_bytes(const serial_backend&, const auto&...) { return 0; }
+  static std::size_t backward_bytes(const serial_backend&, const auto&...) { return 0; }
+
   template <class TA, class TB, class TH, class S>
-  static void forward(const serial_backend&, tensor_view<const TA, 3> a, tensor_view<const TB, 3> b,
+  static void forward(const serial_backend& be, tensor_view<const TA, 3> a, tensor_view<const TB, 3> b,
                       tensor_view<TH, 3> h, const recurrence_options<S>& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "linear_recurrence");
     using A = accum_t<TH>;
     const std::int64_t T = a.extent(1);
     const bool has_init = detail::present(opts.initial_state);
@@ -164,9 +144,10 @@ struct recurrence_impl<serial_backend> {
   }
 
   template <class TA, class TH, class TG, class TDA, class TDB, class S>
-  static void backward(const serial_backend&, tensor_view<const TA, 3> a, tensor_view<const TH, 3> h,
+  static void backward(const serial_backend& be, tensor_view<const TA, 3> a, tensor_view<const TH, 3> h,
                        tensor_view<const TG, 3> dh, tensor_view<TDA, 3> da, tensor_view<TDB, 3> db,
                        const recurrence_backward_options<S>& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "linear_recurrence_backward");
     using A = S;
     const std::int64_t T = a.extent(1);
     const bool has_init = detail::present(opts.initial_state);

@@ -1,7 +1,8 @@
 // weft/scan/runs.hpp - the backend-neutral pieces of the scan family's fast paths.
 //
 // Every fast scan here (Kokkos and CUDA) sees a problem as G independent runs of n elements,
-// read and written only through a run accessor (see weft/scan/kokkos.hpp for the contract):
+// read and written only through a run accessor (see weft/scan/detail/block_engine.hpp for the
+// contract):
 //   V initial(l), V load(k, l), void store(k, l, v), int lanes()
 // A run is a (b, d-tile) of a [B,T,D] view; lane l is d = d0 + l; scan index k is the time
 // t_first + k * t_step (t_step = -1 when reversed). This header holds those accessors and the
@@ -10,6 +11,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -21,7 +23,7 @@
 #include "weft/scan/deer.hpp"
 #include "weft/scan/monoid.hpp"
 
-namespace weft::detail::runs {
+namespace weft::detail::scan {
 
 using i64 = std::int64_t;
 
@@ -436,6 +438,37 @@ inline deer_workspace<T> carve_deer_workspace(workspace_carver& w, i64 B, i64 Tn
   return p;
 }
 
+/// The work split of one DEER solve (shape only): work items of `chunk` steps for the
+/// linearisation, at most `max_blocks` blocks per sequence for the blocked Newton solve.
+struct deer_plan {
+  i64 B, Tn, D, nchunks, nitems, nblk, blen;
+  bool quasi, small;
+  deer_plan(i64 B_, i64 Tn_, i64 D_, bool quasi_, i64 chunk, i64 max_blocks)
+      : B(B_),
+        Tn(Tn_),
+        D(D_),
+        nchunks(ceil_div(Tn_, chunk)),
+        nitems(B_ * nchunks),
+        nblk(Tn_ < max_blocks ? Tn_ : max_blocks),
+        blen(nblk > 0 ? ceil_div(Tn_, nblk) : 0),
+        quasi(quasi_),
+        small(D_ <= 8) {}
+};
+
+/// Calls f(std::integral_constant<int, N>{}) with the affine_matrix order that holds a DEER
+/// state of D <= 8 (N = 1, 2, 4, 8; the state padded with zeros).
+template <class F>
+void with_matrix_order(i64 D, F&& f) {
+  if (D <= 1)
+    f(std::integral_constant<int, 1>{});
+  else if (D <= 2)
+    f(std::integral_constant<int, 2>{});
+  else if (D <= 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 8>{});
+}
+
 // ------------------------------------------------------------------------------------------
 // DEER per-item work
 // ------------------------------------------------------------------------------------------
@@ -548,4 +581,4 @@ WEFT_INLINE A prefix_score(tensor_view<const TQ, 3> q, tensor_view<const TK, 4> 
   return acc * scale;
 }
 
-}  // namespace weft::detail::runs
+}  // namespace weft::detail::scan

@@ -5,6 +5,7 @@
 //   inclusive_scan(be, x, out, op)               out[i] = x0 . ... . x[i]
 //   exclusive_scan(be, x, out, init, op)         out[i] = init . x0 . ... . x[i-1]      (out[0] = init)
 //   segmented_inclusive_scan(be, x, out, offsets, op)   inclusive scan restarted at each offsets[s]
+//   workspace_size(be, ops::<call>{}, <the call's arguments>)  scratch bytes the call acquires
 //
 // Rank-1 views scan the whole sequence; rank-3 [B,T,D] views scan each (b,d) along T.
 // {.reverse = true} scans the reversed sequence, as jax.lax.associative_scan(reverse=True):
@@ -14,11 +15,16 @@
 // backend, and weft's parallel backends cut work by the shape only, never the thread count.
 // Inputs convert to the monoid's value type (bf16 -> float); `out` may be `in` (in place).
 //
+// Scratch: each call takes an optional `.workspace` (256-byte aligned, at least
+// workspace_size(...) bytes; a smaller one throws naming "workspace" before anything is
+// written); without one the backend allocates.
 // Fast paths: weft/scan/kokkos.hpp, weft/scan/cuda.cuh.
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -26,6 +32,7 @@
 #include "weft/core/error.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
+#include "weft/scan/detail/scan_args.hpp"
 #include "weft/scan/monoid.hpp"
 
 namespace weft {
@@ -35,56 +42,18 @@ struct scan_options {
   weft::workspace workspace = {};  ///< optional caller-owned scratch (see workspace_size)
 };
 
+/// Tags naming a call for workspace_size(be, ops::<call>{}, ...).
+namespace ops {
+struct reduce {};
+struct inclusive_scan {};
+struct exclusive_scan {};
+struct segmented_inclusive_scan {};
+}  // namespace ops
+
 namespace impl {
-/// Per-backend implementation of the scan family; specialised per backend.
 template <class Backend>
-struct scan_impl {
-  static_assert(detail::dependent_false<Backend>,
-                "weft: no scan implementation for this backend; include weft/kokkos.hpp "
-                "(Kokkos) or weft/cuda.cuh (CUDA)");
-};
+struct scan_impl;  // per backend; the contract is written at the primary template below
 }  // namespace impl
-
-namespace detail {
-template <class V, class T>
-WEFT_INLINE V load_as(const T& x) {
-  return static_cast<V>(x);
-}
-
-/// What every backend's scan receives after the checks: a [B,T,D] problem (rank-1 inputs
-/// are [1,n,1]), already validated.
-enum class scan_kind { inclusive, exclusive };
-
-template <class T, int R>
-tensor_view<T, 3> as_btd(tensor_view<T, R> v) {
-  if constexpr (R == 1) {
-    const std::int64_t e[3] = {1, v.extent(0), 1}, s[3] = {0, v.stride(0), 0};
-    return tensor_view<T, 3>(v.data(), e, s);
-  } else {
-    static_assert(R == 3, "weft scans take rank-1 or rank-3 [B,T,D] views");
-    return v;
-  }
-}
-
-template <class U, class V>
-inline constexpr bool storable_v = std::is_convertible_v<V, U> || std::is_constructible_v<U, V>;
-
-template <class T, class U, int R>
-void check_scan_views(std::string_view fn, const tensor_view<T, R>& in, const tensor_view<U, R>& out) {
-  static_assert(R == 1 || R == 3, "weft scans take rank-1 or rank-3 [B,T,D] views");
-  static_assert(!std::is_const_v<U>, "weft scans: 'out' must be writable");
-  check_view(fn, "in", in);
-  check_output_view(fn, "out", out);
-  std::array<std::int64_t, R> e{};
-  for (int r = 0; r < R; ++r) e[r] = in.extent(r);
-  require_shape(fn, "out", out, e);
-  require_disjoint(fn, "out", out, "in", in, true);
-}
-
-/// Reads a rank-1 index view into host memory (copying from device memory when needed).
-template <class Backend, class I>
-std::vector<std::int64_t> offsets_to_host(const Backend& be, tensor_view<I, 1> offsets);
-}  // namespace detail
 
 // ------------------------------------------------------------------------------------------
 // reduce
@@ -104,13 +73,9 @@ template <backend Backend, class T, class U, class Op>
 requires monoid<bound_monoid_t<Op, T>>
 void reduce(const Backend& be, tensor_view<T, 3> in, tensor_view<U, 2> out, Op op,
             const scan_options& opts = {}) {
-  static_assert(!std::is_const_v<U>, "weft::reduce: 'out' must be writable");
   static_assert(detail::storable_v<U, monoid_value_t<bound_monoid_t<Op, T>>>,
                 "weft::reduce: the monoid's value type does not convert to out's element type");
-  detail::check_view("reduce", "in", in);
-  detail::check_output_view("reduce", "out", out);
-  detail::require_shape("reduce", "out", out, std::array<std::int64_t, 2>{in.extent(0), in.extent(2)});
-  detail::require_disjoint("reduce", "out", out, "in", in);
+  detail::check_reduce_views("reduce", in, out);
   impl::scan_impl<Backend>::reduce(be, tensor_view<const T, 3>(in), out, bind_monoid<T>(op), opts);
 }
 
@@ -164,54 +129,111 @@ void segmented_inclusive_scan(const Backend& be, tensor_view<T, R> in, tensor_vi
       "weft::segmented_inclusive_scan: the monoid's value type does not convert to out's element type");
   constexpr std::string_view fn = "segmented_inclusive_scan";
   detail::check_scan_views(fn, in, out);
-  detail::check_view(fn, "offsets", offsets);
-  detail::require(offsets.extent(0) >= 1, fn, "offsets", "at least one entry ([N+1] for N segments)",
-                  detail::shape_string(offsets));
-  const std::int64_t n = R == 1 ? in.extent(0) : in.extent(1);
+  detail::check_offsets_view(fn, offsets);
   const std::vector<std::int64_t> off = detail::offsets_to_host(be, offsets);
-  if (off.empty() || off.front() != 0) {
-    detail::fail(fn, "offsets", "offsets[0] == 0",
-                 off.empty() ? "no entries" : detail::concat("offsets[0] == ", off.front()));
-  }
-  for (std::size_t s = 1; s < off.size(); ++s) {
-    if (off[s] < off[s - 1]) {
-      detail::fail(fn, "offsets", "non-decreasing offsets",
-                   detail::concat("offsets[", s, "] = ", off[s], " < offsets[", s - 1, "] = ", off[s - 1]));
-    }
-  }
-  if (off.back() != n) {
-    detail::fail(fn, "offsets", detail::concat("segments covering the sequence: offsets[N] == ", n),
-                 detail::concat("offsets[", off.size() - 1, "] == ", off.back()));
-  }
+  detail::check_offsets(fn, off, R == 1 ? in.extent(0) : in.extent(1));
   impl::scan_impl<Backend>::segmented_scan(be, detail::as_btd(tensor_view<const T, R>(in)),
                                            detail::as_btd(out), off, bind_monoid<T>(op), opts);
 }
 
 // ------------------------------------------------------------------------------------------
-// serial reference
+// workspace sizes: the bytes each call acquires (0 where it needs none); pass at least that
+// much, 256-byte aligned, as opts.workspace to avoid allocations. Shapes and strides only.
 // ------------------------------------------------------------------------------------------
 
-namespace detail {
-template <class Backend, class I>
-std::vector<std::int64_t> offsets_to_host(const Backend& be, tensor_view<I, 1> offsets) {
-  std::vector<std::int64_t> h(static_cast<std::size_t>(offsets.extent(0)));
-  if constexpr (Backend::host_accessible) {
-    for (std::int64_t i = 0; i < offsets.extent(0); ++i) h[i] = static_cast<std::int64_t>(offsets(i));
-  } else {
-    impl::scan_impl<Backend>::copy_indices_to_host(be, offsets, h.data());
-  }
-  return h;
+template <backend Backend, class T, class Op>
+requires monoid<bound_monoid_t<Op, T>> std::size_t workspace_size(const Backend& be, ops::reduce,
+                                                                  tensor_view<T, 1> in, Op op,
+                                                                  const scan_options& opts = {}) {
+  detail::check_view("workspace_size", "in", in);
+  return impl::scan_impl<Backend>::reduce_bytes(be, tensor_view<const T, 1>(in), bind_monoid<T>(op), opts);
 }
-}  // namespace detail
+
+template <backend Backend, class T, class U, class Op>
+requires monoid<bound_monoid_t<Op, T>> std::size_t workspace_size(const Backend& be, ops::reduce,
+                                                                  tensor_view<T, 3> in, tensor_view<U, 2> out,
+                                                                  Op op, const scan_options& opts = {}) {
+  detail::check_reduce_views("workspace_size", in, out);
+  return impl::scan_impl<Backend>::reduce_bytes(be, tensor_view<const T, 3>(in), out, bind_monoid<T>(op),
+                                                opts);
+}
+
+template <backend Backend, class T, class U, int R, class Op>
+requires monoid<bound_monoid_t<Op, T>> std::size_t workspace_size(const Backend& be, ops::inclusive_scan,
+                                                                  tensor_view<T, R> in, tensor_view<U, R> out,
+                                                                  Op op, const scan_options& opts = {}) {
+  detail::check_scan_views("workspace_size", in, out);
+  const auto m = bind_monoid<T>(op);
+  return impl::scan_impl<Backend>::scan_bytes(be, detail::as_btd(tensor_view<const T, R>(in)),
+                                              detail::as_btd(out), m, m.identity(),
+                                              detail::scan_kind::inclusive, opts);
+}
+
+template <backend Backend, class T, class U, int R, class Init, class Op>
+requires monoid<bound_monoid_t<Op, T>> std::size_t workspace_size(const Backend& be, ops::exclusive_scan,
+                                                                  tensor_view<T, R> in, tensor_view<U, R> out,
+                                                                  const Init& init, Op op,
+                                                                  const scan_options& opts = {}) {
+  using V = monoid_value_t<bound_monoid_t<Op, T>>;
+  detail::check_scan_views("workspace_size", in, out);
+  return impl::scan_impl<Backend>::scan_bytes(be, detail::as_btd(tensor_view<const T, R>(in)),
+                                              detail::as_btd(out), bind_monoid<T>(op), static_cast<V>(init),
+                                              detail::scan_kind::exclusive, opts);
+}
+
+/// The size does not depend on the offsets' values (they are not read).
+template <backend Backend, class T, class U, int R, class I, class Op>
+requires monoid<bound_monoid_t<Op, T>> && std::is_integral_v<std::remove_cv_t<I>> std::size_t workspace_size(
+    const Backend& be, ops::segmented_inclusive_scan, tensor_view<T, R> in, tensor_view<U, R> out,
+    tensor_view<I, 1> offsets, Op op, const scan_options& opts = {}) {
+  detail::check_scan_views("workspace_size", in, out);
+  detail::check_offsets_view("workspace_size", offsets);
+  return impl::scan_impl<Backend>::segmented_scan_bytes(be, detail::as_btd(tensor_view<const T, R>(in)),
+                                                        detail::as_btd(out), bind_monoid<T>(op), opts);
+}
+
+// ------------------------------------------------------------------------------------------
+// the per-backend contract, and the serial reference
+// ------------------------------------------------------------------------------------------
 
 namespace impl {
+
+/// scan_impl<Backend>: the scan family's per-backend implementation, one specialisation per
+/// backend (serial below; weft/scan/kokkos.hpp; weft/scan/cuda.cuh). The public functions
+/// check every argument first, so a specialisation sees valid views: in [B,T,D] (rank-1
+/// inputs as [1,n,1]), out of in's shape, op a bound monoid with value type V. It provides
+///   V    reduce(be, tensor_view<const T,1> in, op, opts)           the fold, on the host
+///   void reduce(be, tensor_view<const T,3> in, tensor_view<U,2> out, op, opts)
+///                                                                   out(b,d) = fold along T
+///   void scan(be, in, out, op, V init, detail::scan_kind kind, opts)
+///        inclusive: out_t = init . x_0 . ... . x_t;  exclusive: out_t = init . x_0 ... x_{t-1}
+///   void segmented_scan(be, in, out, const std::vector<int64_t>& offsets, op, opts)
+///        inclusive, restarted at each offset (offsets on the host, already checked)
+///   std::size_t reduce_bytes(be, in, op, opts), reduce_bytes(be, in, out, op, opts),
+///               scan_bytes(be, in, out, op, init, kind, opts),
+///               segmented_scan_bytes(be, in, out, op, opts)
+///        the scratch each call acquires (detail::acquire_scratch with opts.workspace, once,
+///        before anything is written); 0 when it needs none
+/// Every call folds in sequence order (re-bracketing only) and brackets by the shape only.
+template <class Backend>
+struct scan_impl {
+  static_assert(detail::dependent_false<Backend>,
+                "weft: no scan implementation for this backend; include weft/kokkos.hpp "
+                "(Kokkos) or weft/cuda.cuh (CUDA)");
+};
 
 /// The serial reference: one left fold per (b, d), in sequence order.
 template <>
 struct scan_impl<serial_backend> {
+  // No scratch: every size is 0 (a given workspace is still checked, as on every backend).
+  static std::size_t reduce_bytes(const serial_backend&, const auto&...) { return 0; }
+  static std::size_t scan_bytes(const serial_backend&, const auto&...) { return 0; }
+  static std::size_t segmented_scan_bytes(const serial_backend&, const auto&...) { return 0; }
+
   template <class T, class Op>
-  static monoid_value_t<Op> reduce(const serial_backend&, tensor_view<const T, 1> in, const Op& op,
+  static monoid_value_t<Op> reduce(const serial_backend& be, tensor_view<const T, 1> in, const Op& op,
                                    const scan_options& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "reduce");
     using V = monoid_value_t<Op>;
     const std::int64_t n = in.extent(0);
     V acc = op.identity();
@@ -220,8 +242,9 @@ struct scan_impl<serial_backend> {
   }
 
   template <class T, class U, class Op>
-  static void reduce(const serial_backend&, tensor_view<const T, 3> in, tensor_view<U, 2> out, const Op& op,
-                     const scan_options& opts) {
+  static void reduce(const serial_backend& be, tensor_view<const T, 3> in, tensor_view<U, 2> out,
+                     const Op& op, const scan_options& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "reduce");
     using V = monoid_value_t<Op>;
     const std::int64_t n = in.extent(1);
     for (std::int64_t b = 0; b < in.extent(0); ++b) {
@@ -235,8 +258,9 @@ struct scan_impl<serial_backend> {
   }
 
   template <class T, class U, class Op, class V>
-  static void scan(const serial_backend&, tensor_view<const T, 3> in, tensor_view<U, 3> out, const Op& op,
+  static void scan(const serial_backend& be, tensor_view<const T, 3> in, tensor_view<U, 3> out, const Op& op,
                    const V& init, detail::scan_kind kind, const scan_options& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, detail::scan_function(kind));
     const std::int64_t n = in.extent(1);
     for (std::int64_t b = 0; b < in.extent(0); ++b) {
       for (std::int64_t d = 0; d < in.extent(2); ++d) {
@@ -253,8 +277,9 @@ struct scan_impl<serial_backend> {
   }
 
   template <class T, class U, class Op>
-  static void segmented_scan(const serial_backend&, tensor_view<const T, 3> in, tensor_view<U, 3> out,
+  static void segmented_scan(const serial_backend& be, tensor_view<const T, 3> in, tensor_view<U, 3> out,
                              const std::vector<std::int64_t>& off, const Op& op, const scan_options& opts) {
+    (void)detail::acquire_scratch(be, opts.workspace, 0, "segmented_inclusive_scan");
     using V = monoid_value_t<Op>;
     for (std::int64_t b = 0; b < in.extent(0); ++b) {
       for (std::int64_t d = 0; d < in.extent(2); ++d) {
