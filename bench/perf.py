@@ -22,19 +22,19 @@ import sys
 RATIOS = [
     ("reduce vs 2-thread copy (read bytes)", "reduce_weft_kokkos", "copy_2threads", "GB/s", 2.0),
     ("reduce vs read-only bandwidth", "reduce_weft_kokkos", "read_2threads", "GB/s", 1.0),
-    ("reduce vs std::reduce", "reduce_weft_kokkos", "reduce_std_reduce", "GB/s", 1.0),
+    ("reduce vs std::reduce (1 thread)", "reduce_weft_kokkos", "reduce_std_reduce", "GB/s", 1.0),
     ("reduce vs TBB std::reduce(par)", "reduce_weft_kokkos", "reduce_std_reduce_par_tbb", "GB/s", 1.0),
     ("reduce vs Kokkos::parallel_reduce", "reduce_weft_kokkos", "reduce_kokkos_parallel_reduce", "GB/s", 1.0),
     ("reduce, user monoid vs weft::plus", "reduce_weft_kokkos_user_monoid", "reduce_weft_kokkos", "GB/s", 1.0),
     ("scan vs 2-thread copy", "scan_weft_plus", "bench_scan:copy_2threads", "GB/s", 1.0),
-    ("scan vs std::inclusive_scan", "scan_weft_plus", "scan_std_inclusive_scan", "GB/s", 1.0),
+    ("scan vs std::inclusive_scan (1 thread)", "scan_weft_plus", "scan_std_inclusive_scan", "GB/s", 1.0),
     ("scan vs TBB std::inclusive_scan(par)", "scan_weft_plus", "scan_tbb_par", "GB/s", 1.0),
     ("scan vs Kokkos::parallel_scan", "scan_weft_plus", "scan_kokkos_parallel_scan", "GB/s", 1.0),
     ("scan, user monoid vs weft::plus", "scan_weft_user_monoid", "scan_weft_plus", "GB/s", 1.0),
     ("recurrence [8,2^20,8] vs 2-thread copy", "recurrence_weft/8/8", "bench_scan:copy_2threads", "GB/s", 1.0),
     ("recurrence [8,2^20,8] vs loop parallel over B", "recurrence_weft/8/8", "recurrence_loop_parallel_b/8/8", "GB/s", 1.0),
     ("recurrence [1,2^26,1] vs 2-thread copy", "recurrence_weft/1/1", "bench_scan:copy_2threads", "GB/s", 1.0),
-    ("recurrence [1,2^26,1] vs sequential loop", "recurrence_weft/1/1", "recurrence_loop_parallel_b/1/1", "GB/s", 1.0),
+    ("recurrence [1,2^26,1] vs sequential loop (1 thread: B = 1)", "recurrence_weft/1/1", "recurrence_loop_parallel_b/1/1", "GB/s", 1.0),
     ("linear attention backward vs forward token loop, scalar (forward / backward time)", "weft_backward/scalar",
      "weft_recurrent/scalar", "GFLOP/s", 1.0),
     ("linear attention backward vs forward token loop, vector", "weft_backward/vector", "weft_recurrent/vector",
@@ -123,6 +123,16 @@ def medians(data):
     return out
 
 
+def pair(m, a, b):
+    """The benchmarks of a ratio: the peer from a's own binary (process) when it has one, since
+    bandwidth varies up to 2x between processes; otherwise the named one, flagged."""
+    A = m.get(a)
+    if A is None:
+        return None, None, False
+    B = m.get(b) if ":" in b else m.get(A["binary"] + ":" + b, m.get(b))
+    return A, B, B is not None and B["binary"] == A["binary"]
+
+
 def rate(bm):
     for k in ("GB/s", "GFLOP/s"):
         if k in bm:
@@ -151,10 +161,12 @@ def report(args):
         t = bm["real_time"]
         print(f"| {bm['binary']}: {name} | {t:.3g} {bm['time_unit']} | {r:.3g} {unit} |" if unit else
               f"| {bm['binary']}: {name} | {t:.3g} {bm['time_unit']} | |")
-    print("\n| ratio (same run) | value |\n|---|---|")
+    print("\n| ratio (same run) | value | peer measured in |\n|---|---|---|")
     for label, a, b, counter, scale in RATIOS:
-        if a in m and b in m and counter in m[a] and counter in m[b]:
-            print(f"| {label} | {scale * m[a][counter] / m[b][counter]:.2f}x |")
+        A, B, same = pair(m, a, b)
+        if A is not None and B is not None and counter in A and counter in B:
+            where = "the same process" if same else f"another process ({B['binary']})"
+            print(f"| {label} | {scale * A[counter] / B[counter]:.2f}x | {where} |")
     if args.plots:
         plot(m, args.plots)
 

@@ -17,6 +17,8 @@
 
 #include "weft/core/backend.hpp"
 #include "weft/core/error.hpp"
+#include "weft/core/math.hpp"
+#include "weft/core/services.hpp"
 
 namespace weft {
 
@@ -91,6 +93,64 @@ struct cuda_backend {
 };
 
 static_assert(backend<cuda_backend>);
+
+namespace detail {
+
+/// A thread per item; `base` holds `stride` bytes of scratch per item.
+template <class F>
+__global__ void items_kernel(F f, std::int64_t n, char* base, std::size_t stride) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) f(i, base ? static_cast<void*>(base + i * stride) : nullptr);
+}
+
+/// A thread per item; the smallest encoded failure by atomicMin (an integer: deterministic).
+template <class F>
+__global__ void first_failure_kernel(F f, std::int64_t n, unsigned long long* first) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const std::int64_t e = encode_failure(i, f(i));
+  if (e != INT64_MAX) atomicMin(first, static_cast<unsigned long long>(e));
+}
+
+/// Items on the GPU, a thread each, running the same item functions as the CPU backends
+/// (value checks, per-sequence rules); scratch is per_item bytes (64-aligned) for every item.
+/// Correct, not fast: a family's heavy work launches its own kernels.
+template <>
+struct item_runner<cuda_backend> : item_runner_base<item_runner<cuda_backend>, cuda_backend> {
+  using item_runner_base::run;
+  static constexpr int threads = 128;
+
+  static std::size_t scratch_bytes(const cuda_backend&, std::int64_t n, std::size_t per_item) {
+    return per_item == 0 ? 0 : align_up(per_item, 64) * static_cast<std::size_t>(n > 0 ? n : 0);
+  }
+
+  template <class F>
+  static void run(const cuda_backend& be, const char* label, std::int64_t n, std::size_t per_item, void* base,
+                  const F& f) {
+    if (n <= 0) return;
+    items_kernel<<<static_cast<unsigned>(ceil_div<std::int64_t>(n, threads)), threads, 0, be.stream>>>(
+        f, n, static_cast<char*>(base), align_up(per_item, 64));
+    be.check_launch(label);
+    if (per_item) be.fence();  // the scratch may be released on return
+  }
+
+  template <class F>
+  static check_failure first_failure(const cuda_backend& be, const char* label, std::int64_t n, const F& f) {
+    if (n <= 0) return {};
+    scratch_buffer s = be.allocate(sizeof(unsigned long long));
+    auto* first = static_cast<unsigned long long*>(s.data());
+    const unsigned long long none = static_cast<unsigned long long>(INT64_MAX);
+    cuda_check(cudaMemcpyAsync(first, &none, sizeof none, cudaMemcpyHostToDevice, be.stream), "cudaMemcpyAsync");
+    first_failure_kernel<<<static_cast<unsigned>(ceil_div<std::int64_t>(n, threads)), threads, 0, be.stream>>>(
+        f, n, first);
+    be.check_launch(label);
+    unsigned long long h = none;
+    be.copy_to_host_bytes(&h, first, sizeof h);
+    return decode_failure(static_cast<std::int64_t>(h));
+  }
+};
+
+}  // namespace detail
 
 namespace detail {
 /// Whether the machine has an NVIDIA device node (Linux: /dev/nvidiactl or /dev/nvidia0).

@@ -12,10 +12,9 @@
 //   any_element(be, label, view, pred)          true when pred(x) holds for an element of view
 //
 // The serial runner is the loop "for i in 0..n"; the Kokkos one (weft/backend/kokkos.hpp) is a
-// parallel_for with a dynamic schedule, each worker's scratch picked by a UniqueToken. An item
-// never depends on which worker runs it, so results are bitwise identical across the serial and
-// Kokkos backends and any thread count. CUDA families launch their own kernels: they use
-// copy_to_host only.
+// parallel_for with a dynamic schedule, each worker's scratch picked by a UniqueToken; the CUDA
+// one (weft/backend/cuda.cuh) a thread per item. An item never depends on which worker runs it,
+// so results are bitwise identical across the serial and Kokkos backends and any thread count.
 #pragma once
 
 #include <cstdint>
@@ -84,11 +83,11 @@ struct item_runner_base {
   }
 };
 
-/// Runs items; specialised per backend (serial below, Kokkos in weft/backend/kokkos.hpp).
+/// Runs items; specialised per backend (serial below, Kokkos and CUDA in weft/backend/).
 template <class Backend>
 struct item_runner {
   static_assert(dependent_false<Backend>,
-                "weft: this backend runs no host items (CUDA families launch their own kernels)");
+                "weft: no item runner for this backend (serial: core/services.hpp; Kokkos, CUDA: weft/backend/)");
 };
 
 /// Items one after the other on the calling thread.

@@ -24,8 +24,9 @@
 // in the last bits and a token can differ when a threshold falls within rounding of a value; the
 // race scores themselves are the same functions.
 //
-// This file: the impl::decode_impl<cuda_backend> specialisation and the thread-per-row runner;
-// the kernels and block helpers are in decode/cuda_kernels.cuh.
+// This file: the impl::decode_impl<cuda_backend> specialisation (rows a thread each through
+// detail::item_runner<cuda_backend>, weft/backend/cuda.cuh); the kernels and block helpers are in
+// decode/cuda_kernels.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,53 +41,12 @@
 #include "weft/decode/decode.hpp"
 
 namespace weft {
-namespace detail::decode {
-
-/// Rows on the GPU: a thread per row, running the CPU row functions (value checks, tree masks,
-/// the per-sequence rules); `scratch` holds per_row bytes for every row.
-struct thread_per_row_runner {
-  static std::size_t scratch_bytes(const cuda_backend&, std::int64_t n, std::size_t per_row) {
-    return per_row == 0 ? 0 : align_up(per_row, 64) * static_cast<std::size_t>(n > 0 ? n : 0);
-  }
-
-  template <class F>
-  static void run(const cuda_backend& be, const char* label, std::int64_t n, std::size_t per_row,
-                  const workspace& ws, const char* fn, const F& f) {
-    if (n <= 0) return;
-    const std::size_t stride = align_up(per_row, 64);
-    scratch_buffer s = acquire_scratch(be, ws, per_row == 0 ? 0 : stride * static_cast<std::size_t>(n), fn);
-    cuda_kernels::rows_kernel<<<static_cast<unsigned>(ceil_div<std::int64_t>(n, 128)), 128, 0, be.stream>>>(
-        f, n, static_cast<char*>(s.data()), stride);
-    be.check_launch(label);
-    if (per_row) be.fence();  // the scratch is released on return
-  }
-
-  template <class F>
-  static check_failure first_failure(const cuda_backend& be, const char* label, std::int64_t n, const F& f) {
-    if (n <= 0) return {};
-    scratch_buffer s = be.allocate(sizeof(unsigned long long));
-    auto* first = static_cast<unsigned long long*>(s.data());
-    const unsigned long long none = static_cast<unsigned long long>(INT64_MAX);
-    cuda_check(cudaMemcpyAsync(first, &none, sizeof none, cudaMemcpyHostToDevice, be.stream),
-               "cudaMemcpyAsync");
-    cuda_kernels::check_kernel<<<static_cast<unsigned>(ceil_div<std::int64_t>(n, 128)), 128, 0, be.stream>>>(
-        f, n, first);
-    be.check_launch(label);
-    unsigned long long h = none;
-    cuda_check(cudaMemcpyAsync(&h, first, sizeof h, cudaMemcpyDeviceToHost, be.stream), "cudaMemcpyAsync");
-    be.fence();
-    return decode_failure(static_cast<std::int64_t>(h));
-  }
-};
-
-}  // namespace detail::decode
-
 namespace impl {
 
 template <>
-struct decode_impl<cuda_backend> : decode_rowwise<cuda_backend, detail::decode::thread_per_row_runner> {
-  using base = decode_rowwise<cuda_backend, detail::decode::thread_per_row_runner>;
-  using rows = detail::decode::thread_per_row_runner;
+struct decode_impl<cuda_backend> : decode_rowwise<cuda_backend> {
+  using base = decode_rowwise<cuda_backend>;
+  using rows = detail::item_runner<cuda_backend>;
 
   static constexpr int threads = detail::decode::cuda_kernels::threads;  ///< per block
   /// A block per row.

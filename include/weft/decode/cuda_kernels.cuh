@@ -5,8 +5,8 @@
 //   block_row_max, block_count,      one pass over a row per call, thread t taking ids t, t + 256, ...
 //   block_mass, block_race
 //   block_top_k                      the top-k set by bisection over the ordered bits of the values
-//   *_kernel                         a block per row (sequence, position); rows_kernel and
-//                                    check_kernel: a thread per row for the CPU row functions
+//   *_kernel                         a block per row (sequence, position); a thread per row for
+//                                    the CPU row functions is detail::item_runner<cuda_backend>
 //
 // The per-entry math (keys, weights, race scores) is the CPU backends' (decode/math.hpp, row_*.hpp).
 #pragma once
@@ -500,21 +500,6 @@ __global__ void __launch_bounds__(threads) kv_compact_kernel(kv_compact_fn<T> f)
         f.cache(b, to, e / D, e % D) = f.cache(b, from, e / D, e % D);
     __syncthreads();  // slot `to` may be the source of a later move
   }
-}
-
-/// A thread per row for the CPU row functions; `scratch` holds per_row bytes per row.
-template <class F>
-__global__ void rows_kernel(F f, std::int64_t n, char* scratch, std::size_t per_row) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) f(i, scratch ? static_cast<void*>(scratch + i * per_row) : nullptr);
-}
-
-template <class F>
-__global__ void check_kernel(F f, std::int64_t n, unsigned long long* first) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const std::int64_t e = encode_failure(i, f(i));
-  if (e != INT64_MAX) atomicMin(first, static_cast<unsigned long long>(e));
 }
 
 }  // namespace weft::detail::decode::cuda_kernels

@@ -49,8 +49,9 @@ std::size_t workspace_size(const Backend& be, ops::verify_tree, std::int64_t bat
 
 namespace weft::impl {
 
-/// Every CPU row operation of the family. Runner runs the rows: the backend's
-/// detail::item_runner (serial, Kokkos), or for CUDA a thread per row (decode/cuda.cuh).
+/// Every row operation of the family, with the rows run by the backend's detail::item_runner
+/// (serial: a loop; Kokkos: a parallel_for; CUDA: a thread per row, for what decode/cuda.cuh does
+/// not do in its own kernels).
 template <class Backend, class Runner = detail::item_runner<Backend>>
 struct decode_rowwise : sampling_rowwise<Backend, Runner>,
                         speculative_rowwise<Backend, Runner>,

@@ -100,9 +100,7 @@ struct linear_attention_impl<cuda_backend> {
             tensor_view<const T, R>(v), n, finite, f);
     be.check_launch("weft::linear_attention_check");
     int h = 0;
-    detail::cuda_check(cudaMemcpyAsync(&h, f, sizeof(int), cudaMemcpyDeviceToHost, be.stream),
-                       "cudaMemcpyAsync");
-    be.fence();
+    be.copy_to_host_bytes(&h, f, sizeof h);
     return h != 0;
   }
 
