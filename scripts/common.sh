@@ -6,3 +6,8 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_PROC_BIND=${OMP_PROC_BIND:-false}
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}  # OpenBLAS 0.3.21 misdetects Zen 5
+# A clone in another folder (CI's fresh clone) reuses the cache: paths under the checkout are
+# hashed relative to it, and the working directory is not hashed (objects' debug info may then
+# name the folder of the build that filled the cache; nothing else differs).
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}

@@ -329,10 +329,17 @@ TEMPLATE_LIST_TEST_CASE("chains: bad input throws invalid_argument naming the ar
   auto bad_q = q;
   bad_q[V + 2] = -0.001f;
   weft_test::expect_bad("draft_probs", [&] { run(p, bad_q, drafts, {}); });
-  // a bad row past a sequence's length is not looked at
+  // none of the five rejected calls wrote anything
+  for (const std::int32_t x : out.to_host()) CHECK(x == -9);
+  for (const std::int32_t x : acc.to_host()) CHECK(x == -9);
+  // a bad row past a sequence's length is not looked at: the same result as with clean rows
+  run(p, q, drafts, {2, 2, 1});
+  const std::vector<std::int32_t> clean_out = out.to_host(), clean_acc = acc.to_host();
   bad_q = q;
   bad_q[V * 5 + 1] = NAN;  // sequence 2, position 1
   run(p, bad_q, drafts, {2, 2, 1});
+  CHECK(out.to_host() == clean_out);
+  CHECK(acc.to_host() == clean_acc);
   buffer<TestType, std::int32_t> out2(be, B * (L + 1), -9), acc2(be, B, -9);
   buffer<TestType, float> dp(be, p);
   weft_test::expect_bad("draft_tokens", [&] {

@@ -57,6 +57,56 @@ std::vector<T> cast(const std::vector<double>& x) {
 }
 }  // namespace
 
+TEST_CASE("deer cells: forward values equal their published equations", "[scan][deer]") {
+  // Written here from PyTorch's GRUCell documentation, with the weight blocks as separate
+  // matrices (W_ir W_iz W_in stacked in Wi, W_hr W_hz W_hn in Wh, as torch.nn.GRUCell stores them):
+  //   r = s(W_ir x + b_ir + W_hr h + b_hr)      z = s(W_iz x + b_iz + W_hz h + b_hz)
+  //   n = tanh(W_in x + b_in + r (.) (W_hn h + b_hn))      h' = (1 - z) (.) n + z (.) h
+  // and torch.nn.RNNCell(tanh): h' = tanh(W h + U x + b).
+  const std::int64_t D = 7, Dx = 5;
+  const gru_weights<double> w(D, Dx, 31);
+  weft_test::rng r(32);
+  std::vector<double> h(D), x(Dx), got(D), got2(D), J(D * D);
+  for (auto& v : h) v = r.normal();
+  for (auto& v : x) v = r.normal();
+  auto block = [&](const std::vector<double>& W, std::int64_t k, std::int64_t cols,
+                   const std::vector<double>& v) {
+    std::vector<double> y(D, 0.0);  // rows [k D, (k + 1) D) of W times v
+    for (std::int64_t i = 0; i < D; ++i)
+      for (std::int64_t j = 0; j < cols; ++j) y[i] += W[(k * D + i) * cols + j] * v[j];
+    return y;
+  };
+  const auto sig = [](double a) { return 1.0 / (1.0 + std::exp(-a)); };
+  const auto ir = block(w.Wi, 0, Dx, x), iz = block(w.Wi, 1, Dx, x), in = block(w.Wi, 2, Dx, x);
+  const auto hr = block(w.Wh, 0, D, h), hz = block(w.Wh, 1, D, h), hn = block(w.Wh, 2, D, h);
+  const weft::deer_cells::gru<double> cell{D, Dx, w.Wi.data(), w.Wh.data(), w.bi.data(), w.bh.data()};
+  cell(h.data(), x.data(), got.data());
+  cell.value_and_jacobian(h.data(), x.data(), got2.data(), J.data());
+  for (std::int64_t i = 0; i < D; ++i) {
+    const double rg = sig(ir[i] + w.bi[i] + hr[i] + w.bh[i]);
+    const double zg = sig(iz[i] + w.bi[D + i] + hz[i] + w.bh[D + i]);
+    const double ng = std::tanh(in[i] + w.bi[2 * D + i] + rg * (hn[i] + w.bh[2 * D + i]));
+    const double want = (1.0 - zg) * ng + zg * h[i];
+    INFO("GRU row " << i);
+    CHECK(std::abs(got[i] - want) <= 1e-14);
+    CHECK(std::abs(got2[i] - want) <= 1e-14);
+  }
+  // Elman / RNNCell(tanh)
+  std::vector<double> W(D * D), U(D * Dx), b(D);
+  for (auto& v : W) v = r.normal() * 0.3;
+  for (auto& v : U) v = r.normal() * 0.3;
+  for (auto& v : b) v = r.normal() * 0.1;
+  const weft::deer_cells::tanh_rnn<double> rnn{D, Dx, W.data(), U.data(), b.data()};
+  rnn(h.data(), x.data(), got.data());
+  for (std::int64_t i = 0; i < D; ++i) {
+    double a = b[i];
+    for (std::int64_t j = 0; j < D; ++j) a += W[i * D + j] * h[j];
+    for (std::int64_t j = 0; j < Dx; ++j) a += U[i * Dx + j] * x[j];
+    INFO("RNN row " << i);
+    CHECK(std::abs(got[i] - std::tanh(a)) <= 1e-14);
+  }
+}
+
 TEST_CASE("deer cells: analytic Jacobians equal finite differences", "[scan][deer]") {
   const gru_weights<double> w(5, 3, 1);
   const weft::deer_cells::gru<double> gru{5, 3, w.Wi.data(), w.Wh.data(), w.bi.data(), w.bh.data()};
