@@ -140,9 +140,10 @@ struct item_runner<cuda_backend> : item_runner_base<item_runner<cuda_backend>, c
     scratch_buffer s = be.allocate(sizeof(unsigned long long));
     auto* first = static_cast<unsigned long long*>(s.data());
     const unsigned long long none = static_cast<unsigned long long>(INT64_MAX);
-    cuda_check(cudaMemcpyAsync(first, &none, sizeof none, cudaMemcpyHostToDevice, be.stream), "cudaMemcpyAsync");
-    first_failure_kernel<<<static_cast<unsigned>(ceil_div<std::int64_t>(n, threads)), threads, 0, be.stream>>>(
-        f, n, first);
+    cuda_check(cudaMemcpyAsync(first, &none, sizeof none, cudaMemcpyHostToDevice, be.stream),
+               "cudaMemcpyAsync");
+    first_failure_kernel<<<static_cast<unsigned>(ceil_div<std::int64_t>(n, threads)), threads, 0,
+                           be.stream>>>(f, n, first);
     be.check_launch(label);
     unsigned long long h = none;
     be.copy_to_host_bytes(&h, first, sizeof h);
@@ -175,7 +176,8 @@ inline bool cuda_device_available() {
   (void)cudaGetLastError();  // clear the sticky error
   if (e == cudaErrorNoDevice) return false;
   if (e == cudaErrorInsufficientDriver && !detail::nvidia_device_node_present()) return false;
-  detail::cuda_check(e, "cudaGetDeviceCount (an NVIDIA device node is present, but the CUDA runtime cannot use it)");
+  detail::cuda_check(
+      e, "cudaGetDeviceCount (an NVIDIA device node is present, but the CUDA runtime cannot use it)");
   return false;
 }
 

@@ -86,8 +86,9 @@ struct item_runner_base {
 /// Runs items; specialised per backend (serial below, Kokkos and CUDA in weft/backend/).
 template <class Backend>
 struct item_runner {
-  static_assert(dependent_false<Backend>,
-                "weft: no item runner for this backend (serial: core/services.hpp; Kokkos, CUDA: weft/backend/)");
+  static_assert(
+      dependent_false<Backend>,
+      "weft: no item runner for this backend (serial: core/services.hpp; Kokkos, CUDA: weft/backend/)");
 };
 
 /// Items one after the other on the calling thread.
