@@ -8,6 +8,9 @@
 //   weft_backward/<gate>     linear_attention_backward, same FLOP count: its rate over the
 //                            token loop's is the forward / backward time ratio
 //   blas_chunk/<gate>/64     the same chunk form with one OpenBLAS sgemm per product per chunk
+//                            (blas_peer.cpp, exps hoisted per chunk and vectorised); its o is
+//                            checked against weft's once per process (rel RMSE <= 1e-5, else
+//                            exit 1); exp_per_chunk_head counts its exp evaluations
 //   sweep/<gate>/<mode>/<T>  time vs T (1K .. 64K) for the plot (bench/plot_linear_attention.py)
 //
 // Counters: GFLOP/s; peak_GFLOP/s, the FMA peak measured right after the benchmark (the
@@ -19,12 +22,14 @@
 #include <weft/kokkos.hpp>
 #endif
 #if WEFT_BENCH_OPENBLAS
-#include <cblas.h>
+#include "blas_peer.hpp"
 #endif
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -210,77 +215,76 @@ void weft_backward(benchmark::State& st, gate_kind kind) {
 
 #if WEFT_BENCH_OPENBLAS
 // ---------------------------------------------------------------------------------------
-// The OpenBLAS peer: the same chunk form, one cblas_sgemm per product, (head) items in
-// parallel over OpenMP threads, OpenBLAS single-threaded inside. Decays are factorised as
-// exp(P_i) exp(-P_j) (2C exps per chunk, per channel for the vector gate): fine for these
-// gates (|P| < 80 within a chunk of 64), not a general method.
+// The OpenBLAS peer (blas_peer.cpp): the same chunk form, one cblas_sgemm per product,
+// (head) items in parallel over OpenMP threads, OpenBLAS single-threaded inside.
 // ---------------------------------------------------------------------------------------
-void blas_chunk_forward(problem& p, bool vector_gate, int C) {
-  const std::int64_t T = p.T, H = p.H, K = p.K, V = p.V, ld = H * K, ldv = H * V;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(K));
-#pragma omp parallel
-  {
-    std::vector<float> S(K * V), A(C * C), Qs(C * K), Ks(C * K), Kw(C * K), e(C), P(C * K), tot(K);
-#pragma omp for schedule(dynamic)
-    for (std::int64_t h = 0; h < H; ++h) {
-      std::fill(S.begin(), S.end(), 0.0f);
-      for (std::int64_t c0 = 0; c0 < T; c0 += C) {
-        const std::int64_t L = std::min<std::int64_t>(C, T - c0);
-        const float* q = p.q->data() + c0 * ld + h * K;
-        const float* k = p.k->data() + c0 * ld + h * K;
-        const float* v = p.v->data() + c0 * ldv + h * V;
-        float* o = p.o->data() + c0 * ldv + h * V;
-        // log decay from the chunk start, P (L) or (L x K), and the scaled operands
-        const std::int64_t W = vector_gate ? K : 1;
-        for (std::int64_t s = 0; s < L; ++s)
-          for (std::int64_t c = 0; c < W; ++c) {
-            const float g = vector_gate ? (*p.gv)[(c0 + s) * ld + h * K + c] : (*p.g)[(c0 + s) * H + h];
-            P[s * W + c] = (s ? P[(s - 1) * W + c] : 0.0f) + g;
-          }
-        for (std::int64_t s = 0; s < L; ++s)
-          for (std::int64_t c = 0; c < K; ++c) {
-            const float ps = P[s * W + (vector_gate ? c : 0)], pe = P[(L - 1) * W + (vector_gate ? c : 0)];
-            Qs[s * K + c] = q[s * ld + c] * scale * (vector_gate ? std::exp(ps) : 1.0f);
-            Ks[s * K + c] = k[s * ld + c] * (vector_gate ? std::exp(-ps) : 1.0f);
-            Kw[s * K + c] = k[s * ld + c] * std::exp(pe - ps);
-          }
-        // A = Q K^T (.) decay, causal
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, K, 1.0f, Qs.data(), K, Ks.data(), K, 0.0f,
-                    A.data(), C);
-        for (std::int64_t i = 0; i < L; ++i) {
-          const float ei = vector_gate ? 1.0f : std::exp(P[i]);
-          for (std::int64_t j = 0; j < L; ++j)
-            A[i * C + j] = j <= i ? A[i * C + j] * (vector_gate ? 1.0f : ei * std::exp(-P[j])) : 0.0f;
-        }
-        // O = diag(decay) Q S + A V
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, V, K, 1.0f, Qs.data(), K, S.data(), V, 0.0f,
-                    o, ldv);
-        if (!vector_gate)
-          for (std::int64_t i = 0; i < L; ++i) {
-            const float ei = std::exp(P[i]);
-            for (std::int64_t c = 0; c < V; ++c) o[i * ldv + c] *= ei;
-          }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, V, L, 1.0f, A.data(), C, v, ldv, 1.0f, o,
-                    ldv);
-        // S = diag(total decay) S + Kw^T V
-        for (std::int64_t c = 0; c < K; ++c) {
-          const float d = std::exp(P[(L - 1) * W + (vector_gate ? c : 0)]);
-          for (std::int64_t x = 0; x < V; ++x) S[c * V + x] *= d;
-        }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, L, 1.0f, Kw.data(), K, v, ldv, 1.0f,
-                    S.data(), V);
-      }
-    }
+weft_bench::blas_problem blas_view(problem& p, float* o) {
+  return {p.q->data(), p.k->data(), p.v->data(), p.g->data(), p.gv->data(), o, p.T, p.H, p.K, p.V};
+}
+
+/// The peer's o against weft's (the chunk form timed as weft_chunk/<gate>/64, Kokkos) from the
+/// same inputs, once per gate and process (smoke and full runs): rel RMSE in double. Both are
+/// fp32 chunk forms of the same sums; observed 5.1e-7 / 5.1e-7 (scalar / vector gate, T = 256,
+/// H = 2) and 5.0e-7 / 5.3e-7 (T = 8192, H = 8), so 1e-5 (about 20x) passes rounding and fails
+/// a peer that skips or changes any product (without its A V product it is 0.997). A mismatch
+/// exits with status 1: the peer's time would be meaningless. (Without Kokkos: not checked.)
+void check_peer(problem& p, gate_kind kind, int C) {
+  static bool checked[2] = {false, false};
+  const bool vec = kind == gate_kind::vector;
+  if (checked[vec]) return;
+  checked[vec] = true;
+#if WEFT_BENCH_KOKKOS
+  const std::int64_t n = p.B * p.T * p.H * p.V;
+  std::vector<float> peer(static_cast<std::size_t>(n)), ref(static_cast<std::size_t>(n));
+  weft_bench::blas_chunk_forward(blas_view(p, peer.data()), vec, C);
+  const weft::kokkos_backend<exec> be{};
+  using weft::make_view;
+  const auto q = make_view(static_cast<const float*>(p.q->data()), p.B, p.T, p.H, p.K);
+  const auto k = make_view(static_cast<const float*>(p.k->data()), p.B, p.T, p.H, p.K);
+  const auto v = make_view(static_cast<const float*>(p.v->data()), p.B, p.T, p.H, p.V);
+  const auto o = make_view(ref.data(), p.B, p.T, p.H, p.V);
+  const auto run = [&](const auto& gate) {  // the two gates only (compile time)
+    weft::linear_attention(be, gate, q, k, v, o,
+                           {.mode = weft::linear_attention_mode::chunk, .chunk_size = C});
+    be.fence();
+  };
+  if (vec)
+    run(weft::gates::vector{make_view(p.gv->data(), p.B, p.T, p.H, p.K)});
+  else
+    run(weft::gates::scalar{make_view(p.g->data(), p.B, p.T, p.H)});
+  double num = 0, den = 0;
+  for (std::int64_t x = 0; x < n; ++x) {
+    const double d = static_cast<double>(peer[x]) - static_cast<double>(ref[x]);
+    num += d * d;
+    den += static_cast<double>(ref[x]) * static_cast<double>(ref[x]);
   }
+  const double rel = std::sqrt(num / den);
+  if (std::getenv("WEFT_BENCH_VERBOSE"))
+    std::fprintf(stderr, "blas_chunk/%s: rel RMSE vs weft %.3g\n", gate_name(kind), rel);
+  if (!(rel <= 1e-5)) {  // NaN fails too
+    std::fprintf(stderr,
+                 "bench_linear_attention: the OpenBLAS peer (%s gate, T = %lld, H = %lld) differs from weft: "
+                 "rel RMSE %.3g > 1e-5\n",
+                 gate_name(kind), static_cast<long long>(p.T), static_cast<long long>(p.H), rel);
+    std::exit(EXIT_FAILURE);
+  }
+#else
+  (void)p;
+  (void)C;
+#endif
 }
 
 void blas_chunk(benchmark::State& st, gate_kind kind, int C) {
-  openblas_set_num_threads(1);
+  weft_bench::blas_single_threaded();
   problem& p = get_problem(bench_T(), bench_H());
+  check_peer(p, kind, C);
+  const auto bp = blas_view(p, p.o->data());
   const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : st) blas_chunk_forward(p, kind == gate_kind::vector, C);
+  for (auto _ : st) weft_bench::blas_chunk_forward(bp, kind == gate_kind::vector, C);
   set_flops(st, chunk_flops(p, C),
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  st.counters["exp_per_chunk_head"] =
+      static_cast<double>(weft_bench::blas_exp_per_chunk_head(kind == gate_kind::vector, C, p.K));
 }
 #endif
 
@@ -309,6 +313,9 @@ void register_all() {
         ->Unit(ms);
 #endif
 #if WEFT_BENCH_OPENBLAS
+  // the kernels OpenBLAS picked (OPENBLAS_CORETYPE=SkylakeX in bench/perf.py and the smoke test)
+  benchmark::AddCustomContext("openblas_corename", weft_bench::blas_corename());
+  benchmark::AddCustomContext("openblas_config", weft_bench::blas_config());
   for (gate_kind g : {gate_kind::scalar, gate_kind::vector})
     benchmark::RegisterBenchmark((std::string("blas_chunk/") + gate_name(g) + "/64").c_str(),
                                  [g](benchmark::State& st) { blas_chunk(st, g, 64); })

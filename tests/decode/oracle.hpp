@@ -8,6 +8,14 @@
 //   (accurate to a few percent for df >= 3; for df < 3 the exact 1e-6 quantiles are used).
 //   Under the null hypothesis a test fails with probability ~1e-6 for a random seed; the seeds
 //   are fixed, so the tests are deterministic.
+//   A test may pass a larger alpha (1e-4: fixed seeds keep it deterministic; the quantile is
+//   then exact, chi2_quantile) to gain power.
+//
+// Power (chi2_power): the probability that the test fails when the n draws follow another law q
+// (the library's, if it is wrong) instead of p: one impossible draw (q > 0 where p = 0) fails
+// outright, otherwise the statistic is taken as noncentral chi-square with the test's df and
+// lambda = n sum_cells (Q_c - P_c)^2 / P_c over the test's own merged cells (the usual
+// local-alternative approximation), evaluated exactly (Poisson mixture of central tails).
 #pragma once
 
 #include <algorithm>
@@ -34,6 +42,51 @@ inline double chi2_quantile_1e6(int df) {
   return k * c * c * c;
 }
 
+/// Upper tail P(chi-square(df) > x), exact for integer df >= 1 (closed forms of the regularised
+/// incomplete gamma at integer and half-integer order).
+inline double chi2_sf(int df, double x) {
+  if (x <= 0) return 1.0;
+  const double h = 0.5 * x, lh = std::log(h);
+  double s = 0;
+  if (df % 2 == 0) {
+    for (int i = 0; i < df / 2; ++i) s += std::exp(-h + i * lh - std::lgamma(i + 1.0));
+  } else {
+    s = std::erfc(std::sqrt(h));
+    for (int i = 0; i <= (df - 3) / 2; ++i) s += std::exp(-h + (i + 0.5) * lh - std::lgamma(i + 1.5));
+  }
+  return std::min(s, 1.0);
+}
+
+/// (1 - alpha) quantile of chi-square(df), exact (bisection on chi2_sf to 1e-9 relative).
+inline double chi2_quantile(int df, double alpha) {
+  double lo = 0, hi = df + 10.0;
+  while (chi2_sf(df, hi) > alpha) hi *= 2;
+  while (hi - lo > 1e-9 * hi) {
+    const double mid = 0.5 * (lo + hi);
+    (chi2_sf(df, mid) > alpha ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+/// P(noncentral chi-square(df, lambda) > x): the Poisson(lambda / 2) mixture of central tails
+/// of df + 2j degrees of freedom, over j within 12 sd of lambda / 2 (the rest < 1e-30).
+inline double ncx2_sf(int df, double lambda, double x) {
+  const double h = 0.5 * lambda;
+  const double sd = std::sqrt(h);
+  const long j0 = static_cast<long>(std::max(0.0, h - 12 * sd - 20));
+  const long j1 = static_cast<long>(h + 12 * sd + 60);
+  const double lx = std::log(0.5 * x);
+  double q = chi2_sf(df + 2 * static_cast<int>(j0), x), tot = 0;
+  for (long j = j0; j <= j1; ++j) {
+    const double w = h > 0 ? std::exp(-h + j * std::log(h) - std::lgamma(j + 1.0)) : (j == 0 ? 1.0 : 0.0);
+    tot += w * q;
+    // Q(k + 2) = Q(k) + e^(-x/2) (x/2)^(k/2) / Gamma(k/2 + 1), k = df + 2j
+    const double a = 0.5 * df + static_cast<double>(j);
+    q = std::min(1.0, q + std::exp(-0.5 * x + a * lx - std::lgamma(a + 1)));
+  }
+  return std::min(tot, 1.0);
+}
+
 struct chi2_result {
   double statistic = 0;
   int df = 0;
@@ -43,7 +96,8 @@ struct chi2_result {
 
 /// Chi-square goodness of fit of counts[i] against probabilities p[i] (sum 1) for n draws.
 /// A draw with p == 0 (an impossible outcome) fails the test outright.
-inline chi2_result chi2_test(const std::vector<std::int64_t>& counts, const std::vector<double>& p) {
+inline chi2_result chi2_test(const std::vector<std::int64_t>& counts, const std::vector<double>& p,
+                             double alpha = chi2_alpha) {
   std::int64_t n = 0;
   for (auto c : counts) n += c;
   chi2_result r;
@@ -81,8 +135,64 @@ inline chi2_result chi2_test(const std::vector<std::int64_t>& counts, const std:
   }
   r.df = static_cast<int>(exp_cells.size()) - 1;
   if (r.df < 1) return r;  // one cell: nothing to test beyond support
-  r.threshold = chi2_quantile_1e6(r.df);
+  r.threshold = alpha == chi2_alpha ? chi2_quantile_1e6(r.df) : chi2_quantile(r.df, alpha);
   r.pass = r.statistic <= r.threshold;
+  return r;
+}
+
+struct chi2_power_result {
+  double lambda = 0;      ///< noncentrality over the merged cells
+  double impossible = 0;  ///< q's mass where p = 0
+  int df = 0;
+  double threshold = 0;
+  double power = 0;  ///< probability that chi2_test(counts ~ q, p, alpha) fails
+};
+
+/// Power of chi2_test(counts, p, alpha) for n draws that follow q instead of p (header comment).
+/// The cells are those chi2_test forms for p at n draws (expected counts n p merged in id order).
+inline chi2_power_result chi2_power(const std::vector<double>& p, const std::vector<double>& q,
+                                    std::int64_t n, double alpha = chi2_alpha) {
+  chi2_power_result r;
+  const double nd = static_cast<double>(n);
+  std::vector<double> pc, qc;
+  double pa = 0, qa = 0, e_acc = 0;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == 0.0) {
+      r.impossible += q[i];
+      continue;
+    }
+    pa += p[i];
+    qa += q[i];
+    e_acc += p[i] * nd;
+    if (e_acc >= 5.0) {
+      pc.push_back(pa);
+      qc.push_back(qa);
+      pa = qa = e_acc = 0;
+    }
+  }
+  if (pa > 0 || qa > 0) {
+    if (pc.empty()) {
+      pc.push_back(pa);
+      qc.push_back(qa);
+    } else {
+      pc.back() += pa;
+      qc.back() += qa;
+    }
+  }
+  // given no impossible draw, the draws follow q restricted to p's support
+  const double qs = 1.0 - r.impossible;
+  for (std::size_t c = 0; c < pc.size(); ++c) {
+    const double d = (qs > 0 ? qc[c] / qs : 0.0) - pc[c];
+    r.lambda += nd * d * d / pc[c];
+  }
+  r.df = static_cast<int>(pc.size()) - 1;
+  const double none_impossible = std::pow(std::max(0.0, qs), nd);
+  double chi = 0;
+  if (r.df >= 1) {
+    r.threshold = alpha == chi2_alpha ? chi2_quantile_1e6(r.df) : chi2_quantile(r.df, alpha);
+    chi = ncx2_sf(r.df, r.lambda, r.threshold);
+  }
+  r.power = 1.0 - none_impossible * (1.0 - chi);
   return r;
 }
 

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "decode/data.hpp"
@@ -81,13 +82,16 @@ TEMPLATE_LIST_TEST_CASE("tree_attention_mask: parents that do not form a tree", 
   for (const auto& p : bad) {
     buffer<TestType, std::int32_t> dp(be, p);
     buffer<TestType, std::uint8_t> mask(be, B * N * N, 7);
+    buffer<TestType, std::int32_t> depth(be, B * N, -9);
     try {
-      weft::tree_attention_mask(be, cview(dp, B, N), weft::make_view(mask.data(), B, N, N));
+      weft::tree_attention_mask(be, cview(dp, B, N), weft::make_view(mask.data(), B, N, N),
+                                {.depth = weft::make_view(depth.data(), B, N)});
       FAIL("no exception");
     } catch (const weft::invalid_argument& e) {
       CHECK(e.argument() == "parents");
     }
     for (auto v : mask.to_host()) REQUIRE(v == 7);
+    for (auto v : depth.to_host()) REQUIRE(v == -9);
   }
 }
 
@@ -282,6 +286,7 @@ TEMPLATE_LIST_TEST_CASE("kv_compact: the path's entries move into place", "[deco
                        weft::make_view(static_cast<const std::int32_t*>(ba.data()), B),
                        {.start = weft::make_view(static_cast<const std::int64_t*>(bs.data()), B)});
     });
+    CHECK(dc.to_host() == cache);  // after every rejected call
   };
   auto p2 = path;
   auto a2 = acc;
@@ -309,6 +314,16 @@ TEMPLATE_LIST_TEST_CASE("verify_tree: bad input throws, writes nothing", "[decod
   std::vector<std::int32_t> parents = {-1, 0, 0, -1, 0, 1}, tokens = {0, 1, 2, 0, 3, 4};
   buffer<TestType, float> dp(be, p);
   buffer<TestType, std::int32_t> out(be, B * N, -9), path(be, B * N, -9), acc(be, B, -9);
+  buffer<TestType, std::uint8_t> valid(be, B, 9);
+  // every output of a rejected call (out, path, accepted, valid) keeps its sentinel, checked
+  // after each call; the inputs are unchanged
+  const auto untouched = [&] {
+    for (auto v : out.to_host()) CHECK(v == -9);
+    for (auto v : path.to_host()) CHECK(v == -9);
+    for (auto v : acc.to_host()) CHECK(v == -9);
+    for (auto v : valid.to_host()) CHECK(v == 9);
+    CHECK(dp.to_host() == p);
+  };
   auto expect_bad_tree = [&](const std::vector<std::int32_t>& t, const std::vector<std::int32_t>& par,
                              const std::vector<float>& probs, const char* arg) {
     buffer<TestType, std::int32_t> dt(be, t), dpar(be, par);
@@ -318,6 +333,17 @@ TEMPLATE_LIST_TEST_CASE("verify_tree: bad input throws, writes nothing", "[decod
                         weft::make_view(dp.data(), B, N, V), weft::make_view(out.data(), B, N),
                         weft::make_view(path.data(), B, N), weft::make_view(acc.data(), B));
     });
+    untouched();
+    CHECK(dq.to_host() == probs);
+    // the greedy variant (target logits, the valid output) rejects the same tokens / parents
+    if (std::string(arg) != "draft_probs") {
+      weft_test::expect_bad(arg, [&] {
+        weft::verify_tree(be, cview(dt, B, N), cview(dpar, B, N), weft::make_view(dq.data(), B, N, V),
+                          weft::make_view(out.data(), B, N), weft::make_view(path.data(), B, N),
+                          weft::make_view(acc.data(), B), {.valid = weft::make_view(valid.data(), B)});
+      });
+      untouched();
+    }
   };
   auto bt = tokens;
   bt[4] = static_cast<std::int32_t>(V);
@@ -328,6 +354,4 @@ TEMPLATE_LIST_TEST_CASE("verify_tree: bad input throws, writes nothing", "[decod
   auto bq = p;
   bq[3 * V + 1] = -0.5f;  // node 0 of sequence 1 has children: its draft row is checked
   expect_bad_tree(tokens, parents, bq, "draft_probs");
-  for (auto v : out.to_host()) CHECK(v == -9);
-  for (auto v : acc.to_host()) CHECK(v == -9);
 }

@@ -1,7 +1,7 @@
 // unmask_by_confidence on every backend: the threshold / low-confidence / random strategies
 // against a plain fp64 oracle, semi-autoregressive blocks, sampled predictions and random
-// remasking against their laws (chi-square at alpha = 1e-6, tests/decode/oracle.hpp), NaN rows,
-// bad input.
+// remasking against their laws (chi-square at alpha = 1e-6, tests/decode/oracle.hpp; the committed
+// positions read from the tokens written, with an unreachable mask id), NaN rows, bad input.
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/catch_test_macros.hpp>
 
@@ -113,18 +113,29 @@ TEMPLATE_LIST_TEST_CASE("unmask_by_confidence: threshold and low-confidence agai
 TEMPLATE_LIST_TEST_CASE("unmask_by_confidence: random remasking and sampled predictions follow their laws",
                         "[decode][unmask][distribution]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
-  const std::int64_t B = 989, T = 6, V = 5;
-  // every position masked; random strategy commits 2 of the 6: each position with probability 1/3.
-  // 989 x 4 = 3956 steps; chi-square at alpha = 1e-6 on the committed positions (7912 picks, uniform)
-  // and on the prediction at position 0 when committed (~1300 draws of softmax(l / 0.8)).
-  const auto one = weft_test::make_logits(T, V, weft_test::law::normal1, 2);
+  const std::int64_t B = 989, T = 6, V = 6;
+  // The mask is unreachable: id V - 1 = 5 with logit -inf at every position, so a position holds
+  // a non-mask token after the step iff it was committed, and the committed set is read from
+  // what the library wrote, not from its keys. Every position masked; the random strategy commits
+  // 2 of the 6, and they must be exactly the 2 largest keys it reports (ties to the lower
+  // position): a library that commits fixed positions, or ignores its keys, fails here.
+  // 989 x 4 = 3956 steps; chi-square at alpha = 1e-6 on the committed positions (7912 picks,
+  // uniform), on the reported keys (23736 keys, uniform on [0, 1), 16 bins) and on the prediction
+  // at position 0 when committed (~1300 draws of softmax(l / 0.8) over ids 0-4).
+  const std::int32_t unreachable = static_cast<std::int32_t>(V - 1);
+  const auto five = weft_test::make_logits(T, V - 1, weft_test::law::normal1, 2);
+  std::vector<float> one;
+  for (std::int64_t t = 0; t < T; ++t) {
+    one.insert(one.end(), five.begin() + t * (V - 1), five.begin() + (t + 1) * (V - 1));
+    one.push_back(-INFINITY);
+  }
   std::vector<float> logits;
   for (std::int64_t b = 0; b < B; ++b) logits.insert(logits.end(), one.begin(), one.end());
-  const std::vector<std::int32_t> tokens(B * T, mask);
-  std::vector<std::int64_t> picked(T, 0), predicted(V, 0);
+  const std::vector<std::int32_t> tokens(B * T, unreachable);
+  std::vector<std::int64_t> picked(T, 0), predicted(V, 0), keys(16, 0);
   for (int rep = 0; rep < 4; ++rep) {
     weft::unmask_options o;
-    o.mask_id = mask;
+    o.mask_id = unreachable;
     o.strategy = weft::unmask_strategy::random;
     o.count = 2;
     o.temperature = 0.8f;
@@ -132,31 +143,46 @@ TEMPLATE_LIST_TEST_CASE("unmask_by_confidence: random remasking and sampled pred
     o.offset = static_cast<std::uint64_t>(rep);
     const auto got = run_step(be, logits, tokens, B, T, V, o);
     for (std::int64_t b = 0; b < B; ++b) {
+      INFO("rep " << rep << " b " << b);
       REQUIRE(got.committed[b] == 2);
-      int n = 0;
-      for (std::int64_t t = 0; t < T; ++t) REQUIRE(got.confidence[b * T + t] != -INFINITY);  // all candidates
-      // the committed positions are the two largest random keys
+      REQUIRE(got.valid[b] == 1);
+      // the committed set, from the tokens written
+      std::vector<std::int64_t> written;
+      for (std::int64_t t = 0; t < T; ++t)
+        if (got.tokens[b * T + t] != unreachable) written.push_back(t);
+      // the 2 largest reported keys (all positions are candidates: every key is a uniform in [0, 1))
       std::vector<std::pair<float, std::int64_t>> c;
-      for (std::int64_t t = 0; t < T; ++t) c.push_back({got.confidence[b * T + t], t});
-      std::stable_sort(c.begin(), c.end(), [](auto& a, auto& d) { return a.first > d.first; });
-      for (int k = 0; k < 2; ++k) {
-        picked[c[k].second] += 1;
-        ++n;
-        if (c[k].second == 0) predicted[got.tokens[b * T + 0]] += 1;
+      for (std::int64_t t = 0; t < T; ++t) {
+        const float k = got.confidence[b * T + t];
+        REQUIRE(k >= 0.0f);
+        REQUIRE(k < 1.0f);
+        keys[static_cast<std::size_t>(k * 16.0f)] += 1;
+        c.push_back({k, t});
       }
-      REQUIRE(n == 2);
+      std::stable_sort(c.begin(), c.end(), [](auto& a, auto& d) { return a.first > d.first; });
+      std::vector<std::int64_t> largest = {std::min(c[0].second, c[1].second),
+                                           std::max(c[0].second, c[1].second)};
+      REQUIRE(written == largest);
+      for (auto t : written) {
+        picked[t] += 1;
+        REQUIRE(got.tokens[b * T + t] >= 0);
+        REQUIRE(got.tokens[b * T + t] < unreachable);
+      }
+      if (written[0] == 0) predicted[got.tokens[b * T + 0]] += 1;
     }
   }
   const auto cp = weft_test::chi2_test(picked, std::vector<double>(T, 1.0 / T));
-  // the prediction at position 0 ~ softmax(logits / 0.8)
-  std::vector<double> law(V);
+  const auto ck = weft_test::chi2_test(keys, std::vector<double>(16, 1.0 / 16));
+  // the prediction at position 0 ~ softmax(logits / 0.8) over ids 0-4 (the mask id has probability 0)
+  std::vector<double> law(V, 0.0);
   double z = 0;
-  for (std::int64_t i = 0; i < V; ++i) z += (law[i] = std::exp(one[i] / 0.8));
+  for (std::int64_t i = 0; i < V - 1; ++i) z += (law[i] = std::exp(one[i] / 0.8));
   for (auto& w : law) w /= z;
   const auto cl = weft_test::chi2_test(predicted, law);
-  INFO("positions chi2 " << cp.statistic << " / " << cp.threshold << "; prediction chi2 " << cl.statistic
-                         << " / " << cl.threshold);
+  INFO("positions chi2 " << cp.statistic << " / " << cp.threshold << "; keys chi2 " << ck.statistic << " / "
+                         << ck.threshold << "; prediction chi2 " << cl.statistic << " / " << cl.threshold);
   CHECK(cp.pass);
+  CHECK(ck.pass);
   CHECK(cl.pass);
 }
 

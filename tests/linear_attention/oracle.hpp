@@ -8,6 +8,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -84,7 +85,10 @@ inline result oracle(const problem& p) {
     const std::int64_t b = p.cu.empty() ? n : 0;
     const std::int64_t t0 = p.cu.empty() ? 0 : p.cu[n], t1 = p.cu.empty() ? T : p.cu[n + 1];
     for (std::int64_t h = 0; h < H; ++h) {
+      // S[x][y] as rows of V values; every loop below runs over y innermost (contiguous, so the
+      // compiler vectorises it without reordering any sum: each y keeps its own accumulator)
       std::vector<std::vector<double>> S(K, std::vector<double>(V, 0.0));
+      std::vector<double> acc(V), pred(V);
       std::vector<double> nv(K, 0.0);
       double m = 0;
       if (!p.s0.empty())
@@ -131,12 +135,12 @@ inline result oracle(const problem& p) {
             const double a = p.kind == gk::delta ? 1.0 : std::exp(p.g[tok]);
             for (auto& row : S)
               for (double& s : row) s *= a;
-            for (std::int64_t y = 0; y < V; ++y) {
-              double pred = 0;  // S^T k: what the memory returns for k
-              for (std::int64_t x = 0; x < K; ++x) pred += S[x][y] * k[x];
-              const double upd = p.beta[tok] * (v[y] - pred);
-              for (std::int64_t x = 0; x < K; ++x) S[x][y] += k[x] * upd;
-            }
+            std::fill(pred.begin(), pred.end(), 0.0);  // S^T k: what the memory returns for k
+            for (std::int64_t x = 0; x < K; ++x)
+              for (std::int64_t y = 0; y < V; ++y) pred[y] += S[x][y] * k[x];
+            for (std::int64_t y = 0; y < V; ++y) pred[y] = p.beta[tok] * (v[y] - pred[y]);  // the update
+            for (std::int64_t x = 0; x < K; ++x)
+              for (std::int64_t y = 0; y < V; ++y) S[x][y] += k[x] * pred[y];
             break;
           }
         }
@@ -150,11 +154,10 @@ inline result oracle(const problem& p) {
           den = std::max(std::abs(qn), p.kind == gk::mlstm_exp ? std::exp(-m) : 1.0) + p.eps;
           r.cond[tok] = qn_abs / den;
         }
-        for (std::int64_t y = 0; y < V; ++y) {
-          double acc = 0;
-          for (std::int64_t x = 0; x < K; ++x) acc += scale * q[x] * S[x][y];
-          r.o[tok * V + y] = acc / den;
-        }
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (std::int64_t x = 0; x < K; ++x)
+          for (std::int64_t y = 0; y < V; ++y) acc[y] += scale * q[x] * S[x][y];
+        for (std::int64_t y = 0; y < V; ++y) r.o[tok * V + y] = acc[y] / den;
       }
       for (std::int64_t a = 0; a < K; ++a) {
         for (std::int64_t c = 0; c < V; ++c) r.S[((n * H + h) * K + a) * V + c] = S[a][c];

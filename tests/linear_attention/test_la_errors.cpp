@@ -31,7 +31,8 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
   ginf[17] = INFINITY;    // a log gate or pre-activation of +inf
   gminf[17] = -INFINITY;  // a reset: valid for log gates, not for beta
   buffer<TestType, float> g_inf(be, ginf), g_minf(be, gminf);
-  buffer<TestType, float> nrm(be, N * H * K, 0.0f), stab(be, N * H, 0.0f);
+  // normalizer / stabilizer sentinels of -9 (not 0): a zero-fill before a throw must show
+  buffer<TestType, float> nrm(be, N * H * K, -9.0f), stab(be, N * H, -9.0f);
   const auto qv = make_view(static_cast<const float*>(q.data()), B, T, H, K);
   const auto kv = make_view(static_cast<const float*>(k.data()), B, T, H, K);
   const auto vv = make_view(static_cast<const float*>(v.data()), B, T, H, V);
@@ -317,8 +318,8 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
 
   for (float x : o.to_host()) REQUIRE(x == -7.0f);
   for (float x : s1.to_host()) REQUIRE(x == -9.0f);
-  for (float x : nrm.to_host()) REQUIRE(x == 0.0f);
-  for (float x : stab.to_host()) REQUIRE(x == 0.0f);
+  for (float x : nrm.to_host()) REQUIRE(x == -9.0f);
+  for (float x : stab.to_host()) REQUIRE(x == -9.0f);
 
   // workspace_size checks what it is given, like the call it sizes
   expect_bad("chunk_size", [&] { (void)weft::workspace_size(be, gs, qv, kv, vv, {.chunk_size = -64}); });

@@ -1,10 +1,12 @@
 // linear_attention beyond one dense batch: varlen packing with empty and length-1 sequences,
 // initial / final states, decode steps after a chunked prefill, bitwise determinism, and the
-// caller-provided workspace (chunk 256 needs no more than chunk 64).
+// caller-provided workspace (chunk 256 needs no more than chunk 64; used, and checked, on every
+// backend), and Kokkos bitwise equal to serial in recurrent mode.
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/catch_test_macros.hpp>
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "linear_attention/cases.hpp"
@@ -115,6 +117,32 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bitwise repeatable", "[linear_attenti
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("linear_attention: Kokkos equal to serial bitwise in recurrent mode",
+                        "[linear_attention][determinism]", weft_test::backends) {
+  // The Kokkos host backend runs the serial definition in recurrent mode (linear_attention/
+  // kokkos.hpp), items in parallel: its results are the serial backend's, bitwise (on the serial
+  // instance this is a repeat; CUDA runs its own column kernel and is not compared).
+  auto be = weft_test::make_backend<TestType>();
+  const auto ser = weft_test::make_backend<weft::serial_backend>();
+  std::uint64_t seed = 1250;
+  for (gk kind : all_kinds) {
+    INFO(name(kind));
+    const problem p = make_problem<float>(kind, 2, 150, 3, 32, 40, seed++,
+                                          {.gate_norm = 1, .reset_prob = 0.02, .with_states = true});
+    const output a = run<TestType, float>(be, p, {.mode = linear_attention_mode::recurrent});
+    if constexpr (!runs_serial_code_in_recurrent_mode<TestType>() &&
+                  !std::is_same_v<TestType, weft::serial_backend>) {
+      CHECK(rel_rmse(a.o, oracle(p).o) <= 1e-5);  // another algorithm: against the oracle only
+    } else {
+      const output s = run<weft::serial_backend, float>(ser, p, {.mode = linear_attention_mode::recurrent});
+      CHECK(weft_test::bitwise_equal(a.o, s.o));
+      CHECK(weft_test::bitwise_equal(a.S, s.S));
+      CHECK(weft_test::bitwise_equal(a.n, s.n));
+      CHECK(weft_test::bitwise_equal(a.m, s.m));
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("linear_attention: caller workspace, bounded in the chunk size",
                         "[linear_attention][workspace]", weft_test::backends) {
   using weft::make_view;
@@ -130,16 +158,31 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: caller workspace, bounded in the chun
     });
     ++i;
   }
+  if constexpr (std::is_same_v<TestType, weft::serial_backend>) {
+    // the serial backend needs no scratch (per-head vectors on the heap): 0 for every chunk size
+    for (std::size_t b : bytes) CHECK(b == 0);
+  } else {
+    for (std::size_t b : bytes) CHECK(b > 0);  // the chunk path's per-worker slots
+  }
   CHECK(bytes[4] <= bytes[2]);  // chunk 256 needs no more scratch than chunk 64
   CHECK(bytes[3] <= bytes[2]);
   const output ref = run<TestType, float>(be, p, {.chunk = 256});
-  weft_test::buffer<TestType, char> raw(be, bytes[4] + 512);
+  weft_test::buffer<TestType, char> raw(be, bytes[2] + 512);
   char* base = raw.data();
   base += (256 - reinterpret_cast<std::uintptr_t>(base) % 256) % 256;
-  if (bytes[4] > 0) {
-    const output got = run<TestType, float>(be, p, {.chunk = 256}, {base, bytes[4]});
-    CHECK(weft_test::bitwise_equal(got.o, ref.o));
-    const weft::workspace small{base, bytes[4] - 1};
-    CHECK_THROWS_AS((run<TestType, float>(be, p, {.chunk = 256}, small)), weft::invalid_argument);
+  // a workspace of exactly the reported size (0 bytes on serial, a valid aligned pointer) is used
+  // and gives the same result, bitwise
+  const output got = run<TestType, float>(be, p, {.chunk = 256}, {base, bytes[4]});
+  CHECK(weft_test::bitwise_equal(got.o, ref.o));
+  CHECK(weft_test::bitwise_equal(got.S, ref.S));
+  // the larger one sized for chunk 64 serves chunk 256 too
+  const output got64 = run<TestType, float>(be, p, {.chunk = 256}, {base, bytes[2]});
+  CHECK(weft_test::bitwise_equal(got64.o, ref.o));
+  // a too small one, a null pointer, a misaligned pointer: each names the workspace
+  if constexpr (!std::is_same_v<TestType, weft::serial_backend>) {  // serial: 0 bytes, checked above
+    weft_test::expect_bad("workspace", [&] { run<TestType, float>(be, p, {.chunk = 256}, {base, bytes[4] - 1}); });
   }
+  weft_test::expect_bad("workspace", [&] { run<TestType, float>(be, p, {.chunk = 256}, {nullptr, 64}); });
+  weft_test::expect_bad("workspace",
+                        [&] { run<TestType, float>(be, p, {.chunk = 256}, {base + 8, bytes[4] + 64}); });
 }

@@ -183,7 +183,12 @@ TEMPLATE_LIST_TEST_CASE("deer: Newton and quasi converge to the sequential loop"
         const auto got = dh.to_host();
         double worst = 0;
         for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(got[i] - ref[i]));
-        CHECK(worst <= 1e-4);  // fp32 weights and states: ~u per step, contracting (|h| < 1)
+        // Per case: the solve stops at residual r <= tolerance (1e-5), and in a contracting recurrence
+        // a residual r per step gives |h - h*| <= r / (1 - L); fp32 weights add ~1e-7. Measured: worst
+        // <= 1.6 r + 2e-7 (4.3e-7 at r = 2.7e-7 .. 8.5e-6 at r = 7.9e-6, serial and Kokkos); the bound
+        // 4 r + 1e-6 has >= 3.2x margin in every case (D = 6, Newton: 7.4e-6 at r = 5.7e-6).
+        CHECK(res.residual <= 1e-5);
+        CHECK(worst <= 4 * res.residual + 1e-6);
       }
     }
   }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "support/backends.hpp"
@@ -22,7 +23,7 @@ double lae(double u, double v) {  // log(exp u + exp v), fp64
 }  // namespace
 
 TEST_CASE("monoid laws: identity and associativity", "[scan][monoid]") {
-  weft_test::rng r(1);
+  weft_test::rng r(1), r2(2);
   const weft::affine<double> af;
   const weft::log_affine<double> la;
   const weft::online_softmax<double> os;
@@ -33,8 +34,11 @@ TEST_CASE("monoid laws: identity and associativity", "[scan][monoid]") {
     const A l = af(af(x, y), z), rr = af(x, af(y, z));
     CHECK(std::abs(l.a - rr.a) <= 1e-12 * (1 + std::abs(l.a)));
     CHECK(std::abs(l.b - rr.b) <= 1e-12 * (1 + std::abs(l.b)));
+    // identity on both sides, every component, exactly (products with 1 and sums with 0)
+    CHECK(af(af.identity(), x).a == x.a);
     CHECK(af(af.identity(), x).b == x.b);
     CHECK(af(x, af.identity()).a == x.a);
+    CHECK(af(x, af.identity()).b == x.b);
     // h -> x then y: y.a * (x.a * h + x.b) + y.b
     const double h = r.normal();
     const A xy = af(x, y);
@@ -45,7 +49,12 @@ TEST_CASE("monoid laws: identity and associativity", "[scan][monoid]") {
     const L l1 = la(la(p, q), s), l2 = la(p, la(q, s));
     CHECK(l1.log_a == -INFINITY);
     CHECK(std::abs(l1.log_b - l2.log_b) <= 1e-12 * (1 + std::abs(l1.log_b)));
-    CHECK(la(la.identity(), p).log_b == p.log_b);
+    for (const L& e : {p, q, s}) {  // (0, -inf) on both sides, including a -inf log-gate
+      CHECK(la(la.identity(), e).log_a == e.log_a);
+      CHECK(la(la.identity(), e).log_b == e.log_b);
+      CHECK(la(e, la.identity()).log_a == e.log_a);
+      CHECK(la(e, la.identity()).log_b == e.log_b);
+    }
 
     using O = weft::online_softmax<double>::value_type;
     const O a1{r.normal(), 1, r.normal()}, a2{r.normal() * 50, 1, r.normal()}, a3{-INFINITY, 0, 0};
@@ -56,6 +65,15 @@ TEST_CASE("monoid laws: identity and associativity", "[scan][monoid]") {
     CHECK(e.s == 0);
     CHECK(e.w == 0);  // no NaN from -inf - -inf
 
+    // (-inf, 0, 0) on both sides
+    for (const O& v : {a1, a2, a3}) {
+      for (const O& g : {os(os.identity(), v), os(v, os.identity())}) {
+        CHECK(g.m == v.m);
+        CHECK(g.s == v.s);
+        CHECK(g.w == v.w);
+      }
+    }
+
     using M = weft::affine_matrix<3, double>::value_type;
     M m1, m2, m3;
     for (auto* m : {&m1, &m2, &m3}) {
@@ -63,9 +81,32 @@ TEST_CASE("monoid laws: identity and associativity", "[scan][monoid]") {
       for (double& v : m->b) v = r.normal();
     }
     const M n1 = am(am(m1, m2), m3), n2 = am(m1, am(m2, m3));
+    for (const M& g : {am(am.identity(), m1), am(m1, am.identity())}) {  // (I, 0) on both sides, exactly
+      for (int k = 0; k < 9; ++k) CHECK(g.A[k] == m1.A[k]);
+      for (int k = 0; k < 3; ++k) CHECK(g.b[k] == m1.b[k]);
+    }
     for (int k = 0; k < 9; ++k) CHECK(std::abs(n1.A[k] - n2.A[k]) <= 1e-10 * (1 + std::abs(n1.A[k])));
     for (int k = 0; k < 3; ++k) CHECK(std::abs(n1.b[k] - n2.b[k]) <= 1e-10 * (1 + std::abs(n1.b[k])));
+
+    // plus, maximum, minimum: identities 0, -inf / lowest, +inf / highest on both sides
+    const double v = r2.normal();  // (a second stream: the samples above stay as they were)
+    const std::int32_t iv = static_cast<std::int32_t>(r2.next());
+    const weft::plus<double> pl;
+    for (double g : {pl(pl.identity(), v), pl(v, pl.identity())}) CHECK(g == v);
+    const weft::maximum<double> mx;
+    const weft::minimum<double> mn;
+    for (double g : {mx(mx.identity(), v), mx(v, mx.identity()), mn(mn.identity(), v), mn(v, mn.identity())})
+      CHECK(g == v);
+    const weft::maximum<std::int32_t> imx;
+    const weft::minimum<std::int32_t> imn;
+    for (std::int32_t g :
+         {imx(imx.identity(), iv), imx(iv, imx.identity()), imn(imn.identity(), iv), imn(iv, imn.identity())})
+      CHECK(g == iv);
   }
+  CHECK(weft::maximum<std::int32_t>{}.identity() == std::numeric_limits<std::int32_t>::lowest());
+  CHECK(weft::minimum<std::int32_t>{}.identity() == std::numeric_limits<std::int32_t>::max());
+  CHECK(weft::maximum<float>{}.identity() == -INFINITY);
+  CHECK(weft::minimum<float>{}.identity() == INFINITY);
 }
 
 TEMPLATE_LIST_TEST_CASE("log_affine scan: log-gates down to -1e4 and -inf stay exact and finite",

@@ -29,6 +29,14 @@ std::array<std::vector<float>, 3> inputs(const shape& s, float qscale, std::uint
   return x;
 }
 
+/// Bound on max |o - oracle| per case. The fp32 weights exp(s - m) carry a relative error of
+/// ~u |s|, so the error grows with the scores' range. Measured over every shape here (serial and
+/// Kokkos): <= 2.7e-7 at qscale 1 (scores ~1), <= 2.4e-6 at qscale 30 (scores up to ~100); the
+/// bounds are ~8x those. Dropping one prefix element at t = 70,000 moves o_t by ~1/t = 1.4e-5.
+double tolerance(float qscale) {
+  return qscale == 1.0f ? 2e-6 : 2e-5;
+}
+
 /// o[b,t,h,:] = sum_{i<=t} softmax_i(scale q.k_i) v_i, explicitly for every prefix.
 std::vector<double> oracle(const shape& s, const std::vector<float>& q, const std::vector<float>& k,
                            const std::vector<float>& v, double scale) {
@@ -80,9 +88,8 @@ TEMPLATE_LIST_TEST_CASE("prefix_attention equals softmax attention over every pr
       INFO("B,T,H,K,V = " << s.B << "," << s.T << "," << s.H << "," << s.K << "," << s.V << " qscale "
                           << qscale);
       CHECK(finite);
-      // convex combinations of N(0,1) values; scores up to ~100 carry fp32 relative error ~u*|s|
-      // into the weights: 1e-4 absolute
-      CHECK(worst <= 1e-4);
+      // convex combinations of N(0,1) values, fp32 weights: see tolerance()
+      CHECK(worst <= tolerance(qscale));
     }
   }
 }
@@ -133,7 +140,7 @@ TEMPLATE_LIST_TEST_CASE("prefix_attention over many blocks and tiles; bitwise re
       for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(got[i] - ref[i]));
       INFO("B,T,H,K,V = " << s.B << "," << s.T << "," << s.H << "," << s.K << "," << s.V << " qscale "
                           << qscale);
-      CHECK(worst <= 1e-4);  // as above: fp32 weights of scores up to ~100, convex combinations
+      CHECK(worst <= tolerance(qscale));  // as above
       CHECK(weft_test::bitwise_equal(got, o2.to_host()));
     }
   }

@@ -1,6 +1,7 @@
 // linear_recurrence and its backward on every backend: the forward pass against a plain fp64
-// loop of h_t = a_t h_{t-1} + b_t; the backward against central finite differences in fp64
-// and against the serial reference in fp32; bad input; bitwise determinism.
+// loop of h_t = a_t h_{t-1} + b_t; the backward against central finite differences in fp64,
+// and in fp32 on long sequences against an fp64 adjoint loop written here (and the serial
+// reference); bad input; bitwise determinism.
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/catch_test_macros.hpp>
 
@@ -66,6 +67,39 @@ double max_abs(const std::vector<double>& x) {
   double m = 1;
   for (double v : x) m = std::max(m, std::abs(v));
   return m;
+}
+
+/// The backward pass's outputs: da, db [B,T,D] and d_initial_state [B,D].
+struct gradients {
+  std::vector<double> da, db, d0;
+};
+
+/// fp64 oracle of the backward pass, written from the chain rule on the given inputs (a, the
+/// forward output h, the direct gradient dh and the initial state h0, or none): in forward order
+/// t_0, t_1, ... (t_k = k, or T - 1 - k reversed), the total gradient reaching h at t_k is
+///   g_k = dh_{t_k} + a_{t_{k+1}} g_{k+1},   db = g_k,   da = g_k h_{t_{k-1}} (h0 for k = 0),
+/// and d_initial_state = a_{t_0} g_0 (0 for T = 0).
+template <class F>
+gradients adjoint_oracle(std::int64_t B, std::int64_t T, std::int64_t D, const std::vector<F>& a,
+                         const std::vector<F>& h, const std::vector<F>& dh, const F* h0, bool reverse) {
+  gradients r{std::vector<double>(a.size()), std::vector<double>(a.size()),
+              std::vector<double>(static_cast<std::size_t>(B * D))};
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t d = 0; d < D; ++d) {
+      const auto at = [&](std::int64_t k) {  // element of the k-th forward step
+        return static_cast<std::size_t>((b * T + (reverse ? T - 1 - k : k)) * D + d);
+      };
+      double g = 0;
+      for (std::int64_t k = T - 1; k >= 0; --k) {
+        g = static_cast<double>(dh[at(k)]) + (k + 1 < T ? static_cast<double>(a[at(k + 1)]) * g : 0.0);
+        const double h_prev =
+            k > 0 ? static_cast<double>(h[at(k - 1)]) : (h0 ? static_cast<double>(h0[b * D + d]) : 0.0);
+        r.db[at(k)] = g;
+        r.da[at(k)] = g * h_prev;
+      }
+      r.d0[static_cast<std::size_t>(b * D + d)] = T > 0 ? static_cast<double>(a[at(0)]) * g : 0.0;
+    }
+  return r;
 }
 
 // fp32 tolerance: the scan of a contracting recurrence (|a| < 0.99) is as accurate as the
@@ -189,8 +223,9 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence_backward: fp64 finite differences", "
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("linear_recurrence_backward: fp32 against serial on long sequences",
-                        "[scan][recurrence][backward]", weft_test::backends) {
+TEMPLATE_LIST_TEST_CASE(
+    "linear_recurrence_backward: fp32 against the fp64 adjoint and serial on long sequences",
+    "[scan][recurrence][backward]", weft_test::backends) {
   // Many blocks / tiles / lanes (T = 200001; D = 33 over 16-lane tiles), forward and reverse,
   // with and without an initial state (d_initial_state is written either way).
   auto be = weft_test::make_backend<TestType>();
@@ -228,6 +263,26 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence_backward: fp32 against serial on long
              .reverse = reverse});
         INFO("B,T,D = " << B << "," << T << "," << D << " reverse " << reverse << " initial state "
                         << with_init);
+        // Primary: the fp64 adjoint of the same fp32 inputs, independent of the library's loops.
+        // The error is fp32 rounding of a contracting reverse scan, as for the forward pass: measured
+        // <= 2.9 u * max(1, max|ref|) (serial d_initial_state; the fast paths <= 1.9 u) over these
+        // cases, so tol32 (20 u) keeps a 7x margin; da off by one step (h_t for h_{t-1}) is O(|g|).
+        const auto want = adjoint_oracle(B, T, D, a32, h32, w, with_init ? h032.data() : nullptr, reverse);
+        auto within = [](const std::vector<float>& got, const std::vector<double>& ref) {
+          double m = 0, s = 1;
+          for (std::size_t i = 0; i < ref.size(); ++i) {
+            m = std::max(m, std::abs(static_cast<double>(got[i]) - ref[i]));
+            s = std::max(s, std::abs(ref[i]));
+          }
+          return m <= tol32 * s;
+        };
+        CHECK(within(da.to_host(), want.da));
+        CHECK(within(db.to_host(), want.db));
+        CHECK(within(d0.to_host(), want.d0));
+        CHECK(within(sda, want.da));  // the serial reference itself, also bounded
+        CHECK(within(sdb, want.db));
+        CHECK(within(sd0, want.d0));
+        // Secondary: the fast path against the serial fp32 backward.
         auto close = [](const std::vector<float>& x, const std::vector<float>& y) {
           double m = 0, s = 1;
           for (std::size_t i = 0; i < x.size(); ++i) {
@@ -245,7 +300,10 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence_backward: fp32 against serial on long
 TEMPLATE_LIST_TEST_CASE("linear_recurrence: bad input, nothing written; bitwise repeatable",
                         "[scan][recurrence][errors]", weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
-  buffer<TestType, float> a(be, 24, 0.5f), b(be, 24, 1.0f), h(be, 24, 7.0f), s(be, 6, 0.0f);
+  // Every buffer below is a sentinel, checked unchanged after the throwing calls: a (0.5) and s
+  // (7.0, not 0: a zero-fill before throwing must show) also serve as outputs (db, da,
+  // d_initial_state).
+  buffer<TestType, float> a(be, 24, 0.5f), b(be, 24, 1.0f), h(be, 24, 7.0f), s(be, 6, 7.0f);
   auto va = weft::make_view(a.data(), 2, 3, 4);
   auto vb = weft::make_view(b.data(), 2, 3, 4);
   auto vh = weft::make_view(h.data(), 2, 3, 4);
@@ -292,6 +350,10 @@ TEMPLATE_LIST_TEST_CASE("linear_recurrence: bad input, nothing written; bitwise 
   for (float v : h.to_host()) CHECK(v == 7.0f);
   for (float v : big.to_host()) CHECK(v == 7.0f);
   for (float v : da.to_host()) CHECK(v == 7.0f);
+  for (float v : s.to_host()) CHECK(v == 7.0f);  // da (wrong shape), d_initial_state (wrong shape)
+  for (float v : a.to_host()) CHECK(v == 0.5f);  // db beside a wrong d_initial_state
+  for (float v : b.to_host()) CHECK(v == 1.0f);
+  for (float v : g.to_host()) CHECK(v == 1.0f);
 
   const problem p = make_problem(1, 300000, 1, 1);
   buffer<TestType, float> pa(be, cast<float>(p.a)), pb(be, cast<float>(p.b)), h1(be, p.a.size()),

@@ -101,9 +101,12 @@ TEMPLATE_LIST_TEST_CASE("reduce: random floats within the rounding bound of the 
     // The worst case above exceeds the answer itself at large n (serial, n = 3M: 4.3e5 against a
     // sum of 3.8e3, so returning 0 would pass). Rounding errors of random signs add up like a
     // random walk: the error's deviation is about u sqrt(sum of squared partial sums), and for
-    // random-sign data that sum is about depth * sum x^2 / 2. 10 u sqrt(depth) sqrt(sum x^2) is
-    // ~25 deviations at n = 3M, and fails for a single lost block.
-    CHECK(std::abs(got - exact) <= 10 * u * std::sqrt(depth) * std::sqrt(sq_sum) + 1e-30);
+    // random-sign data that sum is about depth * sum x^2 / 2. Measured |error| / (u sqrt(depth)
+    // sqrt(sum x^2)) over these n: at most 0.71 serial (n = 1000), 0.24 fast (n = 3M); c is 10x
+    // that. At n = 3M the bound is 1.3 serial, 0.02 fast: returning 0 (3845) or losing a block
+    // (~256) fails at every n, and the fast path fails for most single lost elements.
+    const double c = std::is_same_v<TestType, weft::serial_backend> ? 7.0 : 2.5;
+    CHECK(std::abs(got - exact) <= c * u * std::sqrt(depth) * std::sqrt(sq_sum) + 1e-30);
     const double gotd = weft::reduce(be, weft::make_view(dd.data(), n), weft::plus{});
     CHECK(std::abs(gotd - exact) <= depth * std::numeric_limits<double>::epsilon() * abs_sum);
   }
@@ -137,8 +140,9 @@ TEMPLATE_LIST_TEST_CASE("reduce: strided rank-1 views", "[scan][reduce]", weft_t
   buffer<TestType, weft_test::mat2> d(be, h);
   std::vector<weft_test::mat2> every3(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) every3[i] = h[i * s];
-  const auto ref =
-      weft::reduce(weft::serial_backend{}, weft::make_view(every3.data(), n), weft_test::mat2_mul{});
+  // the reference: the left fold of every third element, written out
+  weft_test::mat2 ref = weft_test::mat2_mul{}.identity();
+  for (const auto& m : every3) ref = weft_test::mat2_mul{}(ref, m);
   auto v = weft::make_strided_view(d.data(), std::array<std::int64_t, 1>{n}, std::array<std::int64_t, 1>{s});
   CHECK(weft::reduce(be, v, weft_test::mat2_mul{}) == ref);
 }

@@ -36,17 +36,19 @@ void expect_bad(const std::string& arg, F&& f) {
   }
 }
 
-/// Every backend this test executable exercises; TEMPLATE_LIST_TEST_CASE runs each.
+/// Every backend this test executable exercises; TEMPLATE_LIST_TEST_CASE runs each. A CUDA twin
+/// (the same source compiled by nvcc) runs the CUDA backend only: its serial cases would repeat
+/// the host executable's, at twice the compile time.
+#if WEFT_TEST_CUDA
+using backends = std::tuple<weft::cuda_backend>;
+#else
 using backends = std::tuple<weft::serial_backend
 #if WEFT_TEST_KOKKOS
                             ,
                             weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace>
 #endif
-#if WEFT_TEST_CUDA
-                            ,
-                            weft::cuda_backend
-#endif
                             >;
+#endif
 
 /// Only the fast backends (for tests that compare a fast path with the serial reference).
 using fast_backends = std::tuple<

@@ -21,8 +21,11 @@ do, dS_T, and compared with weft::linear_attention_backward (serial and Kokkos) 
 inputs and upstream gradients: dq, dk, dv, the gate gradients and those of the initial states,
 under the same bounds (for mLSTM against the fp64 reference, or twice the peer's own fp32 error).
 
-Exit status: 0 all agree, 1 a mismatch, 77 torch / fla-core absent (ctest: skipped). A peer
-that is absent (mlstm_kernels) skips its cases only, and says so.
+Exit status: 0 all agree, 1 a mismatch or too few comparisons, 77 torch / fla-core absent
+(ctest: skipped). A peer that is absent (mlstm_kernels) skips its cases only, and says how many.
+Every case that runs must report the serial backend's runs (recurrent, chunks 16, 64, 256 and
+the backward; la_xcheck always builds them) and each run every output: a la_xcheck that prints no
+run tags, or fewer comparisons than that minimum, fails.
 """
 import argparse
 import os
@@ -56,6 +59,9 @@ except ImportError:
 
 REL_RMSE = 2e-5
 REL_MAX = 2e-4
+# the runs la_xcheck makes on the serial backend whatever else is built (tests/xcheck/la_xcheck.cpp)
+SERIAL_FORWARD_RUNS = ("serial-recurrent", "serial-chunk16", "serial-chunk64", "serial-chunk256")
+SERIAL_BACKWARD_RUNS = ("backward-serial-c64",)
 
 
 def make_inputs(gate, B, T, H, K, V, N, state, gen):
@@ -239,11 +245,12 @@ def main():
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(20261124)
-    failures, checked = 0, 0
+    failures, checked, minimum, skipped = 0, 0, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         for idx, (gate, dims, state, scale, cu) in enumerate(CASES):
             if gate.startswith("mlstm") and not HAVE_MLSTM:
-                print(f"skip {gate}: mlstm_kernels absent")
+                skipped += 1
+                print(f"skip {gate} B,T,H,K,V={dims}: mlstm_kernels absent")
                 continue
             if gate in ("delta", "mlstm_exp", "mlstm_sig") and scale is not None:
                 raise ValueError("these peers have no scale argument")
@@ -256,8 +263,13 @@ def main():
             write_case(d, gate, dims, x, scale, cu, up)
             runs = subprocess.run([args.cli, d], check=True, capture_output=True, text=True).stdout.split()
             bad = failures
+            missing = [r for r in SERIAL_FORWARD_RUNS + SERIAL_BACKWARD_RUNS if r not in runs]
+            if missing:  # la_xcheck printed no runs, or not those it always makes
+                failures += 1
+                print(f"MISSING {gate} {dims} cu={cu}: la_xcheck reported runs {runs}, lacks {missing}")
             peer32 = ref.pop("peer_fp32", {})
             ref.pop("peer_fp32_states", None)
+            minimum += len(SERIAL_FORWARD_RUNS) * len(ref) + len(SERIAL_BACKWARD_RUNS) * len(gref)
             for run in runs:
                 want, bounds = (gref, g32 or {}) if run.startswith("backward") else (ref, peer32)
                 for key, r in want.items():
@@ -273,6 +285,11 @@ def main():
             print(f"{gate:12s} B,T,H,K,V={dims} state={int(state)} cu={cu}: {len(runs)} runs x "
                   f"{sorted(ref)} + gradients {sorted(gref)} {verdict}")
     print(f"{checked} comparisons, {failures} mismatches (rel RMSE <= {REL_RMSE}, max |diff| <= {REL_MAX} max |ref|)")
+    if skipped:
+        print(f"{skipped} of {len(CASES)} cases skipped: mlstm_kernels absent (pip install mlstm_kernels)")
+    if checked == 0 or checked < minimum:
+        print(f"FAIL: {checked} comparisons, fewer than the {minimum} the serial runs alone must give")
+        return 1
     return 1 if failures else 0
 
 
