@@ -1,12 +1,34 @@
 # Finds weft's optional backends. For each X in KOKKOS CUDA MPI NCCL:
-#   WEFT_ENABLE_X undefined -> enabled when found (a status line says which were left out)
+#   WEFT_ENABLE_X undefined -> weft built on its own: enabled when found (a status line says
+#                              which were left out); weft as a subproject (add_subdirectory,
+#                              FetchContent): enabled only where the consumer already asked
+#                              for it (a Kokkos::kokkos / MPI::MPI_CXX / NCCL::nccl target, the
+#                              CUDA language enabled), else off
 #   WEFT_ENABLE_X=ON        -> required: configuration fails when missing
 #   WEFT_ENABLE_X=OFF       -> disabled
+
+# Whether a consumer that add_subdirectory()s weft already uses backend `name`.
+function(_weft_consumer_uses name out)
+  set(uses OFF)
+  if(name STREQUAL "KOKKOS" AND TARGET Kokkos::kokkos)
+    set(uses ON)
+  elseif(name STREQUAL "CUDA" AND CMAKE_CUDA_COMPILER_LOADED)
+    set(uses ON)
+  elseif(name STREQUAL "MPI" AND TARGET MPI::MPI_CXX)
+    set(uses ON)
+  elseif(name STREQUAL "NCCL" AND TARGET NCCL::nccl)
+    set(uses ON)
+  endif()
+  set(${out} ${uses} PARENT_SCOPE)
+endfunction()
 
 macro(_weft_optional name)
   if(DEFINED WEFT_ENABLE_${name})
     set(_weft_required_${name} ${WEFT_ENABLE_${name}})
     set(_weft_try_${name} ${WEFT_ENABLE_${name}})
+  elseif(NOT PROJECT_IS_TOP_LEVEL)
+    set(_weft_required_${name} OFF)
+    _weft_consumer_uses(${name} _weft_try_${name})
   else()
     set(_weft_required_${name} OFF)
     set(_weft_try_${name} ON)
