@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "determinism/digest.hpp"
+#include "linear_attention/backward_run.hpp"
 #include "linear_attention/oracle.hpp"
 
 using la_test::gk;
@@ -24,52 +25,11 @@ std::vector<double> joined(const la_test::output& r) {
 /// The gradients of linear_attention_backward for p (element type E, gates fp32), joined.
 template <class E, class Backend>
 std::vector<double> backward(const Backend& be, const la_test::problem& p, std::uint64_t seed) {
-  const std::int64_t B = p.B, T = p.T, H = p.H, K = p.K, V = p.V;
-  auto cast = [](const std::vector<double>& x) { return la_test::cast_vec<E>(x); };
-  auto gate_of = [](const std::vector<double>& x) { return la_test::cast_vec<float>(x); };
-  const auto q = cast(p.q), k = cast(p.k), v = cast(p.v);
-  const auto dout =
-      la_test::cast_vec<E>(weft_test::normals<double>(static_cast<std::size_t>(B * T * H * V), seed));
-  const auto g = gate_of(p.g), gi = gate_of(p.i), gf = gate_of(p.f), gb = gate_of(p.beta);
-  std::vector<E> dq(q.size(), E(-7.0f)), dk(k.size(), E(-7.0f)), dv(v.size(), E(-7.0f));
-  std::vector<float> dg(g.size(), -7.0f), di(gi.size(), -7.0f), df(gf.size(), -7.0f), db(gb.size(), -7.0f);
-  const auto qv = make_view(q.data(), B, T, H, K), kv = make_view(k.data(), B, T, H, K);
-  const auto vv = make_view(v.data(), B, T, H, V), dov = make_view(dout.data(), B, T, H, V);
-  auto g3 = [&](const std::vector<float>& x) { return make_view(x.data(), B, T, H); };
-  auto d3 = [&](std::vector<float>& x) { return make_view(x.data(), B, T, H); };
-  auto call = [&](const auto& gate, const auto& dgate) {
-    weft::linear_attention_backward(
-        be, gate, qv, kv, vv, dov,
-        weft::linear_attention_grads{make_view(dq.data(), B, T, H, K), make_view(dk.data(), B, T, H, K),
-                                     make_view(dv.data(), B, T, H, V), dgate},
-        {.chunk_size = 64});
-  };
-  using namespace weft::gates;
-  switch (p.kind) {
-    case gk::scalar:
-      call(scalar{g3(g)}, scalar{d3(dg)});
-      break;
-    case gk::vector:
-      call(vector{make_view(g.data(), B, T, H, K)}, vector{make_view(dg.data(), B, T, H, K)});
-      break;
-    case gk::mlstm_exp:
-      call(
-          mlstm{
-              .i = g3(gi), .f = g3(gf), .input = mlstm_input::exponential, .eps = static_cast<float>(p.eps)},
-          mlstm{.i = d3(di), .f = d3(df)});
-      break;
-    case gk::delta:
-      call(delta{g3(gb)}, delta{d3(db)});
-      break;
-    case gk::gated_delta:
-      call(gated_delta{g3(g), g3(gb)}, gated_delta{d3(dg), d3(db)});
-      break;
-    default:
-      FAIL("kind not covered");
-  }
+  const la_test::grads g = la_test::run_backward<Backend, E>(be, p, la_test::make_upstream(p, seed, false),
+                                                             {.chunk = 64, .state_grads = false});
   std::vector<double> all;
-  for (const auto* x : {&dq, &dk, &dv}) all.insert(all.end(), x->begin(), x->end());
-  for (const auto* x : {&dg, &di, &df, &db}) all.insert(all.end(), x->begin(), x->end());
+  for (const auto* x : {&g.dq, &g.dk, &g.dv, &g.dg, &g.di, &g.df, &g.dbeta})
+    all.insert(all.end(), x->begin(), x->end());
   return all;
 }
 

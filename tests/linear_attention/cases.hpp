@@ -120,7 +120,8 @@ void check_case(const Backend& be, gk kind, const shape_case& s, weft::linear_at
         "  n %.2e  m %.2e  o~ %.2e ulp+ %.2e\n",
         Backend::name(), name(kind), weft::dtype_name<E>(),
         mode == weft::linear_attention_mode::chunk ? "chunk" : "recurrent", (long long)s.B, (long long)s.T,
-        (long long)s.H, (long long)s.K, (long long)s.V, s.chunk, s.gate_norm, s.reset, eo, es, en, em, eor, eulp);
+        (long long)s.H, (long long)s.K, (long long)s.V, s.chunk, s.gate_norm, s.reset, eo, es, en, em, eor,
+        eulp);
   // fp32 states: sums of T K V fp32 products, the fp32 cases observe up to 7e-6
   const double state_tol = half ? half_state_tol : tol;
   CHECK(eo <= tol);
@@ -136,7 +137,8 @@ void check_case(const Backend& be, gk kind, const shape_case& s, weft::linear_at
   if constexpr (runs_serial_code_in_recurrent_mode<Backend>() && half) {
     // Kokkos runs the serial definition in recurrent mode: bitwise the serial backend's result
     if (mode == weft::linear_attention_mode::recurrent) {
-      const output ser = run<weft::serial_backend, E>(weft::serial_backend{}, p, {.mode = mode, .chunk = s.chunk});
+      const output ser =
+          run<weft::serial_backend, E>(weft::serial_backend{}, p, {.mode = mode, .chunk = s.chunk});
       CHECK(weft_test::bitwise_equal(got.o, ser.o));
       CHECK(weft_test::bitwise_equal(got.S, ser.S));
       CHECK(weft_test::bitwise_equal(got.n, ser.n));

@@ -180,9 +180,12 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: caller workspace, bounded in the chun
   CHECK(weft_test::bitwise_equal(got64.o, ref.o));
   // a too small one, a null pointer, a misaligned pointer: each names the workspace
   if constexpr (!std::is_same_v<TestType, weft::serial_backend>) {  // serial: 0 bytes, checked above
-    weft_test::expect_bad("workspace", [&] { run<TestType, float>(be, p, {.chunk = 256}, {base, bytes[4] - 1}); });
+    weft_test::expect_bad("workspace", [&] {
+      run<TestType, float>(be, p, {.chunk = 256}, {base, bytes[4] - 1});
+    });
   }
   weft_test::expect_bad("workspace", [&] { run<TestType, float>(be, p, {.chunk = 256}, {nullptr, 64}); });
-  weft_test::expect_bad("workspace",
-                        [&] { run<TestType, float>(be, p, {.chunk = 256}, {base + 8, bytes[4] + 64}); });
+  weft_test::expect_bad("workspace", [&] {
+    run<TestType, float>(be, p, {.chunk = 256}, {base + 8, bytes[4] + 64});
+  });
 }
