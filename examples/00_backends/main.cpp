@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   std::vector<float> ref_sums(B * D);
   const weft::serial_backend serial;
   const float ref_total = weft::reduce(serial, all, weft::plus{});
-  const float ref_max = weft::reduce(serial, all, weft::maximum{});
+  [[maybe_unused]] const float ref_max = weft::reduce(serial, all, weft::maximum{});
   weft::reduce(serial, bt, weft::make_view(ref_sums.data(), B, D), weft::plus{});
   std::printf("reduce over %lld floats, and [B,T,D] = [%lld,%lld,%lld] along T:\n",
               static_cast<long long>(x.size()), static_cast<long long>(B), static_cast<long long>(T),

@@ -3,6 +3,7 @@
 // one decode step from the final state; checked against the recurrent mode.
 #include <weft/weft.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -38,7 +39,7 @@ int main() {
                               weft::make_view(state.data(), 2, H, K, V));
 
   double err = 0;
-  for (std::size_t i = 0; i < o.size(); ++i) err = std::fmax(err, std::fabs(o[i] - ref[i]));
+  for (std::size_t i = 0; i < o.size(); ++i) err = std::max<double>(err, std::fabs(o[i] - ref[i]));
   std::printf("chunk vs recurrent: max |diff| = %.2e; step output[0] = %.4f\n", err, o_step[0]);
   return err < 1e-4 ? 0 : 1;
 }

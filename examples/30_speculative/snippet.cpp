@@ -18,9 +18,9 @@ int main() {
   std::vector<float> q(B * L * V, 0.2f), p(B * (L + 1) * V, 0.2f);
   std::vector<std::int32_t> drafts = {1, 4, 2, 2}, out(B * (L + 1)), accepted(B);
   weft::speculative_sample(weft::serial_backend{}, weft::make_view(q.data(), B, L, V),
-                           weft::make_view(static_cast<const std::int32_t*>(drafts.data()), B, L),
-                           weft::make_view(p.data(), B, L + 1, V), weft::make_view(out.data(), B, L + 1),
-                           weft::make_view(accepted.data(), B), {.seed = 1234, .offset = 1});
+                           weft::make_view(drafts.data(), B, L), weft::make_view(p.data(), B, L + 1, V),
+                           weft::make_view(out.data(), B, L + 1), weft::make_view(accepted.data(), B),
+                           {.seed = 1234, .offset = 1});
   // p == q here, so every draft is accepted and a bonus token follows.
   for (std::int64_t b = 0; b < B; ++b)
     std::printf("sequence %lld: sampled %d, accepted %d drafts, then token %d\n", static_cast<long long>(b),

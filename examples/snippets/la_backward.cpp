@@ -25,7 +25,7 @@ int main() {
   const weft::serial_backend be;
   auto c4 = [&](const std::vector<double>& x, std::int64_t d) { return make_view(x.data(), B, T, H, d); };
   auto loss = [&] {
-    const weft::gates::vector gate{make_view(static_cast<const float*>(g.data()), B, T, H, K)};
+    const weft::gates::vector gate{make_view(g.data(), B, T, H, K)};
     weft::linear_attention(be, gate, c4(q, K), c4(k, K), c4(v, V), make_view(o.data(), B, T, H, V));
     double l = 0;
     for (std::size_t i = 0; i < o.size(); ++i) l += o[i] * w[i];
@@ -35,8 +35,7 @@ int main() {
   std::vector<double> dq(q.size()), dk(k.size()), dv(v.size());
   std::vector<float> dg(g.size());
   weft::linear_attention_backward(
-      be, weft::gates::vector{make_view(static_cast<const float*>(g.data()), B, T, H, K)}, c4(q, K), c4(k, K),
-      c4(v, V), c4(w, V),
+      be, weft::gates::vector{make_view(g.data(), B, T, H, K)}, c4(q, K), c4(k, K), c4(v, V), c4(w, V),
       weft::linear_attention_grads{make_view(dq.data(), B, T, H, K), make_view(dk.data(), B, T, H, K),
                                    make_view(dv.data(), B, T, H, V),
                                    weft::gates::vector{make_view(dg.data(), B, T, H, K)}});

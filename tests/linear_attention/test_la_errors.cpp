@@ -3,9 +3,11 @@
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/catch_test_macros.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -338,3 +340,239 @@ TEMPLATE_LIST_TEST_CASE("linear_attention: bad input throws invalid_argument and
                          qv, kv, vv, ov, ok);
   for (float x : o.to_host()) CHECK(std::isfinite(x));
 }
+
+namespace {
+
+/// expect_bad, and the message holds each of `parts` (the expected shape and why, the position
+/// and value of a bad element, the head-first hint).
+template <class F>
+void expect_message(const std::string& arg, std::initializer_list<std::string> parts, F&& f) {
+  INFO("expected a complaint about '" << arg << "'");
+  try {
+    f();
+    FAIL_CHECK("no exception");  // not fatal: the cases after it still run
+  } catch (const weft::invalid_argument& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(e.argument() == arg);
+    for (const std::string& p : parts) {
+      INFO("expected in the message: " << p);
+      CHECK(what.find(p) != std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE(
+    "linear_attention: messages name the argument that disagrees, the bad element, a head-first view",
+    "[linear_attention][errors]", weft_test::backends) {
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t B = 2, T = 10, H = 3, K = 8, V = 4, N = B;
+  buffer<TestType, float> q(be, B * T * H * K, 0.5f), k(be, B * T * H * K, 0.25f), v(be, B * T * H * K, 1.0f);
+  buffer<TestType, float> o(be, B * T * H * K, -7.0f), s1(be, N * H * K * K, -9.0f), nrm(be, N * H * K, 0.0f);
+  buffer<TestType, float> g(be, B * T * H * K, -0.5f);
+  const auto qv = make_view(static_cast<const float*>(q.data()), B, T, H, K);
+  const auto kv = make_view(static_cast<const float*>(k.data()), B, T, H, K);
+  const auto vv = make_view(static_cast<const float*>(v.data()), B, T, H, V);
+  const auto ov = make_view(o.data(), B, T, H, V);
+  const auto S1 = make_view(s1.data(), N, H, K, V);
+  const weft::gates::scalar gs{make_view(static_cast<const float*>(g.data()), B, T, H)};
+
+  // A v of the wrong V beside an o and a final state that agree: 'v' is named, not 'o'.
+  expect_message("v", {"expected shape [2, 10, 3, 4] (V = 4 as o, final_state), got [2, 10, 3, 8]"}, [&] {
+    weft::linear_attention(be, gs, qv, kv, make_view(static_cast<const float*>(v.data()), B, T, H, K), ov,
+                           {.final_state = S1});
+  });
+  // Without a state o and v are one against one: o is compared with v, and says so.
+  expect_message("o", {"expected shape [2, 10, 3, 8] (V = 8 as v), got [2, 10, 3, 4]"}, [&] {
+    weft::linear_attention(be, gs, qv, kv, make_view(static_cast<const float*>(v.data()), B, T, H, K), ov);
+  });
+  // A q of the wrong T (k, v, o and the gate agree): 'q', not 'k'.
+  expect_message("q", {"expected shape [2, 10, 3, 8] (T = 10 as k, v, o, gate.g), got [2, 9, 3, 8]"}, [&] {
+    weft::linear_attention(be, gs, make_view(static_cast<const float*>(q.data()), B, T - 1, H, K), kv, vv,
+                           ov);
+  });
+  // A q of the wrong K beside a k and a state of the right one.
+  expect_message("q", {"(K = 8 as k, final_state)"}, [&] {
+    weft::linear_attention(be, gs, make_view(static_cast<const float*>(q.data()), B, T, H, K - 1),
+                           make_view(static_cast<const float*>(k.data()), B, T, H, K), vv, ov,
+                           {.final_state = S1});
+  });
+  // A gate given [B,H,T] beside [B,T,H] data: the swap is pointed out.
+  expect_message("gate.g", {"got [2, 3, 10]", "T and H swapped", "weft expects [B,T,H,K]"}, [&] {
+    weft::linear_attention(be, weft::gates::scalar{make_view(static_cast<const float*>(g.data()), B, H, T)},
+                           qv, kv, vv, ov);
+  });
+  // A state whose H is q's T: head-first q, k, v?
+  expect_message(
+      "final_state", {"(H = 3 as q, k, v, o, gate.g; its 10 is q's T: are q, k, v head-first"}, [&] {
+        weft::linear_attention(be, gs, qv, kv, vv, ov, {.final_state = make_view(s1.data(), N, T, K, V)});
+      });
+
+  // Bad values: the first offending element, its multi-index and value.
+  {
+    std::vector<float> x(B * T * H * K, -0.5f);
+    x[17] = NAN;  // [B,T,H]: b 0, t 5, h 2; [B,T,H,K]: b 0, t 0, h 2, k 1
+    x[40] = NAN;  // a later one is not the one named
+    buffer<TestType, float> bad(be, x);
+    float* p = bad.data();  // gates of float (not const float) views, as above: no new instantiations
+    expect_message("gate.g", {"got nan at [b, t, h] = [0, 5, 2]"}, [&] {
+      weft::linear_attention(be, weft::gates::scalar{make_view(p, B, T, H)}, qv, kv, vv, ov);
+    });
+    expect_message("gate.g", {"got nan at [b, t, h, k] = [0, 0, 2, 1]"}, [&] {
+      weft::linear_attention(be, weft::gates::vector{make_view(p, B, T, H, K)}, qv, kv, vv, ov);
+    });
+    expect_message("gate.f", {"got nan at [b, t, h] = [0, 5, 2]"}, [&] {
+      weft::linear_attention(be, weft::gates::mlstm{make_view(g.data(), B, T, H), make_view(p, B, T, H)}, qv,
+                             kv, vv, ov);
+    });
+    // strided: x[1 + 2 i] is element i; x[17] is element 8: [0, 2, 2] (x[40] is not read)
+    const auto strided = weft::make_strided_view(p + 1, std::array<std::int64_t, 3>{B, T, H},
+                                                 std::array<std::int64_t, 3>{2 * T * H, 2 * H, 2});
+    expect_message("gate.g", {"got nan at [b, t, h] = [0, 2, 2]"},
+                   [&] { weft::linear_attention(be, weft::gates::scalar{strided}, qv, kv, vv, ov); });
+    x[17] = INFINITY;
+    x[3] = -INFINITY;  // a reset in a log gate, an error in beta
+    buffer<TestType, float> inf(be, x);
+    float* pi = inf.data();
+    expect_message("gate.g", {"got inf at [b, t, h] = [0, 5, 2]"}, [&] {
+      weft::linear_attention(be, weft::gates::scalar{make_view(pi, B, T, H)}, qv, kv, vv, ov);
+    });
+    expect_message("gate.beta", {"expected finite values, got -inf at [b, t, h] = [0, 1, 0]"}, [&] {
+      weft::linear_attention(be, weft::gates::delta{make_view(pi, B, T, H)}, qv, kv, vv, ov);
+    });
+  }
+  {  // past the first block of 4096 elements (the backend pass finds the block, the host the element)
+    const std::int64_t T2 = 200;  // B = 1: 200 * 3 * 8 = 4800 elements
+    std::vector<float> x(T2 * H * K, -0.5f);
+    x[4200] = NAN;  // t 175, h 0, k 0
+    x[4500] = NAN;
+    buffer<TestType, float> bad(be, x), q2(be, T2 * H * K, 0.5f), o2(be, T2 * H * V, -7.0f);
+    const auto q2v = make_view(static_cast<const float*>(q2.data()), 1, T2, H, K);
+    expect_message("gate.g", {"got nan at [b, t, h, k] = [0, 175, 0, 0]"}, [&] {
+      weft::linear_attention(be, weft::gates::vector{make_view(bad.data(), 1, T2, H, K)}, q2v, q2v,
+                             make_view(static_cast<const float*>(q2.data()), 1, T2, H, V),
+                             make_view(o2.data(), 1, T2, H, V));
+    });
+    for (float y : o2.to_host()) REQUIRE(y == -7.0f);
+  }
+  {  // the stabilizer: [n, h]
+    std::vector<float> m(N * H, 0.0f);
+    m[4] = INFINITY;
+    buffer<TestType, float> mb(be, m), s0(be, N * H * K * V, 0.0f);
+    expect_message("initial_stabilizer", {"got inf at [n, h] = [1, 1]"}, [&] {
+      weft::linear_attention(be, weft::gates::mlstm{gs.g, gs.g}, qv, kv, vv, ov,
+                             {.initial_state = make_view(static_cast<const float*>(s0.data()), N, H, K, V),
+                              .final_state = S1,
+                              .initial_normalizer = make_view(static_cast<const float*>(nrm.data()), N, H, K),
+                              .initial_stabilizer = make_view(static_cast<const float*>(mb.data()), N, H)});
+    });
+  }
+
+  // Head-first layouts that strides can tell: [B,T,H,K] extents over the strides of a contiguous
+  // [B,H,T,K] buffer, T < H (T and H rows interleave).
+  {
+    const std::int64_t T3 = 3, H3 = 5;
+    buffer<TestType, float> x(be, B * T3 * H3 * K, 0.5f), y(be, B * T3 * H3 * K, 0.25f),
+        ob(be, B * T3 * H3 * V, -7.0f), gb(be, B * T3 * H3, -0.5f);
+    const float* px = x.data();
+    const auto xv = make_view(px, B, T3, H3, K);
+    const auto yv = make_view(static_cast<const float*>(y.data()), B, T3, H3, V);
+    const auto obv = make_view(ob.data(), B, T3, H3, V);
+    const weft::gates::scalar g3{make_view(static_cast<const float*>(gb.data()), B, T3, H3)};
+    const auto head_first = weft::make_strided_view(px, std::array<std::int64_t, 4>{B, T3, H3, K},
+                                                    std::array<std::int64_t, 4>{H3 * T3 * K, T3 * K, K, 1});
+    expect_message("q", {"strides (120, 24, 8, 1): looks head-first ([B,H,T,K]); weft expects [B,T,H,K]"},
+                   [&] { weft::linear_attention(be, g3, head_first, xv, yv, obv); });
+    expect_message("k", {"looks head-first ([B,H,T,K])"},
+                   [&] { weft::linear_attention(be, g3, xv, head_first, yv, obv); });
+    const auto o_head_first = weft::make_strided_view(ob.data(), std::array<std::int64_t, 4>{B, T3, H3, V},
+                                                      std::array<std::int64_t, 4>{H3 * T3 * V, T3 * V, V, 1});
+    expect_message("o", {"looks head-first ([B,H,T,K])"},
+                   [&] { weft::linear_attention(be, g3, xv, xv, yv, o_head_first); });
+    const auto g_head_first =
+        weft::make_strided_view(static_cast<const float*>(gb.data()), std::array<std::int64_t, 3>{B, T3, H3},
+                                std::array<std::int64_t, 3>{H3 * T3, T3, 1});
+    expect_message("gate.g", {"looks head-first ([B,H,T]); weft expects [B,T,H]"},
+                   [&] { weft::linear_attention(be, weft::gates::scalar{g_head_first}, xv, xv, yv, obv); });
+    for (float z : ob.to_host()) REQUIRE(z == -7.0f);
+    // A correct view of head-first data (T stride < H stride, no overlap) is legitimate: the same
+    // o as the [B,T,H,K] copy of the same values.
+    std::vector<float> hf(B * H3 * T3 * K), bt(B * T3 * H3 * K);
+    weft_test::rng r(19);
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t h = 0; h < H3; ++h)
+        for (std::int64_t t = 0; t < T3; ++t)
+          for (std::int64_t c = 0; c < K; ++c) {
+            const float val = static_cast<float>(r.normal());
+            hf[((b * H3 + h) * T3 + t) * K + c] = val;
+            bt[((b * T3 + t) * H3 + h) * K + c] = val;
+          }
+    buffer<TestType, float> hfb(be, hf), btb(be, bt), o_a(be, B * T3 * H3 * V, 0.0f),
+        o_b(be, B * T3 * H3 * V, 0.0f);
+    const auto transposed = weft::make_strided_view(static_cast<const float*>(hfb.data()),
+                                                    std::array<std::int64_t, 4>{B, T3, H3, K},
+                                                    std::array<std::int64_t, 4>{H3 * T3 * K, K, T3 * K, 1});
+    const auto plain = make_view(static_cast<const float*>(btb.data()), B, T3, H3, K);
+    weft::linear_attention(be, g3, transposed, plain, yv, make_view(o_a.data(), B, T3, H3, V));
+    weft::linear_attention(be, g3, plain, plain, yv, make_view(o_b.data(), B, T3, H3, V));
+    const std::vector<float> oa = o_a.to_host(), ob2 = o_b.to_host();
+    for (std::size_t i = 0; i < oa.size(); ++i)
+      CHECK(std::abs(oa[i] - ob2[i]) <= 1e-5f * (1 + std::abs(ob2[i])));
+    // T == 1 or H == 1: strides say nothing, nothing is rejected
+    const auto one = weft::make_strided_view(px, std::array<std::int64_t, 4>{B, 1, H3, K},
+                                             std::array<std::int64_t, 4>{H3 * T3 * K, 0, K, 1});
+    weft::linear_attention(be, weft::gates::scalar{make_view(static_cast<const float*>(gb.data()), B, 1, H3)},
+                           one, one, make_view(static_cast<const float*>(y.data()), B, 1, H3, V),
+                           make_view(o_a.data(), B, 1, H3, V));
+  }
+
+  for (float x : o.to_host()) REQUIRE(x == -7.0f);
+  for (float x : s1.to_host()) REQUIRE(x == -9.0f);
+}
+
+#if !WEFT_TEST_CUDA
+// The backward's checks share the forward's (serial only: the messages do not depend on the
+// backend, and test_la_backward runs the backward's other error cases on every host backend).
+TEST_CASE("linear_attention_backward: messages name the argument that disagrees and the bad element",
+          "[linear_attention][backward][errors]") {
+  const weft::serial_backend be;
+  const std::int64_t B = 1, T = 6, H = 2, K = 4, V = 3;
+  std::vector<float> q(B * T * H * K, 0.5f), k(q.size(), 0.25f), v(q.size(), 1.0f), dout(v.size(), 1.0f);
+  std::vector<float> g(B * T * H, -0.1f), dq(q.size(), 7.0f), dk(q.size(), 7.0f), dv(q.size(), 7.0f),
+      dg(g.size(), 7.0f);
+  auto c4 = [&](const std::vector<float>& x, std::int64_t d) { return make_view(x.data(), B, T, H, d); };
+  const weft::gates::scalar gate{make_view(static_cast<const float*>(g.data()), B, T, H)};
+  const weft::gates::scalar dgate{make_view(dg.data(), B, T, H)};
+  const weft::linear_attention_grads good{make_view(dq.data(), B, T, H, K), make_view(dk.data(), B, T, H, K),
+                                          make_view(dv.data(), B, T, H, V), dgate};
+  // v of V = 4 beside do_ and dv of V = 3: 'v' (it was 'do_')
+  expect_message("v", {"expected shape [1, 6, 2, 3] (V = 3 as do_, grads.dv), got [1, 6, 2, 4]"}, [&] {
+    weft::linear_attention_backward(be, gate, c4(q, K), c4(k, K), c4(v, 4), c4(dout, V), good);
+  });
+  // do_ of the wrong V beside v and dv that agree: 'do_'
+  expect_message("do_", {"(V = 3 as v, grads.dv), got [1, 6, 2, 4]"}, [&] {
+    weft::linear_attention_backward(be, gate, c4(q, K), c4(k, K), c4(v, V), c4(dout, 4), good);
+  });
+  // dq [B,H,T,K]-strided so that T and H interleave
+  expect_message("grads.dq", {"looks head-first ([B,H,T,K])"}, [&] {
+    const auto hf = weft::make_strided_view(dq.data(), std::array<std::int64_t, 4>{B, T, H, K},
+                                            std::array<std::int64_t, 4>{H * T * K, K, K, 1});
+    weft::linear_attention_backward(be, gate, c4(q, K), c4(k, K), c4(v, V), c4(dout, V),
+                                    weft::linear_attention_grads{hf, make_view(dk.data(), B, T, H, K),
+                                                                 make_view(dv.data(), B, T, H, V), dgate});
+  });
+  {
+    std::vector<float> bad(g);
+    bad[7] = NAN;  // b 0, t 3, h 1
+    expect_message("gate.g", {"got nan at [b, t, h] = [0, 3, 1]"}, [&] {
+      weft::linear_attention_backward(
+          be, weft::gates::scalar{make_view(static_cast<const float*>(bad.data()), B, T, H)}, c4(q, K),
+          c4(k, K), c4(v, V), c4(dout, V), good);
+    });
+  }
+  for (const auto* x : {&dq, &dk, &dv, &dg})
+    for (float y : *x) REQUIRE(y == 7.0f);
+}
+#endif

@@ -114,7 +114,7 @@ struct item_runner<kokkos_backend<Exec>>
         label, Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>(be.exec, 0, n),
         KOKKOS_LAMBDA(std::int64_t i) {
           const auto id = token.acquire();
-          f(i, b ? static_cast<void*>(b + static_cast<std::size_t>(id) * stride) : nullptr);
+          isa_call(f, i, b ? static_cast<void*>(b + static_cast<std::size_t>(id) * stride) : nullptr);
           token.release(id);
         });
     be.exec.fence();  // the scratch may be released on return
@@ -127,7 +127,9 @@ struct item_runner<kokkos_backend<Exec>>
     Kokkos::parallel_reduce(
         label, Kokkos::RangePolicy<Exec>(be.exec, 0, n),
         KOKKOS_LAMBDA(std::int64_t i, std::int64_t & acc) {
-          const std::int64_t e = encode_failure(i, f(i));
+          int c = 0;
+          isa_call([&](std::int64_t j) { c = f(j); }, i);
+          const std::int64_t e = encode_failure(i, c);
           acc = e < acc ? e : acc;
         },
         Kokkos::Min<std::int64_t>(first));

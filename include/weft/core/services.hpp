@@ -23,6 +23,7 @@
 
 #include "weft/core/backend.hpp"
 #include "weft/core/config.hpp"
+#include "weft/core/isa.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 
@@ -102,13 +103,14 @@ struct item_runner<serial_backend> : item_runner_base<item_runner<serial_backend
 
   template <class F>
   static void run(const serial_backend&, const char*, std::int64_t n, std::size_t, void* base, const F& f) {
-    for (std::int64_t i = 0; i < n; ++i) f(i, base);
+    for (std::int64_t i = 0; i < n; ++i) isa_call(f, i, base);
   }
 
   template <class F>
   static check_failure first_failure(const serial_backend&, const char*, std::int64_t n, const F& f) {
     for (std::int64_t i = 0; i < n; ++i) {
-      const int c = f(i);
+      int c = 0;
+      isa_call([&](std::int64_t j) { c = f(j); }, i);
       if (c != 0) return {i, c};
     }
     return {};

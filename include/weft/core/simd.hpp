@@ -32,16 +32,12 @@
 
 #include "weft/core/config.hpp"
 #include "weft/core/dtype.hpp"
+#include "weft/core/isa.hpp"
 
 #if defined(__GNUC__)
 #define WEFT_SIMD_EXT 1
 #else
 #define WEFT_SIMD_EXT 0
-#endif
-
-#if WEFT_SIMD_EXT && defined(__x86_64__) && (defined(__AVX512F__) || defined(__AVX512DQ__)) && \
-    !defined(__CUDACC__)
-#include <immintrin.h>
 #endif
 
 #if defined(__SANITIZE_ADDRESS__) && defined(__GNUC__) && !defined(__clang__)
@@ -52,12 +48,16 @@
 #define WEFT_NO_VECTORIZE_END
 #endif
 
-// The helpers below pass 64-byte vectors by value. Built without AVX-512, GCC notes that their
-// calling convention differs from an AVX-512 build (-Wpsabi). They are inline and internal to
-// the library's headers (always inlined or `static`), so no call crosses translation units
-// built for different targets; the note is silenced for this header.
+// -Wpsabi. Built without AVX-512, GCC notes for every function that returns a 64-byte vector
+// type that its calling convention differs from an AVX-512 build ("AVX512F vector return
+// without AVX512F enabled changes the ABI"). weft's helpers that return these types are inline
+// and internal (inlined into the hot bodies, which core/isa.hpp compiles per CPU level), so no
+// such call crosses translation units or levels and the note does not apply. GCC issues it
+// while compiling the inline functions at the end of the translation unit, after any
+// diagnostic push / pop in this header, so it is switched off here without a pop: a
+// translation unit that includes weft gets no -Wpsabi notes after the include (its own
+// included). Parameters are passed by reference, so the parameter note never arises.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
@@ -119,9 +119,13 @@ typedef std::int32_t i32x8 __attribute__((vector_size(32)));
 typedef std::int32_t i32x4 __attribute__((vector_size(16)));
 
 WEFT_FORCE_INLINE f32x16 splat(float x) {
-  return x - f32x16{};  // x - 0 == x for every x (-0 included): the compiler emits a broadcast
+  // Lane 0 set, then a shuffle of lane 0 into every lane: one broadcast instruction. (Not
+  // x - f32x16{}: compiled without AVX-512 and inlined into an AVX-512 dispatch wrapper, the
+  // scalar-to-vector conversion becomes sixteen masked broadcasts.)
+  const f32x16 v = {x};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
-WEFT_FORCE_INLINE f32x16 select(i32x16 mask, f32x16 a, f32x16 b) {
+WEFT_FORCE_INLINE f32x16 select(const i32x16& mask, const f32x16& a, const f32x16& b) {
   return mask ? a : b;
 }
 #else
@@ -200,7 +204,8 @@ WEFT_FORCE_INLINE void store(float* p, const f32x16& x) {
 /// (The scalar host/device exp of the decode family, detail::decode::fast_exp, rounds n half
 /// away from zero and handles NaN: its results differ from these in the last bit at ties, so
 /// the two are kept apart; each family's results stay what they were.)
-WEFT_FORCE_INLINE f32x16 vexp(f32x16 x) {
+WEFT_FORCE_INLINE f32x16 vexp(const f32x16& x_in) {
+  f32x16 x = x_in;
   const f32x16 lo = splat(-87.3f), hi = splat(88.3f);
   const i32x16 under = x<lo, over = x> hi;
   x = select(under, lo, select(over, hi, x));
@@ -226,15 +231,18 @@ WEFT_FORCE_INLINE f32x16 vexp(f32x16 x) {
 }
 
 /// exp of n floats in place (n any), through vexp.
+/// (Out of line, so one copy per program; it runs at the active CPU level, core/isa.hpp.)
 WEFT_NOINLINE void exp_inplace(float* x, std::int64_t n) {
-  std::int64_t i = 0;
-  for (; i + lanes <= n; i += lanes) store(x + i, vexp(load(x + i)));
-  if (i < n) {
-    float tmp[lanes] = {};
-    for (std::int64_t j = i; j < n; ++j) tmp[j - i] = x[j];
-    store(tmp, vexp(load(tmp)));
-    for (std::int64_t j = i; j < n; ++j) x[j] = tmp[j - i];
-  }
+  isa_kernel([=] {
+    std::int64_t i = 0;
+    for (; i + lanes <= n; i += lanes) store(x + i, vexp(load(x + i)));
+    if (i < n) {
+      float tmp[lanes] = {};
+      for (std::int64_t j = i; j < n; ++j) tmp[j - i] = x[j];
+      store(tmp, vexp(load(tmp)));
+      for (std::int64_t j = i; j < n; ++j) x[j] = tmp[j - i];
+    }
+  });
 }
 
 #if WEFT_SIMD_EXT && !defined(__CUDACC__)
@@ -249,36 +257,61 @@ WEFT_FORCE_INLINE f32x16 load(const bf16* p) {
   return reinterpret_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
 }
 /// a > b ? a : b per lane (b when either is NaN), as x86 maxps.
-WEFT_FORCE_INLINE f32x16 vmax(f32x16 a, f32x16 b) {
+WEFT_FORCE_INLINE f32x16 vmax(const f32x16& a, const f32x16& b) {
   return a > b ? a : b;
 }
-WEFT_FORCE_INLINE u32x16 vmax(u32x16 a, u32x16 b) {
+WEFT_FORCE_INLINE u32x16 vmax(const u32x16& a, const u32x16& b) {
   return a > b ? a : b;
 }
 /// |bits| of each lane: > 0x7f800000 means NaN.
-WEFT_FORCE_INLINE u32x16 abs_bits(f32x16 a) {
+WEFT_FORCE_INLINE u32x16 abs_bits(const f32x16& a) {
   return reinterpret_cast<u32x16>(a) & 0x7fffffffu;
 }
 /// Largest lane (a shuffle tree; with NaN lanes the result is unspecified).
-WEFT_FORCE_INLINE float hmax(f32x16 a) {
+WEFT_FORCE_INLINE float hmax(const f32x16& a_in) {
+  f32x16 a = a_in;
   a = vmax(a, __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
   a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
   a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
   a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
   return a[0];
 }
-WEFT_FORCE_INLINE std::uint32_t hmax(u32x16 a) {
+WEFT_FORCE_INLINE std::uint32_t hmax(const u32x16& a) {
   std::uint32_t t[16];
   std::memcpy(t, &a, sizeof t);
   std::uint32_t m = t[0];
   for (int l = 1; l < 16; ++l) m = t[l] > m ? t[l] : m;
   return m;
 }
+#if WEFT_ISA_X86
+// The mask helpers below with AVX-512 mask registers (core/isa.hpp: compiled for AVX-512 in
+// any translation unit, called only when that level runs). Same bits as the portable forms.
+WEFT_ISA_AVX512_FN std::uint32_t mask_avx512(const i32x16& m) {
+  return static_cast<std::uint32_t>(_mm512_movepi32_mask(reinterpret_cast<__m512i>(m)));  // sign bits
+}
+WEFT_ISA_AVX512_FN std::uint32_t mask_ge_avx512(const f32x16& a, float t) {
+  return static_cast<std::uint32_t>(
+      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), _mm512_set1_ps(t), _CMP_GE_OQ));
+}
+WEFT_ISA_AVX512_FN std::uint32_t mask_gt_avx512(const f32x16& a, const f32x16& b) {
+  return static_cast<std::uint32_t>(
+      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), _CMP_GT_OQ));
+}
+WEFT_ISA_AVX512_FN std::uint64_t mask64_ge_avx512(const f32x16& v0, const f32x16& v1, const f32x16& v2,
+                                                  const f32x16& v3, float t) {
+  const __m512 tv = _mm512_set1_ps(t);
+  const __mmask16 m0 = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(v0), tv, _CMP_GE_OQ);
+  const __mmask16 m1 = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(v1), tv, _CMP_GE_OQ);
+  const __mmask16 m2 = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(v2), tv, _CMP_GE_OQ);
+  const __mmask16 m3 = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(v3), tv, _CMP_GE_OQ);
+  return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(m3, m2), _mm512_kunpackw(m1, m0)));
+}
+#endif
+
 /// Bit l set when lane l of a compare result is true (an OR tree over the lane bits).
-WEFT_FORCE_INLINE std::uint32_t mask(i32x16 m) {
-#if defined(__x86_64__) && defined(__AVX512DQ__)
-  // the sign bit of each lane into a mask register (vpmovd2m)
-  return static_cast<std::uint32_t>(_mm512_movepi32_mask(reinterpret_cast<__m512i>(m)));
+WEFT_FORCE_INLINE std::uint32_t mask(const i32x16& m) {
+#if WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) return mask_avx512(m);
 #endif
   const i32x16 bits = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
   const i32x16 b = m & bits;
@@ -293,36 +326,30 @@ WEFT_FORCE_INLINE std::uint32_t mask(i32x16 m) {
   return static_cast<std::uint32_t>(l4[0] | l4[1] | l4[2] | l4[3]);
 }
 /// Bit l set when lane l of a is >= t (false for NaN lanes).
-WEFT_FORCE_INLINE std::uint32_t mask_ge(f32x16 a, float t) {
-#if defined(__x86_64__) && defined(__AVX512F__)
-  return static_cast<std::uint32_t>(
-      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), _mm512_set1_ps(t), _CMP_GE_OQ));
-#else
-  return mask(a >= splat(t));
+WEFT_FORCE_INLINE std::uint32_t mask_ge(const f32x16& a, float t) {
+#if WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) return mask_ge_avx512(a, t);
 #endif
+  return mask(a >= splat(t));
 }
 /// Bit l set when lane l of a is > lane l of b.
-WEFT_FORCE_INLINE std::uint32_t mask_gt(f32x16 a, f32x16 b) {
-#if defined(__x86_64__) && defined(__AVX512F__)
-  return static_cast<std::uint32_t>(
-      _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), _CMP_GT_OQ));
-#else
-  return mask(a > b);
+WEFT_FORCE_INLINE std::uint32_t mask_gt(const f32x16& a, const f32x16& b) {
+#if WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) return mask_gt_avx512(a, b);
 #endif
+  return mask(a > b);
 }
 /// Bit 16 q + l set when lane l of v[q] is >= t (four vectors: one 64-bit mask).
-WEFT_FORCE_INLINE std::uint64_t mask64_ge(f32x16 v0, f32x16 v1, f32x16 v2, f32x16 v3, float t) {
-#if defined(__x86_64__) && defined(__AVX512BW__)
-  const __m512 tv = _mm512_set1_ps(t);
-  const auto ge = [&](f32x16 a) { return _mm512_cmp_ps_mask(reinterpret_cast<__m512>(a), tv, _CMP_GE_OQ); };
-  return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(ge(v3), ge(v2)), _mm512_kunpackw(ge(v1), ge(v0))));
-#else
+WEFT_FORCE_INLINE std::uint64_t mask64_ge(const f32x16& v0, const f32x16& v1, const f32x16& v2,
+                                          const f32x16& v3, float t) {
+#if WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) return mask64_ge_avx512(v0, v1, v2, v3, t);
+#endif
   return static_cast<std::uint64_t>(mask_ge(v0, t)) | static_cast<std::uint64_t>(mask_ge(v1, t)) << 16 |
          static_cast<std::uint64_t>(mask_ge(v2, t)) << 32 | static_cast<std::uint64_t>(mask_ge(v3, t)) << 48;
-#endif
 }
 /// Adds 16 floats to two 8-lane double accumulators (lanes 0-7 and 8-15).
-WEFT_FORCE_INLINE void add_wide(f64x8& lo, f64x8& hi, f32x16 x) {
+WEFT_FORCE_INLINE void add_wide(f64x8& lo, f64x8& hi, const f32x16& x) {
   f32x8 a, b;
   std::memcpy(&a, &x, sizeof a);
   std::memcpy(&b, reinterpret_cast<const char*>(&x) + sizeof a, sizeof b);
@@ -330,7 +357,7 @@ WEFT_FORCE_INLINE void add_wide(f64x8& lo, f64x8& hi, f32x16 x) {
   hi += __builtin_convertvector(b, f64x8);
 }
 /// The 16 lane sums in lane order.
-WEFT_FORCE_INLINE double hsum(f64x8 lo, f64x8 hi) {
+WEFT_FORCE_INLINE double hsum(const f64x8& lo, const f64x8& hi) {
   double t[16];
   std::memcpy(t, &lo, sizeof lo);
   std::memcpy(t + 8, &hi, sizeof hi);
@@ -341,7 +368,3 @@ WEFT_FORCE_INLINE double hsum(f64x8 lo, f64x8 hi) {
 #endif  // WEFT_SIMD_EXT && !__CUDACC__
 
 }  // namespace weft::detail::simd
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif

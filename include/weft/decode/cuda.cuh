@@ -79,9 +79,7 @@ struct decode_impl<cuda_backend> : decode_rowwise<cuda_backend> {
     if (p.probs) {
       const auto f = rows::first_failure(be, "weft::sample_probs(check)", in.extent(0),
                                          detail::decode::probs_rows_check_fn<T>{in, o.tolerance});
-      detail::decode::throw_failure(fn, "probs", f,
-                                    detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-                                    detail::decode::probs_failure_text(f.code));
+      detail::decode::throw_probs_failure(fn, "probs", be, in, f.item, f.code, o.tolerance, "b, v");
     }
     if (in.extent(0) == 0) return;
     detail::decode::cuda_kernels::sample_kernel<<<grid(in.extent(0)), threads, 0, be.stream>>>(
@@ -103,9 +101,7 @@ struct decode_impl<cuda_backend> : decode_rowwise<cuda_backend> {
                            std::int64_t k, const top_k_renorm_options& o) {
     const auto f = rows::first_failure(be, "weft::top_k_renorm(check)", in.extent(0),
                                        detail::decode::probs_rows_check_fn<T>{in, o.tolerance});
-    detail::decode::throw_failure("top_k_renorm", "probs", f,
-                                  detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-                                  detail::decode::probs_failure_text(f.code));
+    detail::decode::throw_probs_failure("top_k_renorm", "probs", be, in, f.item, f.code, o.tolerance, "b, v");
     if (in.extent(0) == 0) return;
     detail::decode::cuda_kernels::top_k_renorm_kernel<<<grid(in.extent(0)), threads, 0, be.stream>>>(in, out,
                                                                                                      k);

@@ -40,14 +40,20 @@ WEFT_INLINE std::uint32_t mask16(const std::uint8_t* keep) {
          (static_cast<std::uint32_t>((hi * 0x0102040810204080ull) >> 56) << 8);
 }
 
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+/// Bit j set when x[j] >= t, j < 16: straight into a mask register.
+WEFT_ISA_AVX512_FN std::uint32_t ge_mask16_avx512(const float* x, float t) {
+  return _mm512_cmp_ps_mask(_mm512_loadu_ps(x), _mm512_set1_ps(t), _CMP_GE_OQ);
+}
+#endif
+
 /// Bit j set when row[base + j] >= t, for j < len (len may exceed 16 or be <= 0).
 template <class T>
 WEFT_INLINE std::uint32_t ge_mask16(const T* row, std::int64_t base, int len, float t) {
   if (len <= 0) return 0;
-#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {  // straight into a mask register
-    if (len >= simd::lanes)
-      return _mm512_cmp_ps_mask(_mm512_loadu_ps(row + base), _mm512_set1_ps(t), _CMP_GE_OQ);
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (len >= simd::lanes && WEFT_ISA_AVX512_ACTIVE()) return ge_mask16_avx512(row + base, t);
   }
 #endif
 #if WEFT_DECODE_LANES
@@ -61,27 +67,33 @@ WEFT_INLINE std::uint32_t ge_mask16(const T* row, std::int64_t base, int len, fl
   return m;
 }
 
-/// Appends base + j for every bit j of mk to out, in increasing order; returns how many. The
-/// AVX-512 form compresses 16 ids at a time and may write up to 64 slots past the count.
-WEFT_INLINE std::int64_t append_ids64(std::int32_t* out, std::uint64_t mk, std::int32_t base) {
-#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+/// append_ids64 with AVX-512: compresses 16 ids at a time in a register.
+WEFT_ISA_AVX512_FN std::int64_t append_ids64_avx512(std::int32_t* out, std::uint64_t mk, std::int32_t base) {
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   std::int64_t c = 0;
   for (int q = 0; q < group / simd::lanes; ++q) {
     const auto m = static_cast<__mmask16>(mk >> (simd::lanes * q));
     const __m512i ids = _mm512_add_epi32(iota, _mm512_set1_epi32(base + simd::lanes * q));
-    _mm512_storeu_si512(out + c, _mm512_maskz_compress_epi32(m, ids));  // compress in a register
-    c += popcount32(m);
+    _mm512_storeu_si512(out + c, _mm512_maskz_compress_epi32(m, ids));
+    c += __builtin_popcount(static_cast<unsigned>(m));
   }
   return c;
-#else
+}
+#endif
+
+/// Appends base + j for every bit j of mk to out, in increasing order; returns how many. The
+/// AVX-512 form may write up to 64 slots past the count.
+WEFT_INLINE std::int64_t append_ids64(std::int32_t* out, std::uint64_t mk, std::int32_t base) {
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) return append_ids64_avx512(out, mk, base);
+#endif
   std::int64_t c = 0;
   while (mk) {
     out[c++] = base + ctz64(mk);
     mk &= mk - 1;
   }
   return c;
-#endif
 }
 
 // ---------------------------------------------------------------------------------------
@@ -124,24 +136,22 @@ WEFT_INLINE float race_ceiling(float x) {
   return x + 23.0f;
 }
 
-/// Philox words of N x 16 counters at once: lane l of set v holds draw4(k, s, position,
-/// ctr[16 v + l]), word q in w[v][q][l]. With AVX-512 the ten rounds run on the lanes in
-/// registers (vpmuludq for the 32 x 32 -> 64-bit products), the N sets interleaved so that
-/// their multiply chains overlap; elsewhere one draw per lane. Bitwise the same words.
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+/// 32 x 32 -> 64-bit products of 16 lanes: high and low words. Products of the even lanes and
+/// of the odd lanes (moved down by an in-lane shuffle); each result lane then picks its half
+/// with one masked in-lane shuffle. (The maskz forms with full masks: GCC 12 warns that the
+/// plain forms read an uninitialised register.)
+WEFT_ISA_AVX512_INLINE void philox_mulhilo(__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
+  const __m512i even = _mm512_maskz_mul_epu32(0xFF, c, m);
+  const __m512i odd = _mm512_maskz_mul_epu32(0xFF, _mm512_maskz_shuffle_epi32(0xFFFF, c, _MM_PERM_DDBB), m);
+  hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);
+  lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
+}
+
+/// draw4x16n with AVX-512: the ten rounds on the lanes in registers, the N sets interleaved.
 template <int N>
-WEFT_INLINE void draw4x16n(const row_key& k, stream s, std::uint32_t position, const std::uint32_t* ctr,
-                           std::uint32_t (*w)[4][simd::lanes]) {
-#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
-  const auto mulhilo = [](__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
-    // 64-bit products of the even lanes and of the odd lanes (moved down by an in-lane
-    // shuffle); each result lane then picks its half with one masked in-lane shuffle.
-    // (the maskz forms with full masks: GCC 12 warns that the plain forms read an
-    // uninitialised register)
-    const __m512i even = _mm512_maskz_mul_epu32(0xFF, c, m);
-    const __m512i odd = _mm512_maskz_mul_epu32(0xFF, _mm512_maskz_shuffle_epi32(0xFFFF, c, _MM_PERM_DDBB), m);
-    hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);
-    lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
-  };
+WEFT_ISA_AVX512_FN void draw4x16n_avx512(const row_key& k, stream s, std::uint32_t position,
+                                         const std::uint32_t* ctr, std::uint32_t (*w)[4][simd::lanes]) {
   const std::uint32_t hi_index = (static_cast<std::uint32_t>(s) << 28) | (position & 0x0fffffffu);
   __m512i c0[N], c1[N], c2[N], c3[N];
   for (int v = 0; v < N; ++v) {
@@ -162,8 +172,8 @@ WEFT_INLINE void draw4x16n(const row_key& k, stream s, std::uint32_t position, c
     const __m512i kk1 = _mm512_set1_epi32(static_cast<int>(k1));
     for (int v = 0; v < N; ++v) {
       __m512i hi0, lo0, hi1, lo1;
-      mulhilo(c0[v], m0, hi0, lo0);
-      mulhilo(c2[v], m1, hi1, lo1);
+      philox_mulhilo(c0[v], m0, hi0, lo0);
+      philox_mulhilo(c2[v], m1, hi1, lo1);
       c0[v] = _mm512_xor_si512(_mm512_xor_si512(hi1, c1[v]), kk0);
       c1[v] = lo1;
       c2[v] = _mm512_xor_si512(_mm512_xor_si512(hi0, c3[v]), kk1);
@@ -176,13 +186,27 @@ WEFT_INLINE void draw4x16n(const row_key& k, stream s, std::uint32_t position, c
     _mm512_storeu_si512(w[v][2], c2[v]);
     _mm512_storeu_si512(w[v][3], c3[v]);
   }
-#else
+}
+#endif
+
+/// Philox words of N x 16 counters at once: lane l of set v holds draw4(k, s, position,
+/// ctr[16 v + l]), word q in w[v][q][l]. With AVX-512 the ten rounds run on the lanes in
+/// registers (vpmuludq for the 32 x 32 -> 64-bit products), the N sets interleaved so that
+/// their multiply chains overlap; elsewhere one draw per lane. Bitwise the same words.
+template <int N>
+WEFT_INLINE void draw4x16n(const row_key& k, stream s, std::uint32_t position, const std::uint32_t* ctr,
+                           std::uint32_t (*w)[4][simd::lanes]) {
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) {
+    draw4x16n_avx512<N>(k, s, position, ctr, w);
+    return;
+  }
+#endif
   for (int v = 0; v < N; ++v)
     for (int l = 0; l < simd::lanes; ++l) {
       const philox_u32x4 d = draw4(k, s, position, ctr[simd::lanes * v + l]);
       for (int q = 0; q < 4; ++q) w[v][q][l] = d.v[q];
     }
-#endif
 }
 
 WEFT_INLINE void draw4x16(const row_key& k, stream s, std::uint32_t position, const std::uint32_t* ctr,

@@ -446,19 +446,27 @@ WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key,
   return {run.max, nan || tail_nan};
 }
 
-/// Keeps the pairs (ids[c], vals[c]) of c < count with vals[c] >= t, in order, in place;
-/// returns how many, kept. The 64 slots from kept on are set to (0, -inf).
-WEFT_INLINE std::int64_t compact_pairs_ge(std::int32_t* ids, float* vals, std::int64_t count, float t) {
-  std::int64_t kept = 0, c = 0;
-#if WEFT_DECODE_LANES && defined(__x86_64__) && defined(__AVX512F__)
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+/// The 16-lane part of compact_pairs_ge with AVX-512 compresses: advances c and kept.
+WEFT_ISA_AVX512_FN void compact_pairs_ge_avx512(std::int32_t* ids, float* vals, std::int64_t count, float t,
+                                                std::int64_t& c, std::int64_t& kept) {
   const __m512 tv = _mm512_set1_ps(t);
   for (; c + simd::lanes <= count; c += simd::lanes) {
     const __m512 v = _mm512_loadu_ps(vals + c);
     const __mmask16 k = _mm512_cmp_ps_mask(v, tv, _CMP_GE_OQ);
     _mm512_storeu_si512(ids + kept, _mm512_maskz_compress_epi32(k, _mm512_loadu_si512(ids + c)));
     _mm512_storeu_ps(vals + kept, _mm512_maskz_compress_ps(k, v));
-    kept += popcount32(k);
+    kept += __builtin_popcount(static_cast<unsigned>(k));
   }
+}
+#endif
+
+/// Keeps the pairs (ids[c], vals[c]) of c < count with vals[c] >= t, in order, in place;
+/// returns how many, kept. The 64 slots from kept on are set to (0, -inf).
+WEFT_INLINE std::int64_t compact_pairs_ge(std::int32_t* ids, float* vals, std::int64_t count, float t) {
+  std::int64_t kept = 0, c = 0;
+#if WEFT_DECODE_LANES && WEFT_ISA_X86
+  if (WEFT_ISA_AVX512_ACTIVE()) compact_pairs_ge_avx512(ids, vals, count, t, c, kept);
 #endif
   for (; c < count; ++c) {
     const std::int32_t i = ids[c];

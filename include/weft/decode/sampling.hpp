@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "weft/core/backend.hpp"
 #include "weft/core/error.hpp"
@@ -258,9 +259,7 @@ struct sampling_rowwise {
     if (p.probs) {
       const auto f = Runner::first_failure(be, "weft::sample_probs(check)", in.extent(0),
                                            detail::decode::probs_rows_check_fn<T>{in, o.tolerance});
-      detail::decode::throw_failure(fn, "probs", f,
-                                    detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-                                    detail::decode::probs_failure_text(f.code));
+      detail::decode::throw_probs_failure(fn, "probs", be, in, f.item, f.code, o.tolerance, "b, v");
     }
     Runner::run(
         be, p.probs ? "weft::sample_probs" : "weft::sample", in.extent(0),
@@ -281,15 +280,39 @@ struct sampling_rowwise {
                            std::int64_t k, const top_k_renorm_options& o) {
     const auto f = Runner::first_failure(be, "weft::top_k_renorm(check)", in.extent(0),
                                          detail::decode::probs_rows_check_fn<T>{in, o.tolerance});
-    detail::decode::throw_failure("top_k_renorm", "probs", f,
-                                  detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-                                  detail::decode::probs_failure_text(f.code));
+    detail::decode::throw_probs_failure("top_k_renorm", "probs", be, in, f.item, f.code, o.tolerance, "b, v");
     Runner::run(be, "weft::top_k_renorm", in.extent(0), detail::decode::sample_scratch_bytes(in.extent(1)),
                 o.workspace, "top_k_renorm", detail::decode::top_k_renorm_rows_fn<T, U>{in, out, k});
   }
 };
 
 }  // namespace impl
+
+namespace detail::decode {
+// Compile-time misuse of argmax / sample / sample_probs: a catch-all overload beside each takes
+// the calls the main one cannot (logits not a 2-D view, token ids not std::int32_t) and names the
+// misuse in one static_assert, instead of "no matching function".
+template <class T>
+void deduce_rows(const tensor_view<T, 2>&);
+template <class L>
+concept rows_view = requires(const L& l) {
+  deduce_rows(l);
+};
+template <class L, class Tok>
+concept rows_and_tokens = rows_view<L> && std::is_convertible_v<const Tok&, tensor_view<std::int32_t, 1>>;
+template <class L, class Tok>
+constexpr void diagnose_rows_and_tokens() {
+  if constexpr (!rows_view<L>)
+    static_assert(
+        rows_view<L>,
+        "weft decode: logits / probs must be a 2-D view weft::tensor_view<T, 2> [B, Vocab] of float, "
+        "double, weft::bf16 or weft::f16");
+  else
+    static_assert(rows_and_tokens<L, Tok>,
+                  "weft decode: tokens must be a writable 1-D view of std::int32_t token ids, "
+                  "weft::tensor_view<std::int32_t, 1> [B] (token ids are int32, not int64)");
+}
+}  // namespace detail::decode
 
 /// Index of the largest logit of each row (ties to the lowest index; -1 for rows with NaN).
 template <backend Backend, class T>
@@ -321,6 +344,23 @@ void sample_probs(const Backend& be, tensor_view<T, 2> probs, tensor_view<std::i
   detail::decode::check_sample_args("sample_probs", probs, tokens, opts, true);
   impl::decode_impl<Backend>::sample(be, "sample_probs", tensor_view<const T, 2>(probs), tokens,
                                      detail::decode::make_sample_params(opts, true), opts);
+}
+
+/// Every other argmax / sample / sample_probs call: one compile-time error naming the misuse.
+template <backend Backend, class L, class Tok>
+requires(!detail::decode::rows_and_tokens<L, Tok>) void argmax(const Backend&, const L&, const Tok&,
+                                                               const argmax_options& = {}) {
+  detail::decode::diagnose_rows_and_tokens<L, Tok>();
+}
+template <backend Backend, class L, class Tok>
+requires(!detail::decode::rows_and_tokens<L, Tok>) void sample(const Backend&, const L&, const Tok&,
+                                                               const sample_options& = {}) {
+  detail::decode::diagnose_rows_and_tokens<L, Tok>();
+}
+template <backend Backend, class L, class Tok>
+requires(!detail::decode::rows_and_tokens<L, Tok>) void sample_probs(const Backend&, const L&, const Tok&,
+                                                                     const sample_options& = {}) {
+  detail::decode::diagnose_rows_and_tokens<L, Tok>();
 }
 
 namespace detail::decode {

@@ -232,15 +232,17 @@ struct speculative_rowwise {
     if (!lengths.data()) return;
     const auto f = Runner::first_failure(be, "weft::decode(check lengths)", B,
                                          detail::decode::lengths_check_fn{lengths, L});
-    detail::decode::throw_failure(fn, "lengths", f, detail::concat("values in [0, ", L, "]"),
-                                  "a length out of range");
+    detail::decode::throw_element_failure(
+        fn, "lengths", be, lengths, f, f.item, detail::concat("values in [0, ", L, "]"), "b",
+        "a length out of range", [L](std::int32_t x) { return x < 0 || x > L; });
   }
   static void check_drafts(const Backend& be, const char* fn, const tensor_view<const std::int32_t, 2>& draft,
                            const tensor_view<const std::int32_t, 1>& lengths, std::int64_t V) {
     const auto f = Runner::first_failure(be, "weft::decode(check drafts)", draft.extent(0),
                                          detail::decode::draft_tokens_check_fn{draft, lengths, V});
-    detail::decode::throw_failure(fn, "draft_tokens", f, detail::concat("vocabulary ids in [0, ", V, ")"),
-                                  "a token out of range");
+    detail::decode::throw_element_failure(fn, "draft_tokens", be, draft, f, f.item * draft.extent(1),
+                                          detail::concat("vocabulary ids in [0, ", V, ")"), "b, t",
+                                          "a token out of range", detail::decode::token_out_of_range{V});
   }
   template <class T>
   static void check_probs3(const Backend& be, const char* fn, const char* arg,
@@ -248,11 +250,7 @@ struct speculative_rowwise {
                            const tensor_view<const std::int32_t, 1>& lengths, std::int64_t extra, float tol) {
     const auto f = Runner::first_failure(be, "weft::decode(check probs)", p.extent(0) * p.extent(1),
                                          detail::decode::prob_rows3_check_fn<T>{p, lengths, extra, tol});
-    if (f.code == 0) return;
-    const detail::check_failure at{f.item / p.extent(1), f.code};
-    detail::decode::throw_failure(
-        fn, arg, at, detail::concat("rows of probabilities summing to 1 within ", tol),
-        detail::concat(detail::decode::probs_failure_text(f.code), " at position ", f.item % p.extent(1)));
+    detail::decode::throw_probs_failure(fn, arg, be, p, f.item, f.code, tol, "b, t, v");
   }
 
   template <class T>

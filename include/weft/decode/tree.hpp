@@ -349,17 +349,21 @@ struct tree_rowwise {
                             const tensor_view<const std::int32_t, 2>& parents) {
     const auto f = Runner::first_failure(be, "weft::decode(check parents)", parents.extent(0),
                                          detail::decode::parents_check_fn{parents});
-    detail::decode::throw_failure(fn, "parents", f,
-                                  "a tree in topological order: parents[0] = -1, 0 <= parents[i] < i",
-                                  "parent indices that do not form such a tree");
+    detail::decode::throw_element_failure(fn, "parents", be, parents, f, f.item * parents.extent(1),
+                                          "a tree in topological order: parents[0] = -1, 0 <= parents[i] < i",
+                                          "b, i", "parent indices that do not form such a tree",
+                                          [](std::int32_t x, const std::array<std::int64_t, 2>& at) {
+                                            return at[1] == 0 ? x != -1 : x < 0 || x >= at[1];
+                                          });
   }
   static void check_tokens(const Backend& be, const char* fn,
                            const tensor_view<const std::int32_t, 2>& tokens, std::int64_t V) {
     const auto f = Runner::first_failure(be, "weft::decode(check tokens)", tokens.extent(0),
                                          detail::decode::node_tokens_check_fn{tokens, V});
-    detail::decode::throw_failure(fn, "tokens", f,
-                                  detail::concat("vocabulary ids in [0, ", V, ") for nodes 1..N-1"),
-                                  "a token out of range");
+    detail::decode::throw_element_failure(fn, "tokens", be, tokens, f, f.item * tokens.extent(1) + 1,
+                                          detail::concat("vocabulary ids in [0, ", V, ") for nodes 1..N-1"),
+                                          "b, i", "a token out of range",
+                                          detail::decode::token_out_of_range{V});
   }
 
   static void tree_attention_mask(const Backend& be, tensor_view<const std::int32_t, 2> parents,
@@ -399,12 +403,12 @@ struct tree_rowwise {
                          : Runner::first_failure(
                                be, "weft::verify_tree(check target)", rows,
                                detail::decode::tree_probs_check_fn<TT>{target, parents, false, o.tolerance});
-      if (f.code == 0) continue;
-      detail::decode::throw_failure(
-          "verify_tree", which == 0 ? "draft_probs" : "target_probs",
-          detail::check_failure{f.item / tokens.extent(1), f.code},
-          detail::concat("rows of probabilities summing to 1 within ", o.tolerance),
-          detail::concat(detail::decode::probs_failure_text(f.code), " at node ", f.item % tokens.extent(1)));
+      if (which == 0)
+        detail::decode::throw_probs_failure("verify_tree", "draft_probs", be, draft, f.item, f.code,
+                                            o.tolerance, "b, i, v");
+      else
+        detail::decode::throw_probs_failure("verify_tree", "target_probs", be, target, f.item, f.code,
+                                            o.tolerance, "b, i, v");
     }
   }
 
@@ -430,13 +434,25 @@ struct tree_rowwise {
         Runner::first_failure(be, "weft::kv_compact(check)", cache.extent(0),
                               detail::decode::kv_compact_check_fn{path, accepted, o.start, cache.extent(1)});
     if (f.code == 1)
-      detail::decode::throw_failure("kv_compact", "accepted", f,
-                                    detail::concat("values in [0, ", path.extent(1) - 1, "]"),
-                                    "a count out of range");
-    if (f.code == 2)
-      detail::decode::throw_failure("kv_compact", "path", f,
-                                    "increasing node indices with path[j] >= j + 1 (a root path)",
-                                    "a path that is not");
+      detail::decode::throw_element_failure("kv_compact", "accepted", be, accepted, f, f.item,
+                                            detail::concat("values in [0, ", path.extent(1) - 1, "]"), "b",
+                                            "a count out of range",
+                                            [N = path.extent(1)](std::int32_t a) { return a < 0 || a >= N; });
+    if (f.code == 2) {
+      // the first j < accepted[b] with path[b, j] not after path[b, j - 1], below j + 1 or past N - 1
+      const std::int64_t N = path.extent(1);
+      const std::vector<std::int32_t> row =
+          detail::copy_to_host(be, tensor_view<const std::int32_t, 1>(
+                                       path.data() + f.item * path.stride(0), std::array<std::int64_t, 1>{N},
+                                       std::array<std::int64_t, 1>{path.stride(1)}));
+      detail::decode::throw_element_failure(
+          "kv_compact", "path", be, path, f, f.item * N,
+          "increasing node indices with path[j] >= j + 1 (a root path)", "b, j", "a path that is not",
+          [&row, N](std::int32_t n, const std::array<std::int64_t, 2>& at) {
+            const std::int64_t j = at[1], prev = j == 0 ? 0 : row[static_cast<std::size_t>(j - 1)];
+            return n <= prev || n < j + 1 || n >= N;
+          });
+    }
     if (f.code == 3)
       detail::decode::throw_failure("kv_compact", "start", f,
                                     detail::concat("slots start + node within [0, ", cache.extent(1), ")"),

@@ -198,10 +198,13 @@ struct unmask_rowwise {
     const auto f = Runner::first_failure(be, "weft::unmask_by_confidence(check)", B,
                                          detail::decode::unmask_check_fn{tokens, o.counts, V});
     if (f.code == 1)
-      detail::decode::throw_failure("unmask_by_confidence", "tokens", f,
-                                    detail::concat("vocabulary ids in [0, ", V, ")"), "a token out of range");
+      detail::decode::throw_element_failure("unmask_by_confidence", "tokens", be, tokens, f, f.item * T_,
+                                            detail::concat("vocabulary ids in [0, ", V, ")"), "b, t",
+                                            "a token out of range", detail::decode::token_out_of_range{V});
     if (f.code == 2)
-      detail::decode::throw_failure("unmask_by_confidence", "counts", f, "values >= 0", "a negative count");
+      detail::decode::throw_element_failure("unmask_by_confidence", "counts", be, o.counts, f, f.item,
+                                            "values >= 0", "b", "a negative count",
+                                            [](std::int32_t c) { return c < 0; });
     unmask_state st;
     const std::size_t n = static_cast<std::size_t>(B * T_);
     st.buffer = be.allocate(detail::align_up(n * sizeof(std::int32_t)) + n * sizeof(float) + 64);

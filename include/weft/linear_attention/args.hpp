@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "weft/core/config.hpp"
 #include "weft/core/dtype.hpp"
@@ -26,6 +27,7 @@ struct gate_traits<gates::none> {
   static constexpr bool valid = true;
   static constexpr kind value = kind::none;
   using const_gate = gates::none;
+  using element = float;  // no views: any floating type
   static const_gate as_const(const gates::none& g) { return g; }
 };
 template <class G>
@@ -33,6 +35,7 @@ struct gate_traits<gates::scalar<G>> {
   static constexpr bool valid = true;
   static constexpr kind value = kind::scalar;
   using const_gate = gates::scalar<const std::remove_const_t<G>>;
+  using element = std::remove_const_t<G>;
   static const_gate as_const(const gates::scalar<G>& g) { return {g.g}; }
 };
 template <class G>
@@ -40,6 +43,7 @@ struct gate_traits<gates::vector<G>> {
   static constexpr bool valid = true;
   static constexpr kind value = kind::vector;
   using const_gate = gates::vector<const std::remove_const_t<G>>;
+  using element = std::remove_const_t<G>;
   static const_gate as_const(const gates::vector<G>& g) { return {g.g}; }
 };
 template <class G>
@@ -47,6 +51,7 @@ struct gate_traits<gates::mlstm<G>> {
   static constexpr bool valid = true;
   static constexpr kind value = kind::mlstm;
   using const_gate = gates::mlstm<const std::remove_const_t<G>>;
+  using element = std::remove_const_t<G>;
   static const_gate as_const(const gates::mlstm<G>& g) { return {g.i, g.f, g.input, g.eps}; }
 };
 template <class G>
@@ -54,6 +59,7 @@ struct gate_traits<gates::delta<G>> {
   static constexpr bool valid = true;
   static constexpr kind value = kind::delta;
   using const_gate = gates::delta<const std::remove_const_t<G>>;
+  using element = std::remove_const_t<G>;
   static const_gate as_const(const gates::delta<G>& g) { return {g.beta}; }
 };
 template <class G>
@@ -61,11 +67,116 @@ struct gate_traits<gates::gated_delta<G>> {
   static constexpr bool valid = true;
   static constexpr kind value = kind::gated_delta;
   using const_gate = gates::gated_delta<const std::remove_const_t<G>>;
+  using element = std::remove_const_t<G>;
   static const_gate as_const(const gates::gated_delta<G>& g) { return {g.g, g.beta}; }
 };
 
 template <class Gate>
 inline constexpr kind kind_of = gate_traits<Gate>::value;
+
+// Compile-time misuse. The public entry points (linear_attention.hpp, backward.hpp) are
+// constrained to well-formed arguments; beside each, a catch-all overload of the same name
+// takes every other call of that arity and reports its first misuse in one static_assert, so
+// that the first error line names the argument and what it must be (rather than "no matching
+// function", or a gate_traits member missing, first).
+
+/// deduce_view<R>(x) is well-formed exactly where a parameter tensor_view<T, R> deduces from x
+/// (a tensor_view<T, R>, or a class derived from one); its type_identity holds T.
+template <int R, class T>
+std::type_identity<T> deduce_view(const tensor_view<T, R>&);
+
+template <class X, int R>
+concept view_of_rank = requires(const X& x) {
+  deduce_view<R>(x);
+};
+
+/// The element type of a view_of_rank<X, R>.
+template <class X, int R>
+using view_element_t = typename decltype(deduce_view<R>(std::declval<const X&>()))::type;
+
+/// One of gates::*, its views (if any) of a weft floating type.
+template <class Gate>
+concept gate_ok = gate_traits<Gate>::valid && is_floating_v<typename gate_traits<Gate>::element>;
+
+/// The element types of a forward call: q, k, v of one floating type E (const or not) and o
+/// a writable view of E; the gate one of gates::*.
+template <class Gate, class Q, class K, class V, class O>
+concept forward_elements = gate_ok<Gate> && is_floating_v<std::remove_const_t<Q>> &&
+    std::is_same_v<std::remove_const_t<K>, std::remove_const_t<Q>> &&
+    std::is_same_v<std::remove_const_t<V>, std::remove_const_t<Q>> &&
+    std::is_same_v<O, std::remove_const_t<Q>>;
+
+/// The argument types (views, not elements) of a well-formed forward call.
+template <class Gate, class Q, class K, class V, class O>
+concept forward_call = view_of_rank<Q, 4> && view_of_rank<K, 4> && view_of_rank<V, 4> && view_of_rank<O, 4> &&
+    forward_elements<Gate, view_element_t<Q, 4>, view_element_t<K, 4>, view_element_t<V, 4>,
+                     view_element_t<O, 4>>;
+
+/// The argument types of a well-formed linear_attention_step call (the state: fp32, writable).
+template <class Gate, class Q, class K, class V, class O, class S>
+concept step_call = forward_call<Gate, Q, K, V, O> && std::is_convertible_v<const S&, tensor_view<float, 4>>;
+
+/// The first misuse of a gate (one static_assert): not one of gates::* (the message names the
+/// FLA argument order, the usual cause), or views of a non-floating type.
+template <class Gate>
+constexpr void diagnose_gate() {
+  if constexpr (!gate_traits<Gate>::valid)
+    static_assert(gate_traits<Gate>::valid,
+                  "weft linear attention: the gate must be one of weft::gates::none, scalar, vector, mlstm, "
+                  "delta, gated_delta, e.g. weft::gates::vector{g} for a log-decay view g [B,T,H,K]; the "
+                  "argument order is (be, gate, q, k, v, o), not FLA's (q, k, v, g)");
+  else
+    static_assert(gate_ok<Gate>,
+                  "weft linear attention: the gate's views must hold float, double, weft::bf16 or weft::f16");
+}
+
+/// The first misuse among q, k, v (4-D views of one floating type) and O, the output o (a
+/// writable 4-D view of that type) or, for the backward, do_ (const allowed). One
+/// static_assert fires, or none where these views are well-formed.
+template <bool Backward, class Q, class K, class V, class O>
+constexpr void diagnose_views() {
+  if constexpr (!view_of_rank<Q, 4>) {
+    static_assert(view_of_rank<Q, 4>,
+                  "weft linear attention: q must be a 4-D view weft::tensor_view<E, 4> "
+                  "[B,T,H,K] (a decode step: [N,1,H,K])");
+  } else if constexpr (!view_of_rank<K, 4>) {
+    static_assert(view_of_rank<K, 4>,
+                  "weft linear attention: k must be a 4-D view weft::tensor_view<E, 4> "
+                  "[B,T,H,K] (a decode step: [N,1,H,K])");
+  } else if constexpr (!view_of_rank<V, 4>) {
+    static_assert(view_of_rank<V, 4>,
+                  "weft linear attention: v must be a 4-D view weft::tensor_view<E, 4> "
+                  "[B,T,H,V] (a decode step: [N,1,H,V])");
+  } else if constexpr (!view_of_rank<O, 4> && !Backward) {
+    static_assert(view_of_rank<O, 4>,
+                  "weft linear attention: o must be a 4-D view weft::tensor_view<E, 4> "
+                  "[B,T,H,V] (a decode step: [N,1,H,V])");
+  } else if constexpr (!view_of_rank<O, 4>) {
+    static_assert(view_of_rank<O, 4>,
+                  "weft::linear_attention_backward: do_ must be a 4-D view "
+                  "weft::tensor_view<E, 4> [B,T,H,V]");
+  } else {
+    using E = std::remove_const_t<view_element_t<Q, 4>>;
+    constexpr bool k_ok = std::is_same_v<std::remove_const_t<view_element_t<K, 4>>, E>;
+    constexpr bool v_ok = std::is_same_v<std::remove_const_t<view_element_t<V, 4>>, E>;
+    constexpr bool o_ok = std::is_same_v<std::remove_const_t<view_element_t<O, 4>>, E>;
+    if constexpr (!is_floating_v<E>)
+      static_assert(is_floating_v<E>,
+                    "weft linear attention: q, k, v must hold float, double, weft::bf16 "
+                    "or weft::f16");
+    else if constexpr (!k_ok || !v_ok)
+      static_assert(k_ok && v_ok,
+                    "weft linear attention: q, k and v must have one element type (no mixed "
+                    "precision: convert k and v to q's type)");
+    else if constexpr (!o_ok && !Backward)
+      static_assert(o_ok, "weft linear attention: o must have q's element type");
+    else if constexpr (!o_ok)
+      static_assert(o_ok, "weft::linear_attention_backward: do_ must have q's element type");
+    else if constexpr (!Backward)
+      static_assert(!std::is_const_v<view_element_t<O, 4>>,
+                    "weft linear attention: o must be writable (a view of non-const E)");
+  }
+}
 
 /// Problem sizes that decide the scratch a backend needs.
 struct sizes {

@@ -24,6 +24,7 @@
 #include <optional>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "weft/core/backend.hpp"
 #include "weft/core/tensor.hpp"
@@ -45,8 +46,8 @@ struct linear_attention_grads {
 struct linear_attention_backward_options {
   std::optional<double> scale{};  ///< as in the forward call; default K^-1/2
   int chunk_size = 64;            ///< tokens between state checkpoints, power of two in [16, 256]
-  tensor_view<const float, 4> initial_state{};       ///< [N,H,K,V] of the forward call; zeros when not given
-  tensor_view<const std::int64_t, 1> cu_seqlens{};   ///< [N+1] (B == 1): varlen, as in the forward call
+  tensor_view<const float, 4> initial_state{};  ///< [N,H,K,V] of the forward call; zeros when not given
+  detail::la::cu_seqlens_view cu_seqlens{};  ///< [N+1] std::int64_t (B == 1): varlen, as in the forward call
   tensor_view<const float, 3> initial_normalizer{};  ///< mLSTM n [N,H,K]
   tensor_view<const float, 2> initial_stabilizer{};  ///< mLSTM m [N,H] (exponential input gate)
   tensor_view<const float, 4> d_final_state{};       ///< dL/dS_T [N,H,K,V]; zeros when not given
@@ -58,6 +59,46 @@ struct linear_attention_backward_options {
 };
 
 namespace detail::la {
+
+/// deduce_grads(x) is well-formed where a parameter linear_attention_grads<E, DGate> deduces.
+template <class E, class DGate>
+std::pair<E, DGate> deduce_grads(const linear_attention_grads<E, DGate>&);
+
+template <class X>
+concept grads_type = requires(const X& x) {
+  deduce_grads(x);
+};
+
+/// E and DGate of a grads_type.
+template <class X>
+using grads_element_t = typename decltype(deduce_grads(std::declval<const X&>()))::first_type;
+template <class X>
+using grads_dgate_t = typename decltype(deduce_grads(std::declval<const X&>()))::second_type;
+
+/// DGate is a gate of Gate's kind (false where either is no gate).
+template <class DGate, class Gate>
+constexpr bool is_same_gate_kind() {
+  if constexpr (gate_traits<DGate>::valid && gate_traits<Gate>::valid)
+    return kind_of<DGate> == kind_of<Gate>;
+  else
+    return false;
+}
+template <class DGate, class Gate>
+concept same_gate_kind = is_same_gate_kind<DGate, Gate>();
+
+/// The element types of a backward call: the forward's (do_ as o, but const allowed), the
+/// gradients writable of q's type, grads.dgate a gate of the gate's kind.
+template <class Gate, class Q, class K, class V, class DO, class E, class DGate>
+concept backward_elements = forward_elements<Gate, Q, K, V, std::remove_const_t<Q>> &&
+    std::is_same_v<std::remove_const_t<DO>, std::remove_const_t<Q>> &&
+    std::is_same_v<E, std::remove_const_t<Q>> && same_gate_kind<DGate, Gate>;
+
+/// The argument types of a well-formed backward call.
+template <class Gate, class Q, class K, class V, class DO, class Grads>
+concept backward_call = view_of_rank<Q, 4> && view_of_rank<K, 4> && view_of_rank<V, 4> &&
+    view_of_rank<DO, 4> && grads_type<Grads> &&
+    backward_elements<Gate, view_element_t<Q, 4>, view_element_t<K, 4>, view_element_t<V, 4>,
+                      view_element_t<DO, 4>, grads_element_t<Grads>, grads_dgate_t<Grads>>;
 
 /// Everything a backend's backward() needs, already checked.
 template <class E>
@@ -107,24 +148,46 @@ struct linear_attention_backward_impl {
 /// the state options are those of the forward call; nothing is written when an argument is
 /// invalid (weft::invalid_argument names it).
 template <backend Backend, class Gate, class Q, class K, class V, class DO, class E, class DGate>
+requires detail::la::backward_elements<Gate, Q, K, V, DO, E, DGate>
 void linear_attention_backward(const Backend& be, const Gate& gate, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                                tensor_view<V, 4> v, tensor_view<DO, 4> do_,
                                const linear_attention_grads<E, DGate>& grads,
                                const linear_attention_backward_options& opts = {}) {
   using T = std::remove_const_t<Q>;
-  detail::la::static_checks<T, Q, K, V, T>();
-  static_assert(std::is_same_v<std::remove_const_t<DO>, T> && std::is_same_v<E, T>,
-                "weft::linear_attention_backward: do_ and the gradients dq, dk, dv must have q's element "
-                "type (gradients writable)");
-  detail::la::static_gate_check<Gate>();
-  static_assert(
-      detail::la::gate_traits<DGate>::valid && detail::la::kind_of<DGate> == detail::la::kind_of<Gate>,
-      "weft::linear_attention_backward: grads.dgate must be a gate of the same kind as gate "
-      "(e.g. gates::scalar{dg} for gates::scalar{g})");
   const auto g = detail::la::gate_traits<Gate>::as_const(gate);
   const detail::la::bwd_args<T> ba = detail::la::check_backward(std::string_view("linear_attention_backward"),
                                                                 be, g, q, k, v, do_, grads, opts);
   impl::linear_attention_backward_impl<Backend>::backward(be, g, grads.dgate, ba);
+}
+
+/// Every other call of that form: one compile-time error naming the first misuse (a raw view
+/// as the gate, a view of another rank or element type, gradients of another type or kind).
+template <backend Backend, class Gate, class Q, class K, class V, class DO, class Grads>
+requires(!detail::la::backward_call<Gate, Q, K, V, DO, Grads>) void linear_attention_backward(
+    const Backend&, const Gate&, const Q&, const K&, const V&, const DO&, const Grads&,
+    const linear_attention_backward_options& = {}) {
+  using namespace detail::la;
+  if constexpr (!gate_ok<Gate>) {
+    diagnose_gate<Gate>();
+  } else if constexpr (!(view_of_rank<Q, 4> && view_of_rank<K, 4> && view_of_rank<V, 4> &&
+                         view_of_rank<DO, 4>)) {
+    diagnose_views<true, Q, K, V, DO>();
+  } else if constexpr (!forward_elements<Gate, view_element_t<Q, 4>, view_element_t<K, 4>,
+                                         view_element_t<V, 4>, std::remove_const_t<view_element_t<DO, 4>>>) {
+    diagnose_views<true, Q, K, V, DO>();
+  } else if constexpr (!grads_type<Grads>) {
+    static_assert(grads_type<Grads>,
+                  "weft::linear_attention_backward: grads must be a weft::linear_attention_grads<E, DGate> "
+                  "{dq, dk, dv, dgate} with E q's element type");
+  } else if constexpr (!std::is_same_v<grads_element_t<Grads>, std::remove_const_t<view_element_t<Q, 4>>>) {
+    static_assert(std::is_same_v<grads_element_t<Grads>, std::remove_const_t<view_element_t<Q, 4>>>,
+                  "weft::linear_attention_backward: the gradients dq, dk, dv must be writable views of q's "
+                  "element type: linear_attention_grads<E, DGate> with E = q's element type");
+  } else {
+    static_assert(same_gate_kind<grads_dgate_t<Grads>, Gate>,
+                  "weft::linear_attention_backward: grads.dgate must be a gate of the same kind as gate "
+                  "(e.g. gates::scalar{dg} for gates::scalar{g})");
+  }
 }
 
 }  // namespace weft

@@ -74,29 +74,31 @@ void require_all_disjoint(std::string_view fn, const Outs& outs, const Ins& ins)
       outs);
 }
 
-/// dgate: the kind of the gate, writable floating-point views of the gate's shapes.
+/// dgate: the kind of the gate, writable floating-point views of the gate's shapes (sizes s).
 template <class DGate, class Gate>
-void check_dgate(std::string_view fn, const DGate& dg, const Gate& gate) {
-  auto one = [&](const std::string& name, const auto& d, const auto& g) {
+void check_dgate(std::string_view fn, const DGate& dg, const Gate&, const size_votes& s) {
+  auto one = [&](const char* name, const auto& d, const auto& dims) {
     using T = typename std::remove_cvref_t<decltype(d)>::value_type;
     static_assert(!std::is_const_v<T> && is_floating_v<T>,
                   "weft::linear_attention_backward: grads.dgate must hold writable floating-point views");
+    check_view(fn, name, d);
+    require_dims(fn, name, d, s, dims);
+    require_not_head_first(fn, name, d);
     check_output_view(fn, name, d);
-    std::array<std::int64_t, std::remove_cvref_t<decltype(g)>::rank> e{};
-    for (std::size_t r = 0; r < e.size(); ++r) e[r] = g.extent(static_cast<int>(r));
-    require_shape(fn, name, d, e);
   };
   constexpr kind kd = kind_of<Gate>;
-  if constexpr (kd == kind::scalar || kd == kind::vector) {
-    one("grads.dgate.g", dg.g, gate.g);
+  if constexpr (kd == kind::scalar) {
+    one("grads.dgate.g", dg.g, bth);
+  } else if constexpr (kd == kind::vector) {
+    one("grads.dgate.g", dg.g, bthk);
   } else if constexpr (kd == kind::mlstm) {
-    one("grads.dgate.i", dg.i, gate.i);
-    one("grads.dgate.f", dg.f, gate.f);
+    one("grads.dgate.i", dg.i, bth);
+    one("grads.dgate.f", dg.f, bth);
   } else if constexpr (kd == kind::delta) {
-    one("grads.dgate.beta", dg.beta, gate.beta);
+    one("grads.dgate.beta", dg.beta, bth);
   } else if constexpr (kd == kind::gated_delta) {
-    one("grads.dgate.g", dg.g, gate.g);
-    one("grads.dgate.beta", dg.beta, gate.beta);
+    one("grads.dgate.g", dg.g, bth);
+    one("grads.dgate.beta", dg.beta, bth);
   }
 }
 
@@ -113,18 +115,15 @@ inline linear_attention_options forward_options(const linear_attention_backward_
 
 /// The state gradients: shapes, and no normalizer / stabilizer gradient where the gate has
 /// no such state (every gate but mLSTM; the stabilizer only with mLSTM's exponential input).
-template <class Gate, class E>
-void check_state_grads(std::string_view fn, const Gate& g, const args<E>& a,
+template <class Gate>
+void check_state_grads(std::string_view fn, const Gate& g, const size_votes& s,
                        const linear_attention_backward_options& opts) {
-  const std::array<std::int64_t, 4> st{a.N, a.H, a.K, a.V};
-  const std::array<std::int64_t, 3> sn{a.N, a.H, a.K};
-  const std::array<std::int64_t, 2> sm{a.N, a.H};
-  check_optional(fn, "d_final_state", opts.d_final_state, st);
-  check_optional(fn, "d_initial_state", opts.d_initial_state, st);
-  check_optional(fn, "d_final_normalizer", opts.d_final_normalizer, sn);
-  check_optional(fn, "d_initial_normalizer", opts.d_initial_normalizer, sn);
-  check_optional(fn, "d_final_stabilizer", opts.d_final_stabilizer, sm);
-  check_optional(fn, "d_initial_stabilizer", opts.d_initial_stabilizer, sm);
+  check_optional(fn, "d_final_state", opts.d_final_state, s, nhkv);
+  check_optional(fn, "d_initial_state", opts.d_initial_state, s, nhkv);
+  check_optional(fn, "d_final_normalizer", opts.d_final_normalizer, s, nhk);
+  check_optional(fn, "d_initial_normalizer", opts.d_initial_normalizer, s, nhk);
+  check_optional(fn, "d_final_stabilizer", opts.d_final_stabilizer, s, nh);
+  check_optional(fn, "d_initial_stabilizer", opts.d_initial_stabilizer, s, nh);
   constexpr bool is_mlstm = kind_of<Gate> == kind::mlstm;
   const bool stab = mlstm_stabilized(g);
   const char* extra = nullptr;
@@ -174,22 +173,40 @@ bwd_args<T> check_backward(std::string_view fn, const Backend& be, const Gate& g
                            tensor_view<K, 4> k, tensor_view<V, 4> v, tensor_view<DO, 4> do_,
                            const linear_attention_grads<T, DGate>& grads,
                            const linear_attention_backward_options& opts) {
-  const args<T> a = check_inputs(fn, be, g, tensor_view<const T, 4>(q), tensor_view<const T, 4>(k),
-                                 tensor_view<const T, 4>(v), forward_options(opts));
-  const std::array<std::int64_t, 4> qk{a.B, a.T, a.H, a.K}, vo{a.B, a.T, a.H, a.V};
+  const tensor_view<const T, 4> qc(q), kc(k), vc(v);
+  const linear_attention_options fo = forward_options(opts);
+  // The sizes: every view votes, do_ and the gradients too (so a v of the wrong V beside do_
+  // and dv of the right one is 'v').
+  size_votes s = vote_sizes(g, qc, kc, vc, fo, state_names{}, [&](size_votes& x) {
+    x.add("do_", do_, bthv);
+    x.add("grads.dq", grads.dq, bthk);
+    x.add("grads.dk", grads.dk, bthk);
+    x.add("grads.dv", grads.dv, bthv);
+    add_gate(x, grads.dgate, true);
+    x.add("d_final_state", opts.d_final_state, nhkv);
+    x.add("d_initial_state", opts.d_initial_state, nhkv);
+    x.add("d_final_normalizer", opts.d_final_normalizer, nhk);
+    x.add("d_initial_normalizer", opts.d_initial_normalizer, nhk);
+    x.add("d_final_stabilizer", opts.d_final_stabilizer, nh);
+    x.add("d_initial_stabilizer", opts.d_initial_stabilizer, nh);
+  });
+  const args<T> a = check_inputs(fn, be, g, qc, kc, vc, fo, state_names{}, s);
   check_view(fn, "do_", do_);
-  require_shape(fn, "do_", do_, vo);
+  require_dims(fn, "do_", do_, s, bthv);
   require_unit_inner_stride(fn, "do_", do_);
-  auto out = [&](std::string_view name, const auto& x, const auto& shape) {
+  require_not_head_first(fn, "do_", do_);
+  auto out = [&](std::string_view name, const auto& x, const auto& dims) {
+    check_view(fn, name, x);
+    require_dims(fn, name, x, s, dims);
+    require_not_head_first(fn, name, x);
     check_output_view(fn, name, x);
-    require_shape(fn, name, x, shape);
     require_unit_inner_stride(fn, name, x);
   };
-  out("grads.dq", grads.dq, qk);
-  out("grads.dk", grads.dk, qk);
-  out("grads.dv", grads.dv, vo);
-  check_dgate(fn, grads.dgate, g);
-  check_state_grads(fn, g, a, opts);
+  out("grads.dq", grads.dq, bthk);
+  out("grads.dk", grads.dk, bthk);
+  out("grads.dv", grads.dv, bthv);
+  check_dgate(fn, grads.dgate, g, s);
+  check_state_grads(fn, g, s, opts);
   check_backward_overlaps(fn, g, q, k, v, do_, grads, opts);
   return {a,
           do_,

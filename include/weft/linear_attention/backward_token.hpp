@@ -436,7 +436,9 @@ struct linear_attention_backward_impl<serial_backend> {
   template <class Gate, class DGate, class E>
   static void backward(const serial_backend&, const Gate& gate, const DGate& dgate,
                        const detail::la::bwd_args<E>& ba) {
-    detail::la::backward_items(gate, dgate, ba, 0, ba.f.N * ba.f.H);
+    // item by item at the active CPU level, as the Kokkos backend runs them: bitwise equal
+    for (std::int64_t it = 0; it < ba.f.N * ba.f.H; ++it)
+      detail::isa_call([&] { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
   }
 };
 }  // namespace impl

@@ -118,13 +118,13 @@ void pack_transposed(float* dst, std::int64_t ld, const E* src, std::int64_t ss,
       std::int64_t c0 = 0;
       for (; c0 + simd::lanes <= cols; c0 += simd::lanes)  // 16 x 16 blocks through registers
         transpose16(
-            [&](int r) {
+            [&](int r, simd::f32x16& x) {  // (an out-parameter: no 64-byte vector returned)
               if constexpr (std::is_same_v<E, float>) {
-                return simd::load(s + r * ss + c0);
+                x = simd::load(s + r * ss + c0);
               } else {
-                simd::f32x16 x;
-                for (int l = 0; l < simd::lanes; ++l) x[l] = load<float>(s[r * ss + c0 + l]);
-                return x;
+                simd::f32x16 y = {};
+                for (int l = 0; l < simd::lanes; ++l) y[l] = load<float>(s[r * ss + c0 + l]);
+                x = y;
               }
             },
             dst + c0 * ld + r0, ld);

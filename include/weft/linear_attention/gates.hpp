@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
@@ -77,6 +78,38 @@ struct gated_delta {
 
 }  // namespace gates
 
+namespace detail::la {
+
+/// The type of the cu_seqlens options: a tensor_view<const std::int64_t, 1> that every
+/// tensor_view converts to, so that offsets of another index type (int32) or rank are a
+/// compile-time error naming the option, instead of "cannot convert <brace-enclosed
+/// initializer list> to linear_attention_options".
+class cu_seqlens_view : public tensor_view<const std::int64_t, 1> {
+  using base = tensor_view<const std::int64_t, 1>;
+
+ public:
+  cu_seqlens_view() = default;
+  using base::base;  // (pointer, extents, strides), as a tensor_view
+  template <class I, int R>
+  cu_seqlens_view(const tensor_view<I, R>& offsets) : base(checked(offsets)) {}
+
+ private:
+  template <class I, int R>
+  static base checked(const tensor_view<I, R>& offsets) {
+    constexpr bool ok = R == 1 && std::is_same_v<std::remove_const_t<I>, std::int64_t>;
+    static_assert(ok,
+                  "weft: linear_attention_options::cu_seqlens (and linear_attention_backward_options::"
+                  "cu_seqlens) must be a 1-D view of std::int64_t offsets [N+1], e.g. "
+                  "weft::make_view(cu.data(), N + 1) with std::vector<std::int64_t> cu");
+    if constexpr (ok)
+      return offsets;
+    else
+      return {};
+  }
+};
+
+}  // namespace detail::la
+
 /// chunk: chunkwise-parallel form (intra-chunk matmuls + state passing between chunks).
 /// recurrent: the token loop, one state update per token.
 enum class linear_attention_mode { chunk, recurrent };
@@ -85,10 +118,10 @@ enum class linear_attention_mode { chunk, recurrent };
 struct linear_attention_options {
   std::optional<double> scale{};  ///< multiplies q; default K^-1/2 (double: fp64 callers keep it exactly)
   linear_attention_mode mode = linear_attention_mode::chunk;
-  int chunk_size = 64;                              ///< power of two in [16, 256]
-  tensor_view<const float, 4> initial_state{};      ///< [N,H,K,V]; zeros when not given
-  tensor_view<float, 4> final_state{};              ///< [N,H,K,V]; written when given
-  tensor_view<const std::int64_t, 1> cu_seqlens{};  ///< [N+1] offsets into T (B == 1): varlen
+  int chunk_size = 64;                          ///< power of two in [16, 256]
+  tensor_view<const float, 4> initial_state{};  ///< [N,H,K,V]; zeros when not given
+  tensor_view<float, 4> final_state{};          ///< [N,H,K,V]; written when given
+  detail::la::cu_seqlens_view cu_seqlens{};     ///< [N+1] std::int64_t offsets into T (B == 1): varlen
   // mLSTM only: the rest of its state (C, n, m); m only with the exponential input gate.
   tensor_view<const float, 3> initial_normalizer{};  ///< n [N,H,K], with initial_state
   tensor_view<const float, 2> initial_stabilizer{};  ///< m [N,H], with initial_state

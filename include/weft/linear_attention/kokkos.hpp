@@ -104,13 +104,16 @@ struct linear_attention_backward_impl<kokkos_backend<Exec>> {
     if (items == 0) return;
     using policy = Kokkos::RangePolicy<Exec, Kokkos::Schedule<Kokkos::Dynamic>>;
     if constexpr (!std::is_same_v<E, double>) {  // the tiled chunk form (backward_tiled.hpp)
-      Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
-                           [=](std::int64_t it) {
-                             detail::la::tiled::backward_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H);
-                           });
+      Kokkos::parallel_for(
+          "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
+            detail::isa_call(
+                [&] { detail::la::tiled::backward_head(gate, dgate, ba, it / ba.f.H, it % ba.f.H); });
+          });
     } else {
-      Kokkos::parallel_for("weft::linear_attention_backward", policy(be.exec, 0, items),
-                           [=](std::int64_t it) { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
+      Kokkos::parallel_for(
+          "weft::linear_attention_backward", policy(be.exec, 0, items), [=](std::int64_t it) {
+            detail::isa_call([&] { detail::la::backward_items(gate, dgate, ba, it, it + 1); });
+          });
     }
     be.exec.fence();
   }

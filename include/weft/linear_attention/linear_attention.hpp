@@ -48,24 +48,27 @@ namespace weft {
 template <backend Backend, class Gate, class Q, class K, class V>
 std::size_t workspace_size(const Backend& be, const Gate&, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                            tensor_view<V, 4> v, const linear_attention_options& opts = {}) {
-  using G = typename detail::la::gate_traits<Gate>::const_gate;
-  detail::la::static_gate_check<Gate>();
-  detail::la::check_sizes("workspace_size", q, k, v, opts);  // as linear_attention checks them
-  const std::int64_t N = detail::la::given(opts.cu_seqlens)
-                             ? std::max<std::int64_t>(opts.cu_seqlens.extent(0) - 1, 0)
-                             : q.extent(0);
-  const detail::la::sizes s{N, q.extent(2), q.extent(3), v.extent(3), opts.chunk_size, opts.mode};
-  return impl::linear_attention_impl<Backend>::workspace_bytes(be, detail::la::kind_of<G>, s);
+  if constexpr (!detail::la::gate_ok<Gate>) {
+    detail::la::diagnose_gate<Gate>();  // the only error: the rest is not instantiated
+    return 0;
+  } else {
+    using G = typename detail::la::gate_traits<Gate>::const_gate;
+    detail::la::check_sizes("workspace_size", q, k, v, opts);  // as linear_attention checks them
+    const std::int64_t N = detail::la::given(opts.cu_seqlens)
+                               ? std::max<std::int64_t>(opts.cu_seqlens.extent(0) - 1, 0)
+                               : q.extent(0);
+    const detail::la::sizes s{N, q.extent(2), q.extent(3), v.extent(3), opts.chunk_size, opts.mode};
+    return impl::linear_attention_impl<Backend>::workspace_bytes(be, detail::la::kind_of<G>, s);
+  }
 }
 
 /// Chunkwise (or recurrent) linear attention with a gate; see gates.hpp for the recurrences.
 /// q, k [B,T,H,K]; v, o [B,T,H,V]; unit stride in the last dimension.
 template <backend Backend, class Gate, class Q, class K, class V, class O>
+requires detail::la::forward_elements<Gate, Q, K, V, O>
 void linear_attention(const Backend& be, const Gate& gate, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                       tensor_view<V, 4> v, tensor_view<O, 4> o, const linear_attention_options& opts = {}) {
   using E = std::remove_const_t<Q>;
-  detail::la::static_checks<E, Q, K, V, O>();
-  detail::la::static_gate_check<Gate>();
   using traits = detail::la::gate_traits<Gate>;
   const auto g = traits::as_const(gate);
   const auto a =
@@ -78,16 +81,27 @@ void linear_attention(const Backend& be, const Gate& gate, tensor_view<Q, 4> q, 
   I::forward(be, g, a, ws.data());
 }
 
+/// Every other call of that form: one compile-time error naming the first misuse (a raw view
+/// as the gate, as in FLA's argument order; a view of another rank or element type).
+template <backend Backend, class Gate, class Q, class K, class V, class O>
+requires(!detail::la::forward_call<Gate, Q, K, V, O>) void linear_attention(
+    const Backend&, const Gate&, const Q&, const K&, const V&, const O&,
+    const linear_attention_options& = {}) {
+  if constexpr (!detail::la::gate_ok<Gate>)
+    detail::la::diagnose_gate<Gate>();
+  else
+    detail::la::diagnose_views<false, Q, K, V, O>();
+}
+
 /// One decode token per sequence: q, k [N,1,H,K], v, o [N,1,H,V]; state [N,H,K,V] fp32 (and the
 /// mLSTM normalizer / stabilizer in opts) updated in place. A chunked prefill followed by
 /// steps gives the same outputs as one pass over the whole sequence.
 template <backend Backend, class Gate, class Q, class K, class V, class O>
+requires detail::la::forward_elements<Gate, Q, K, V, O>
 void linear_attention_step(const Backend& be, const Gate& gate, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                            tensor_view<V, 4> v, tensor_view<O, 4> o, tensor_view<float, 4> state,
                            const linear_attention_step_options& opts = {}) {
   using E = std::remove_const_t<Q>;
-  detail::la::static_checks<E, Q, K, V, O>();
-  detail::la::static_gate_check<Gate>();
   using traits = detail::la::gate_traits<Gate>;
   constexpr std::string_view fn = "linear_attention_step";
   detail::require(q.extent(1) == 1, fn, "q", "one token per sequence: shape [N, 1, H, K]",
@@ -111,6 +125,22 @@ void linear_attention_step(const Backend& be, const Gate& gate, tensor_view<Q, 4
       I::workspace_bytes(be, detail::la::kind_of<typename traits::const_gate>, a.dims());
   scratch_buffer ws = detail::acquire_scratch(be, opts.workspace, bytes, fn);
   I::forward(be, g, a, ws.data());
+}
+
+/// Every other call of that form: one compile-time error naming the first misuse.
+template <backend Backend, class Gate, class Q, class K, class V, class O, class S>
+requires(!detail::la::step_call<Gate, Q, K, V, O, S>) void linear_attention_step(
+    const Backend&, const Gate&, const Q&, const K&, const V&, const O&, const S&,
+    const linear_attention_step_options& = {}) {
+  if constexpr (!detail::la::gate_ok<Gate>)
+    detail::la::diagnose_gate<Gate>();
+  else if constexpr (!detail::la::forward_call<Gate, Q, K, V, O>)
+    detail::la::diagnose_views<false, Q, K, V, O>();
+  else
+    static_assert(
+        std::is_convertible_v<const S&, tensor_view<float, 4>>,
+        "weft::linear_attention_step: state must be a writable fp32 view weft::tensor_view<float, 4> "
+        "[N,H,K,V] (fp32 whatever q's element type)");
 }
 
 namespace impl {

@@ -36,9 +36,11 @@ inline constexpr int tile_vecs = 2;  ///< vectors per tile row: 32 columns
 /// `rows` loads row r of src as 16 floats.
 template <class LoadRow>
 WEFT_FORCE_INLINE void transpose16(LoadRow&& rows, float* dst, std::int64_t ld) {
-  simd::f32x16 m[simd::lanes];
-  for (int r = 0; r < simd::lanes; ++r) m[r] = rows(r);
+  simd::f32x16 m[simd::lanes];  // in registers when the loops are unrolled (as in tile())
+#pragma GCC unroll 16
+  for (int r = 0; r < simd::lanes; ++r) rows(r, m[r]);
 #if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 4
   for (int k = 0; k < 4; ++k) {
     const int bit = 1 << k;
     simd::i32x16 lo, hi;
@@ -46,6 +48,7 @@ WEFT_FORCE_INLINE void transpose16(LoadRow&& rows, float* dst, std::int64_t ld) 
       lo[c] = (c & bit) ? simd::lanes + (c - bit) : c;
       hi[c] = (c & bit) ? simd::lanes + c : c + bit;
     }
+#pragma GCC unroll 16
     for (int r = 0; r < simd::lanes; ++r) {
       if (r & bit) continue;
       const simd::f32x16 a = m[r], b = m[r | bit];
@@ -53,6 +56,7 @@ WEFT_FORCE_INLINE void transpose16(LoadRow&& rows, float* dst, std::int64_t ld) 
       m[r | bit] = __builtin_shuffle(a, b, hi);
     }
   }
+#pragma GCC unroll 16
   for (int c = 0; c < simd::lanes; ++c) simd::store(dst + c * ld, m[c]);
 #else
   for (int c = 0; c < simd::lanes; ++c)
@@ -66,22 +70,31 @@ template <int NV>
 WEFT_FORCE_INLINE void tile(std::int64_t P, const float* A, std::int64_t sar, std::int64_t sac,
                             const float* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate,
                             const float* rs) {
+  // The accumulators live in registers only when every loop over r and v is unrolled: -O3 does
+  // it by itself, -O2 (what many consumers build with) only when told.
   simd::f32x16 c[tile_rows][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < tile_rows; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)
       c[r][v] = !accumulate ? simd::f32x16{}
                 : rs        ? simd::load(C + r * ldc + v * simd::lanes) * simd::splat(rs[r])
                             : simd::load(C + r * ldc + v * simd::lanes);
   for (std::int64_t p = 0; p < P; ++p) {
     simd::f32x16 b[NV];
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) b[v] = simd::load(B + p * ldb + v * simd::lanes);
     const float* a = A + p * sac;
+#pragma GCC unroll 8
     for (int r = 0; r < tile_rows; ++r) {
       const simd::f32x16 ar = simd::splat(a[r * sar]);
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) c[r][v] += ar * b[v];
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < tile_rows; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) simd::store(C + r * ldc + v * simd::lanes, c[r][v]);
 }
 
@@ -96,24 +109,26 @@ enum class triangle { full, lower_out, lower_in };
 WEFT_NOINLINE void gemm(std::int64_t M, std::int64_t N, std::int64_t P, const float* A, std::int64_t sar,
                         std::int64_t sac, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
                         bool accumulate, triangle sh = triangle::full, const float* row_scale = nullptr) {
-  constexpr std::int64_t nr = tile_vecs * simd::lanes;
-  std::int64_t j0 = 0;
-  for (; j0 + nr <= N; j0 += nr) {
-    for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
-      if (sh == triangle::lower_out && j0 > i0 + tile_rows - 1) continue;
-      const std::int64_t p = sh == triangle::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
-      tile<tile_vecs>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
-                      row_scale ? row_scale + i0 : nullptr);
+  isa_kernel([=] {  // out of line, one copy per program, run at the active CPU level (core/isa.hpp)
+    constexpr std::int64_t nr = tile_vecs * simd::lanes;
+    std::int64_t j0 = 0;
+    for (; j0 + nr <= N; j0 += nr) {
+      for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
+        if (sh == triangle::lower_out && j0 > i0 + tile_rows - 1) continue;
+        const std::int64_t p = sh == triangle::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
+        tile<tile_vecs>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
+                        row_scale ? row_scale + i0 : nullptr);
+      }
     }
-  }
-  for (; j0 < N; j0 += simd::lanes) {
-    for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
-      if (sh == triangle::lower_out && j0 > i0 + tile_rows - 1) continue;
-      const std::int64_t p = sh == triangle::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
-      tile<1>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
-              row_scale ? row_scale + i0 : nullptr);
+    for (; j0 < N; j0 += simd::lanes) {
+      for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
+        if (sh == triangle::lower_out && j0 > i0 + tile_rows - 1) continue;
+        const std::int64_t p = sh == triangle::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
+        tile<1>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
+                row_scale ? row_scale + i0 : nullptr);
+      }
     }
-  }
+  });
 }
 
 }  // namespace weft::detail::la::tiled

@@ -240,7 +240,7 @@ void scan_team(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
             const i64 t0 = (r * np + tid) * S;
             const i64 len = t0 < n ? ((n - t0) < S ? (n - t0) : S) : 0;
             V tot[W][L];
-            block_totals<W, L>(op, run, t0, len, tot);
+            isa_call([&] { block_totals<W, L>(op, run, t0, len, tot); });
             V mine[L];
             fold_totals<W, L>(op, tot, mine);
             V* part = parts + (r & 1) * P * L;
@@ -253,7 +253,9 @@ void scan_team(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
               cin[l] = c;
             }
             const i64 next = t0 + np * S, next_len = n - next < S ? n - next : S;
-            if (len > 0) block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot, stream, next, next_len);
+            if (len > 0)
+              isa_call(
+                  [&] { block_scan<Exclusive, W, L>(op, run, t0, len, cin, tot, stream, next, next_len); });
             for (int l = 0; l < L; ++l) {
               V c = cin[l];
               for (int k = tid; k < np; ++k) c = op(c, part[k * L + l]);
@@ -275,15 +277,16 @@ void scan_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n, c
   if (how == scan_strategy::nothing) return;
   if (how == scan_strategy::single_pass) {
     Kokkos::parallel_for(
-        "weft::scan", Kokkos::RangePolicy<Exec>(be.exec, 0, G),
-        KOKKOS_LAMBDA(i64 g) { scan_run_single_pass<Exclusive, L, V>(op, runs.at(g), n); });
+        "weft::scan", Kokkos::RangePolicy<Exec>(be.exec, 0, G), KOKKOS_LAMBDA(i64 g) {
+          isa_call([&] { scan_run_single_pass<Exclusive, L, V>(op, runs.at(g), n); });
+        });
     return;
   }
   const bool stream = n * i64(sizeof(V)) * L >= stream_min_bytes;
   if (how == scan_strategy::per_run) {
     Kokkos::parallel_for(
         "weft::scan", Kokkos::RangePolicy<Exec>(be.exec, 0, G),
-        KOKKOS_LAMBDA(i64 g) { scan_run<Exclusive, W, L, V>(op, runs.at(g), n, stream); });
+        KOKKOS_LAMBDA(i64 g) { isa_call([&] { scan_run<Exclusive, W, L, V>(op, runs.at(g), n, stream); }); });
     return;
   }
   scan_team<Exclusive, W, L, V>(be, runs, G, n, op, stream, static_cast<V*>(scratch));
@@ -318,7 +321,7 @@ void reduce_runs(const kokkos_backend<Exec>& be, const Runs& runs, i64 G, i64 n,
         const i64 g = w / nb, blk = w % nb;
         const i64 t0 = blk * S, len = (n - t0) < S ? (n - t0) : S;
         V tot[W][L];
-        block_totals<W, L>(op, runs.at(g), t0, len > 0 ? len : 0, tot);
+        isa_call([&] { block_totals<W, L>(op, runs.at(g), t0, len > 0 ? len : 0, tot); });
         V s[L];
         fold_totals<W, L>(op, tot, s);
         for (int l = 0; l < L; ++l) part[(g * nb + blk) * L + l] = s[l];

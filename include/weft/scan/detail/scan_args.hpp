@@ -113,13 +113,35 @@ void check_state(std::string_view fn, std::string_view name, const tensor_view<S
   require_shape(fn, name, s, std::array<std::int64_t, 2>{B, D});
 }
 
+/// The shape of the [B,T,D] views of a call: per dimension the extent most of them give (ties:
+/// the first), so that a message names the view that disagrees with the others, not the first
+/// one it was compared with (a of the wrong T beside b and h that agree is 'a').
+template <class... V>
+std::array<std::int64_t, 3> agreed_shape(const V&... v) {
+  std::array<std::int64_t, 3> e{};
+  for (int r = 0; r < 3; ++r) {
+    const std::array<std::int64_t, sizeof...(V)> x{v.extent(r)...};
+    int best = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      int c = 0;
+      for (std::size_t j = 0; j < x.size(); ++j) c += x[j] == x[i];
+      if (c > best) {
+        best = c;
+        e[static_cast<std::size_t>(r)] = x[i];
+      }
+    }
+  }
+  return e;
+}
+
 /// linear_recurrence: a, b, h [B,T,D], h writable (may be b), opts.initial_state [B,D].
 template <class TA, class TB, class TH, class Opts>
 void check_recurrence_args(std::string_view fn, const tensor_view<TA, 3>& a, const tensor_view<TB, 3>& b,
                            const tensor_view<TH, 3>& h, const Opts& opts) {
   static_assert(!std::is_const_v<TH>, "weft::linear_recurrence: 'h' must be writable");
   check_view(fn, "a", a);
-  const std::array<std::int64_t, 3> e{a.extent(0), a.extent(1), a.extent(2)};
+  const std::array<std::int64_t, 3> e = agreed_shape(a, b, h);
+  require_shape(fn, "a", a, e);
   check_view(fn, "b", b);
   require_shape(fn, "b", b, e);
   check_output_view(fn, "h", h);
@@ -141,7 +163,8 @@ void check_recurrence_backward_args(std::string_view fn, const tensor_view<TA, 3
   static_assert(!std::is_const_v<TDA> && !std::is_const_v<TDB>,
                 "weft::linear_recurrence_backward: da, db must be writable");
   check_view(fn, "a", a);
-  const std::array<std::int64_t, 3> e{a.extent(0), a.extent(1), a.extent(2)};
+  const std::array<std::int64_t, 3> e = agreed_shape(a, h, dh, da, db);
+  require_shape(fn, "a", a, e);
   check_view(fn, "h", h);
   require_shape(fn, "h", h, e);
   check_view(fn, "dh", dh);

@@ -141,16 +141,16 @@ WEFT_FORCE_INLINE void load_transposed(const S* p, i64 stride, S (&out)[W][W]) {
 }
 
 /// Even / odd lanes of the 2W lanes of (a, b).
-WEFT_FORCE_INLINE u32x16 even_lanes(u32x16 a, u32x16 b) {
+WEFT_FORCE_INLINE u32x16 even_lanes(const u32x16& a, const u32x16& b) {
   return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
 }
-WEFT_FORCE_INLINE u32x16 odd_lanes(u32x16 a, u32x16 b) {
+WEFT_FORCE_INLINE u32x16 odd_lanes(const u32x16& a, const u32x16& b) {
   return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
-WEFT_FORCE_INLINE u64x8 even_lanes(u64x8 a, u64x8 b) {
+WEFT_FORCE_INLINE u64x8 even_lanes(const u64x8& a, const u64x8& b) {
   return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
 }
-WEFT_FORCE_INLINE u64x8 odd_lanes(u64x8 a, u64x8 b) {
+WEFT_FORCE_INLINE u64x8 odd_lanes(const u64x8& a, const u64x8& b) {
   return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
 }
 
