@@ -136,6 +136,63 @@ WEFT_INLINE scan_result row_max(const T* row, std::int64_t n) {
   return {m, a > f32_inf_bits};
 }
 
+#if WEFT_DECODE_LANES
+// The lanes part of argmax_row: rows [0, full) of 64, into best / idx / a; returns full. One
+// body, compiled twice: for the unit's flags and, under the CPU dispatch, for AVX-512 (its
+// compares and selects must be compiled for AVX-512 from the start: code compiled without it
+// has them split lane by lane before any inlining, core/isa.hpp).
+// Four accumulators (vector j goes to j % 4) so that the compare-select chains overlap; lane l
+// of accumulator q keeps its maximum and the first round (of 64) where it occurred.
+#define WEFT_DECODE_ARGMAX_LANES_BODY                                                      \
+  const std::int64_t full = n / (4 * simd::lanes) * (4 * simd::lanes);                     \
+  simd::f32x16 mx[4];                                                                      \
+  simd::i32x16 blk[4], nan = simd::i32x16{}, cur = simd::i32x16{};                         \
+  for (int q = 0; q < 4; ++q) {                                                            \
+    mx[q] = simd::splat(neg_inf());                                                        \
+    blk[q] = simd::i32x16{} - 1;                                                           \
+  }                                                                                        \
+  for (std::int64_t j = 0; j < full; j += 4 * simd::lanes) {                               \
+    for (int q = 0; q < 4; ++q) {                                                          \
+      const simd::f32x16 v = simd::load(row + j + q * simd::lanes);                        \
+      const simd::i32x16 gt = v > mx[q];                                                   \
+      mx[q] = gt ? v : mx[q];                                                              \
+      blk[q] = gt ? cur : blk[q];                                                          \
+      nan |= v != v;                                                                       \
+    }                                                                                      \
+    cur += 1;                                                                              \
+  }                                                                                        \
+  for (int q = 0; q < 4; ++q) {                                                            \
+    float m[simd::lanes];                                                                  \
+    std::int32_t b[simd::lanes];                                                           \
+    std::memcpy(m, &mx[q], sizeof m);                                                      \
+    std::memcpy(b, &blk[q], sizeof b);                                                     \
+    for (int l = 0; l < simd::lanes; ++l) {                                                \
+      if (b[l] < 0) continue;                                                              \
+      const std::int64_t id = (static_cast<std::int64_t>(b[l]) * 4 + q) * simd::lanes + l; \
+      if (m[l] > best || (m[l] == best && id < idx)) {                                     \
+        best = m[l];                                                                       \
+        idx = id;                                                                          \
+      }                                                                                    \
+    }                                                                                      \
+  }                                                                                        \
+  a = simd::mask(nan) ? 0xffffffffu : 0u;
+template <class T>
+WEFT_INLINE std::int64_t argmax_lanes(const T* row, std::int64_t n, float& best, std::int64_t& idx,
+                                      std::uint32_t& a) {
+  WEFT_DECODE_ARGMAX_LANES_BODY
+  return full;
+}
+#if WEFT_ISA_X86
+template <class T>
+WEFT_ISA_AVX512_FN std::int64_t argmax_lanes_avx512(const T* row, std::int64_t n, float& best,
+                                                    std::int64_t& idx, std::uint32_t& a) {
+  WEFT_DECODE_ARGMAX_LANES_BODY
+  return full;
+}
+#endif
+#undef WEFT_DECODE_ARGMAX_LANES_BODY
+#endif
+
 /// The first id of the largest value (-1 when the row has a NaN; 0 when every value is -inf).
 template <class T>
 WEFT_INLINE argmax_result argmax_row(const T* row, std::int64_t n) {
@@ -145,41 +202,12 @@ WEFT_INLINE argmax_result argmax_row(const T* row, std::int64_t n) {
   std::int64_t i = 0;
 #if WEFT_DECODE_LANES
   if constexpr (has_lanes<T>) {
-    // Four accumulators (vector j goes to j % 4) so that the compare-select chains overlap;
-    // lane l of accumulator q keeps its maximum and the first round (of 64) where it occurred.
-    const std::int64_t full = n / (4 * simd::lanes) * (4 * simd::lanes);
-    simd::f32x16 mx[4];
-    simd::i32x16 blk[4], nan = simd::i32x16{}, cur = simd::i32x16{};
-    for (int q = 0; q < 4; ++q) {
-      mx[q] = simd::splat(neg_inf());
-      blk[q] = simd::i32x16{} - 1;
-    }
-    for (std::int64_t j = 0; j < full; j += 4 * simd::lanes) {
-      for (int q = 0; q < 4; ++q) {
-        const simd::f32x16 v = simd::load(row + j + q * simd::lanes);
-        const simd::i32x16 gt = v > mx[q];
-        mx[q] = gt ? v : mx[q];
-        blk[q] = gt ? cur : blk[q];
-        nan |= v != v;
-      }
-      cur += 1;
-    }
-    i = full;
-    for (int q = 0; q < 4; ++q) {
-      float m[simd::lanes];
-      std::int32_t b[simd::lanes];
-      std::memcpy(m, &mx[q], sizeof m);
-      std::memcpy(b, &blk[q], sizeof b);
-      for (int l = 0; l < simd::lanes; ++l) {
-        if (b[l] < 0) continue;
-        const std::int64_t id = (static_cast<std::int64_t>(b[l]) * 4 + q) * simd::lanes + l;
-        if (m[l] > best || (m[l] == best && id < idx)) {
-          best = m[l];
-          idx = id;
-        }
-      }
-    }
-    a = simd::mask(nan) ? 0xffffffffu : 0u;
+#if WEFT_ISA_X86
+    i = WEFT_ISA_AVX512_ACTIVE() ? argmax_lanes_avx512(row, n, best, idx, a)
+                                 : argmax_lanes(row, n, best, idx, a);
+#else
+    i = argmax_lanes(row, n, best, idx, a);
+#endif
   }
 #endif
   for (; i < n; ++i) {
