@@ -197,22 +197,9 @@ __attribute__((target(WEFT_ISA_TARGET_AVX2), flatten, optimize("O3"))) void isa_
   f(a...);
 }
 #endif
-// The same for small, hot kernels (a register-tiled GEMM, a row of exps): also at -O3 whatever
-// the translation unit's level, so that fixed-size loops over register tiles are unrolled and
-// their accumulators stay in registers (GCC at -O2 keeps them in memory: 3x slower). Only for
-// kernels that are out of line already (compile time: the whole body is optimised three times).
-template <class F, class... A>
-__attribute__((target(WEFT_ISA_TARGET_AVX512), flatten, optimize("O3"))) void isa_kernel_avx512(const F& f,
-                                                                                                A... a) {
-  f(a...);
-}
-#if WEFT_ISA_TU_LEVEL < 1
-template <class F, class... A>
-__attribute__((target(WEFT_ISA_TARGET_AVX2), flatten, optimize("O3"))) void isa_kernel_avx2(const F& f,
-                                                                                            A... a) {
-  f(a...);
-}
-#endif
+// Small, hot kernels that are out of line already (a register-tiled GEMM, a row of exps) also
+// get a baseline wrapper at -O3, so that their fixed-size loops over register tiles are
+// unrolled whatever the unit's -O level (compile time: the body is optimised three times).
 template <class F, class... A>
 __attribute__((flatten, optimize("O3"))) void isa_kernel_baseline(const F& f, A... a) {
   f(a...);
@@ -248,12 +235,12 @@ WEFT_FORCE_INLINE void isa_kernel(const F& f, A... a) {
 #if WEFT_ISA_DISPATCH
   const int l = isa_level();
   if (l >= 2) {
-    isa_kernel_avx512(f, a...);
+    isa_run_avx512(f, a...);
     return;
   }
 #if WEFT_ISA_TU_LEVEL < 1
   if (l == 1) {
-    isa_kernel_avx2(f, a...);
+    isa_run_avx2(f, a...);
     return;
   }
 #endif
