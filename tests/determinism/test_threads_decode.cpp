@@ -52,7 +52,8 @@ TEST_CASE("threads: argmax, sample, sample_probs, softmax, top_k_renorm", "[dete
   const spec specs[] = {{"sample/T1", {.temperature = 1.0f}},
                         {"sample/T0.7/top_k40", {.temperature = 0.7f, .top_k = 40}},
                         {"sample/top_p0.9", {.top_p = 0.9f}},
-                        {"sample/min_p0.05/top_k1000", {.top_k = 1000, .min_p = 0.05f}}};
+                        {"sample/min_p0.05/top_k1000", {.top_k = 1000, .min_p = 0.05f}},
+                        {"sample/min_p0.1", {.min_p = 0.1f}}};  // min-p alone: the prefilter scan
   for (const spec& s : specs) {
     digest_case<vs_serial::bitwise>(s.name, [&](const auto& be) {
       std::vector<std::int32_t> t(B, -7);

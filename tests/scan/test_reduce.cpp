@@ -145,6 +145,17 @@ TEMPLATE_LIST_TEST_CASE("reduce: strided rank-1 views", "[scan][reduce]", weft_t
   for (const auto& m : every3) ref = weft_test::mat2_mul{}(ref, m);
   auto v = weft::make_strided_view(d.data(), std::array<std::int64_t, 1>{n}, std::array<std::int64_t, 1>{s});
   CHECK(weft::reduce(be, v, weft_test::mat2_mul{}) == ref);
+  // reversed: the left fold of the same elements, last first
+  weft_test::mat2 rref = weft_test::mat2_mul{}.identity();
+  for (std::int64_t i = n - 1; i >= 0; --i) rref = weft_test::mat2_mul{}(rref, every3[i]);
+  CHECK(weft::reduce(be, v, weft_test::mat2_mul{}, {.reverse = true}) == rref);
+  // a unit stride over the same buffer (the contiguous loops), both directions
+  const std::int64_t m = 1003;  // not a multiple of the 16-way unrolling
+  weft_test::mat2 fwd = weft_test::mat2_mul{}.identity(), bwd = fwd;
+  for (std::int64_t i = 0; i < m; ++i) fwd = weft_test::mat2_mul{}(fwd, h[i]);
+  for (std::int64_t i = m - 1; i >= 0; --i) bwd = weft_test::mat2_mul{}(bwd, h[i]);
+  CHECK(weft::reduce(be, weft::make_view(d.data(), m), weft_test::mat2_mul{}) == fwd);
+  CHECK(weft::reduce(be, weft::make_view(d.data(), m), weft_test::mat2_mul{}, {.reverse = true}) == bwd);
 }
 
 TEMPLATE_LIST_TEST_CASE("reduce: [B,T,D] along T", "[scan][reduce]", weft_test::backends) {

@@ -33,6 +33,20 @@
 #endif
 
 /// Pointers that alias no other pointer of the function (lets compilers vectorise).
+/// Unrolls the next host loop n times (order kept): GCC and Clang; nothing under nvcc, whose
+/// front end rejects the GCC spelling.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define WEFT_UNROLL(n)
+#elif defined(__clang__)
+#define WEFT_UNROLL_PRAGMA(x) _Pragma(#x)
+#define WEFT_UNROLL(n) WEFT_UNROLL_PRAGMA(unroll n)
+#elif defined(__GNUC__)
+#define WEFT_UNROLL_PRAGMA(x) _Pragma(#x)
+#define WEFT_UNROLL(n) WEFT_UNROLL_PRAGMA(GCC unroll n)
+#else
+#define WEFT_UNROLL(n)
+#endif
+
 #if defined(__GNUC__) || defined(__clang__) || defined(__CUDACC__)
 #define WEFT_RESTRICT __restrict__
 #else

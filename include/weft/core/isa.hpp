@@ -67,13 +67,21 @@
 //   WEFT_ISA_AVX512_INLINE  the same, for small helpers called only from WEFT_ISA_AVX512_FN
 //   WEFT_ISA_AVX512_ACTIVE() true when the running level is AVX-512: guard every call with it
 // Inside isa_call's AVX-512 wrapper such a function is inlined; elsewhere it is a plain call.
+//   WEFT_ISA_AVX512_OUTLINE a hot row body kept out of line as its own AVX-512 function
+//                           (flattened, -O3) under the dispatch: inlined into isa_call's one
+//                           flattened wrapper it would share a huge frame whose register
+//                           allocation spills its vectors (min-p's scan ran 1.2x slower so).
+//                           An AVX-512 unit: an ordinary inline function.
 #if WEFT_ISA_X86 && WEFT_ISA_TU_LEVEL >= 2
 #define WEFT_ISA_AVX512_FN WEFT_FORCE_INLINE
 #define WEFT_ISA_AVX512_INLINE WEFT_FORCE_INLINE
+#define WEFT_ISA_AVX512_OUTLINE inline
 #define WEFT_ISA_AVX512_ACTIVE() true
 #elif WEFT_ISA_X86
 #define WEFT_ISA_AVX512_FN inline __attribute__((target(WEFT_ISA_TARGET_AVX512)))
 #define WEFT_ISA_AVX512_INLINE inline __attribute__((always_inline, target(WEFT_ISA_TARGET_AVX512)))
+#define WEFT_ISA_AVX512_OUTLINE \
+  inline __attribute__((noinline, flatten, target(WEFT_ISA_TARGET_AVX512), optimize("O3")))
 #define WEFT_ISA_AVX512_ACTIVE() (::weft::detail::isa_level() >= 2)
 #endif
 
@@ -132,7 +140,9 @@ inline int isa_from_env() {
                          "one of baseline, avx2, avx512, native", std::string(e));
 }
 
-inline int init_isa() {
+/// Out of line: every level check inlines isa_level(), and this first-use path (environment,
+/// message text, exception) inlined into each made a flattened wrapper's code several times larger.
+WEFT_NOINLINE int init_isa() {
   const int best = static_cast<int>(detect_cpu_isa());
   const int env = isa_from_env();
   const int l = env < 0 || env > best ? best : env;  // a level the CPU lacks is capped

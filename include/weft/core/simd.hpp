@@ -348,6 +348,32 @@ WEFT_FORCE_INLINE std::uint64_t mask64_ge(const f32x16& v0, const f32x16& v1, co
   return static_cast<std::uint64_t>(mask_ge(v0, t)) | static_cast<std::uint64_t>(mask_ge(v1, t)) << 16 |
          static_cast<std::uint64_t>(mask_ge(v2, t)) << 32 | static_cast<std::uint64_t>(mask_ge(v3, t)) << 48;
 }
+/// mask_ge, mask_gt and mask64_ge for a body that knows its level where it is compiled:
+/// Avx512 = true calls the AVX-512 forms with no run-time check (only from code that runs at
+/// that level, such as a WEFT_ISA_AVX512_OUTLINE body). In a hot loop the check's fallback
+/// keeps its vectors alive and makes the register allocator spill the loop's own.
+template <bool Avx512>
+WEFT_FORCE_INLINE std::uint32_t mask_ge_at(const f32x16& a, float t) {
+#if WEFT_ISA_X86
+  if constexpr (Avx512) return mask_ge_avx512(a, t);
+#endif
+  return mask_ge(a, t);
+}
+template <bool Avx512>
+WEFT_FORCE_INLINE std::uint32_t mask_gt_at(const f32x16& a, const f32x16& b) {
+#if WEFT_ISA_X86
+  if constexpr (Avx512) return mask_gt_avx512(a, b);
+#endif
+  return mask_gt(a, b);
+}
+template <bool Avx512>
+WEFT_FORCE_INLINE std::uint64_t mask64_ge_at(const f32x16& v0, const f32x16& v1, const f32x16& v2,
+                                             const f32x16& v3, float t) {
+#if WEFT_ISA_X86
+  if constexpr (Avx512) return mask64_ge_avx512(v0, v1, v2, v3, t);
+#endif
+  return mask64_ge(v0, v1, v2, v3, t);
+}
 /// Adds 16 floats to two 8-lane double accumulators (lanes 0-7 and 8-15).
 WEFT_FORCE_INLINE void add_wide(f64x8& lo, f64x8& hi, const f32x16& x) {
   f32x8 a, b;

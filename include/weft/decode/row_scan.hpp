@@ -355,7 +355,7 @@ WEFT_HOST_DEVICE WEFT_FORCE_INLINE void raise_run(min_p_run& run, float gm, std:
 /// group to the list (Dense: every group, without a branch; else only groups whose maximum
 /// reaches the bound) and adds the entries to the NaN sum. Returns how many groups added to
 /// the list (sparse blocks only).
-template <bool Dense, class T, class Key>
+template <bool Dense, bool Avx512, class T, class Key>
 WEFT_FORCE_INLINE int scan_min_p_block(const T* row, std::int64_t& g, std::int64_t g1, const Key& key,
                                        float log_min_p, std::int32_t* ids, float* vals, std::int64_t& count,
                                        min_p_run& run, simd::f32x16& runv, simd::f32x16& sum) {
@@ -367,13 +367,13 @@ WEFT_FORCE_INLINE int scan_min_p_block(const T* row, std::int64_t& g, std::int64
     sum += (a0 + a1) + (a2 + a3);
     const simd::f32x16 gm = simd::vmax(simd::vmax(a0, a1), simd::vmax(a2, a3));
     // Against the bound before this group (its own maximum is not waited for).
-    if (Dense || simd::mask_ge(gm, run.bound) != 0) {
+    if (Dense || simd::mask_ge_at<Avx512>(gm, run.bound) != 0) {
       const std::int64_t c0 = count;
       count = append_pairs<true>(row, ids, vals, count, g * group, group,
-                                 simd::mask64_ge(a0, a1, a2, a3, run.bound));
+                                 simd::mask64_ge_at<Avx512>(a0, a1, a2, a3, run.bound));
       if constexpr (!Dense) hits += count > c0 ? 1 : 0;
     }
-    if (simd::mask_gt(gm, runv)) {  // rare after the first groups
+    if (simd::mask_gt_at<Avx512>(gm, runv)) {  // rare after the first groups
       raise_run(run, simd::hmax(gm), g, key, log_min_p);
       runv = simd::splat(run.max);
     }
@@ -383,8 +383,8 @@ WEFT_FORCE_INLINE int scan_min_p_block(const T* row, std::int64_t& g, std::int64
 
 /// The lanes pass of scan_min_p over the full groups that are not the row's last, in blocks
 /// of 32 groups, each dense or sparse as the previous block found. Returns the NaN flag of
-/// those groups; g is then the first group left.
-template <class T, class Key>
+/// those groups; g is then the first group left. Avx512: the compares need no run-time check.
+template <bool Avx512, class T, class Key>
 WEFT_FORCE_INLINE bool scan_min_p_lanes(const T* row, std::int64_t n, const Key& key, float log_min_p,
                                         std::int32_t* ids, float* vals, std::int64_t& count, std::int64_t& g,
                                         min_p_run& run) {
@@ -397,10 +397,11 @@ WEFT_FORCE_INLINE bool scan_min_p_lanes(const T* row, std::int64_t n, const Key&
     const std::int64_t g1 = open - g < 32 ? open : g + 32;
     if (dense) {
       const std::int64_t c0 = count;
-      scan_min_p_block<true>(row, g, g1, key, log_min_p, ids, vals, count, run, runv, sum);
+      scan_min_p_block<true, Avx512>(row, g, g1, key, log_min_p, ids, vals, count, run, runv, sum);
       dense = count - c0 > 6;
     } else {
-      dense = scan_min_p_block<false>(row, g, g1, key, log_min_p, ids, vals, count, run, runv, sum) > 6;
+      dense =
+          scan_min_p_block<false, Avx512>(row, g, g1, key, log_min_p, ids, vals, count, run, runv, sum) > 6;
     }
   }
   const simd::f32x16 s = sum;
@@ -456,9 +457,9 @@ WEFT_HOST_DEVICE WEFT_FORCE_INLINE std::int64_t first_of_run(const T* row, std::
 /// block skips the others by a well predicted branch on the group maximum. Each block's mode
 /// follows what the previous block found. The state lives in the caller's locals (float
 /// stores to vals could alias a member of `list`).
-template <class T, class Key>
-WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key, float log_min_p,
-                                   min_p_list& list) {
+template <bool Avx512, class T, class Key>
+WEFT_HOST_DEVICE WEFT_FORCE_INLINE scan_result scan_min_p_body(const T* row, std::int64_t n, const Key& key,
+                                                               float log_min_p, min_p_list& list) {
   std::int32_t* const ids = list.ids;
   float* const vals = list.vals;
   std::int64_t count = 0;
@@ -466,12 +467,30 @@ WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key,
   std::int64_t g = 0;
   bool nan = false;
 #if WEFT_DECODE_LANES
-  if constexpr (has_lanes<T>) nan = scan_min_p_lanes(row, n, key, log_min_p, ids, vals, count, g, run);
+  if constexpr (has_lanes<T>)
+    nan = scan_min_p_lanes<Avx512>(row, n, key, log_min_p, ids, vals, count, g, run);
 #endif
   const bool tail_nan = scan_min_p_scalar(row, n, key, log_min_p, ids, vals, count, g, run);
   list.count = count;
   list.first_max = first_of_run(row, n, run);
   return {run.max, nan || tail_nan};
+}
+
+#if WEFT_DECODE_LANES && WEFT_ISA_DISPATCH
+template <class T, class Key>
+WEFT_ISA_AVX512_OUTLINE scan_result scan_min_p_avx512(const T* row, std::int64_t n, const Key& key,
+                                                      float log_min_p, min_p_list& list) {
+  return scan_min_p_body<true>(row, n, key, log_min_p, list);
+}
+#endif
+
+template <class T, class Key>
+WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key, float log_min_p,
+                                   min_p_list& list) {
+#if WEFT_DECODE_LANES && WEFT_ISA_DISPATCH
+  if (WEFT_ISA_AVX512_ACTIVE()) return scan_min_p_avx512(row, n, key, log_min_p, list);
+#endif
+  return scan_min_p_body<WEFT_ISA_TU_LEVEL >= 2>(row, n, key, log_min_p, list);
 }
 
 #if WEFT_DECODE_LANES && WEFT_ISA_X86

@@ -30,6 +30,7 @@
 
 #include "weft/core/backend.hpp"
 #include "weft/core/error.hpp"
+#include "weft/core/isa.hpp"
 #include "weft/core/tensor.hpp"
 #include "weft/core/workspace.hpp"
 #include "weft/scan/detail/scan_args.hpp"
@@ -237,7 +238,27 @@ struct scan_impl<serial_backend> {
     using V = monoid_value_t<Op>;
     const std::int64_t n = in.extent(0);
     V acc = op.identity();
-    for (std::int64_t k = 0; k < n; ++k) acc = op(acc, detail::load_as<V>(in(opts.reverse ? n - 1 - k : k)));
+    // The element loop at the active CPU level (core/isa.hpp); one loop per direction (-O2
+    // does not unswitch a select per element), a contiguous one by pointer (the wrapper does
+    // not see the stride), unrolled (same order: a float chain ran 1.3x faster here with 16
+    // adds a trip than with one).
+    const T* const p = in.data();
+    const std::int64_t s = in.stride(0);
+    detail::isa_kernel(
+        [&](std::int64_t len, int rev) {
+          V a = acc;  // a local: the caller's acc, reached through the closure, would be stored every trip
+          if (s == 1 && !rev) {
+            WEFT_UNROLL(16)
+            for (std::int64_t k = 0; k < len; ++k) a = op(a, detail::load_as<V>(p[k]));
+          } else if (s == 1) {
+            WEFT_UNROLL(16)
+            for (std::int64_t k = len - 1; k >= 0; --k) a = op(a, detail::load_as<V>(p[k]));
+          } else {
+            for (std::int64_t k = 0; k < len; ++k) a = op(a, detail::load_as<V>(in(rev ? len - 1 - k : k)));
+          }
+          acc = a;
+        },
+        n, opts.reverse ? 1 : 0);
     return acc;
   }
 
