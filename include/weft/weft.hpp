@@ -2,6 +2,7 @@
 // Add weft/kokkos.hpp for the Kokkos fast paths, weft/cuda.cuh for the CUDA ones.
 #pragma once
 
+#include "weft/attention/attention.hpp"
 #include "weft/core/backend.hpp"
 #include "weft/core/config.hpp"
 #include "weft/core/dtype.hpp"

@@ -1,0 +1,139 @@
+// attention forward, B=1, T=2048 (WEFT_ATTN_T), Hq=Hkv=8, D=128, fp32, causal, Kokkos OpenMP
+// (OMP_NUM_THREADS=2), with its peers in the same run:
+//
+//   fma_peak            independent FMA chains in registers: the machine's fp32 peak
+//   weft_forward        weft::attention (kokkos backend); GFLOP/s counts the causal FLOPs
+//                       4 * T(T+1)/2 * H * D (QK^T and PV, multiply-adds as 2)
+//   online_loop         the textbook loop: per (head, query), one pass over its keys with
+//                       the online softmax, dot products and value updates in plain C++
+//                       (OpenMP over heads x queries); its o is checked against weft's
+//
+// Counters: GFLOP/s; peak_GFLOP/s (the FMA peak re-measured beside each figure); peak_frac.
+#include <weft/weft.hpp>
+#if WEFT_BENCH_KOKKOS
+#include <weft/kokkos.hpp>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "support/bench.hpp"
+
+namespace {
+
+double peak_gflops() {
+  double best = 0;
+  for (int r = 0; r < 3; ++r)
+    best = std::max(best, weft_bench::fma_gflops(weft_bench::smoke() ? 1000 : 3'000'000));
+  return best;
+}
+
+void set_flops(benchmark::State& st, double flops, double seconds) {
+  const double g = flops * static_cast<double>(st.iterations()) / seconds * 1e-9, pk = peak_gflops();
+  st.counters["GFLOP/s"] = g;
+  st.counters["peak_GFLOP/s"] = pk;
+  st.counters["peak_frac"] = g / pk;
+}
+
+void fma_peak(benchmark::State& st) {
+  double g = 0;
+  for (auto _ : st) g = std::max(g, weft_bench::fma_gflops(weft_bench::smoke() ? 1000 : 4'000'000));
+  st.counters["GFLOP/s"] = g;
+}
+BENCHMARK(fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+std::int64_t bench_T() {
+  if (weft_bench::smoke()) return 128;
+  const char* e = std::getenv("WEFT_ATTN_T");
+  return e ? std::atoll(e) : 2048;
+}
+
+struct problem {
+  std::int64_t T = bench_T(), H = 8, D = 128;
+  std::vector<float> q, k, v, o, lse;
+  problem() : q(T * H * D), k(T * H * D), v(T * H * D), o(T * H * D), lse(H * T) {
+    std::mt19937 g(1);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (auto* x : {&q, &k, &v})
+      for (auto& e : *x) e = n(g);
+  }
+  double flops() const { return 4.0 * static_cast<double>(T) * static_cast<double>(T + 1) / 2 * H * D; }
+};
+
+problem& data() {
+  static problem p;
+  return p;
+}
+bool weft_ran = false;  // weft_forward ran (p.o holds weft's o)
+
+#if WEFT_BENCH_KOKKOS
+void weft_forward(benchmark::State& st) {
+  problem& p = data();
+  const weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace> be{};
+  using weft::make_view;
+  auto run = [&] {
+    weft::attention(be, make_view(static_cast<const float*>(p.q.data()), 1, p.T, p.H, p.D),
+                    make_view(static_cast<const float*>(p.k.data()), 1, p.T, p.H, p.D),
+                    make_view(static_cast<const float*>(p.v.data()), 1, p.T, p.H, p.D),
+                    make_view(p.o.data(), 1, p.T, p.H, p.D), make_view(p.lse.data(), 1, p.H, p.T),
+                    {.causal = true});
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) run();
+  set_flops(st, p.flops(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  weft_ran = true;
+}
+BENCHMARK(weft_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
+
+/// The textbook online-softmax loop (the peer).
+void online_loop(benchmark::State& st) {
+  problem& p = data();
+  std::vector<float> o(p.o.size());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(p.D));
+  auto run = [&] {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (std::int64_t hi = 0; hi < p.H * p.T; ++hi) {
+      const std::int64_t h = hi / p.T, i = hi % p.T;
+      const float* qi = &p.q[(i * p.H + h) * p.D];
+      float* oi = &o[(i * p.H + h) * p.D];
+      float m = -std::numeric_limits<float>::infinity(), l = 0;
+      for (std::int64_t d = 0; d < p.D; ++d) oi[d] = 0;
+      for (std::int64_t j = 0; j <= i; ++j) {
+        const float* kj = &p.k[(j * p.H + h) * p.D];
+        const float* vj = &p.v[(j * p.H + h) * p.D];
+        float s = 0;
+        for (std::int64_t d = 0; d < p.D; ++d) s += qi[d] * kj[d];
+        s *= scale;
+        const float mn = std::max(m, s), a = std::exp(m - mn), e = std::exp(s - mn);
+        for (std::int64_t d = 0; d < p.D; ++d) oi[d] = a * oi[d] + e * vj[d];
+        l = a * l + e;
+        m = mn;
+      }
+      for (std::int64_t d = 0; d < p.D; ++d) oi[d] /= l;
+    }
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) run();
+  set_flops(st, p.flops(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (!weft_ran) return;
+  double worst = 0;  // against weft's o (weft_forward ran first)
+  for (std::size_t x = 0; x < o.size(); ++x)
+    worst = std::max(worst, static_cast<double>(std::abs(o[x] - p.o[x])));
+  st.counters["max_abs_diff_vs_weft"] = worst;
+  if (worst > 1e-3) {
+    std::fprintf(stderr, "online_loop: o differs from weft's by %g\n", worst);
+    std::exit(1);
+  }
+}
+BENCHMARK(online_loop)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace

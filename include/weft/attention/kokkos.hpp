@@ -1,0 +1,19 @@
+// weft/attention/kokkos.hpp - Kokkos paths of the attention family.
+//
+// Items (a block of queries of one KV head's group) run through
+// weft::detail::item_runner<kokkos_backend<Exec>> (weft/backend/kokkos.hpp): a parallel_for
+// with per-worker scratch, running the serial backend's item functions, so results are bitwise
+// identical to serial on any thread count.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include "weft/attention/attention.hpp"
+#include "weft/backend/kokkos.hpp"
+
+namespace weft::impl {
+
+template <class Exec>
+struct attention_impl<kokkos_backend<Exec>> : detail::attention::blockwise<kokkos_backend<Exec>> {};
+
+}  // namespace weft::impl
