@@ -27,19 +27,7 @@
 
 namespace {
 
-double peak_gflops() {
-  double best = 0;
-  for (int r = 0; r < 3; ++r)
-    best = std::max(best, weft_bench::fma_gflops(weft_bench::smoke() ? 1000 : 3'000'000));
-  return best;
-}
-
-void set_flops(benchmark::State& st, double flops, double seconds) {
-  const double g = flops * static_cast<double>(st.iterations()) / seconds * 1e-9, pk = peak_gflops();
-  st.counters["GFLOP/s"] = g;
-  st.counters["peak_GFLOP/s"] = pk;
-  st.counters["peak_frac"] = g / pk;
-}
+using weft_bench::set_flops;
 
 void fma_peak(benchmark::State& st) {
   double g = 0;

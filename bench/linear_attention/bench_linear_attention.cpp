@@ -44,21 +44,7 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // The FMA peak of this machine, measured once in this run (bench_core's method).
 // ---------------------------------------------------------------------------------------
-/// The FMA peak now (best of 3 short runs, ~50 ms in all).
-double peak_gflops() {
-  double best = 0;
-  for (int r = 0; r < 3; ++r)
-    best = std::max(best, weft_bench::fma_gflops(weft_bench::smoke() ? 1000 : 3'000'000));
-  return best;
-}
-
-/// GFLOP/s of `flops` per iteration over `seconds` for all iterations, and the peak beside it.
-void set_flops(benchmark::State& st, double flops, double seconds) {
-  const double g = flops * static_cast<double>(st.iterations()) / seconds * 1e-9, pk = peak_gflops();
-  st.counters["GFLOP/s"] = g;
-  st.counters["peak_GFLOP/s"] = pk;
-  st.counters["peak_frac"] = g / pk;
-}
+using weft_bench::set_flops;
 
 void fma_peak(benchmark::State& st) {  // the peak as its own figure, for the record
   double g = 0;

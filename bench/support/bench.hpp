@@ -4,6 +4,7 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -94,6 +95,23 @@ inline double fma_gflops(std::int64_t iters) {
   benchmark::DoNotOptimize(sink);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 2.0 * lanes * chains * static_cast<double>(iters) * threads / s * 1e-9;
+}
+
+/// The FMA peak now (best of 3 short runs, ~50 ms in all): re-measured beside each figure, as
+/// the machine may be shared.
+inline double peak_gflops() {
+  double best = 0;
+  for (int r = 0; r < 3; ++r) best = std::max(best, fma_gflops(smoke() ? 1000 : 3'000'000));
+  return best;
+}
+
+/// Counters GFLOP/s (`flops` per iteration over `seconds` for all iterations), peak_GFLOP/s (the
+/// FMA peak measured right after) and peak_frac, their ratio.
+inline void set_flops(benchmark::State& st, double flops, double seconds) {
+  const double g = flops * static_cast<double>(st.iterations()) / seconds * 1e-9, pk = peak_gflops();
+  st.counters["GFLOP/s"] = g;
+  st.counters["peak_GFLOP/s"] = pk;
+  st.counters["peak_frac"] = g / pk;
 }
 
 }  // namespace weft_bench
