@@ -4,6 +4,9 @@
 //   fma_peak            independent FMA chains in registers: the machine's fp32 peak
 //   weft_forward        weft::attention (kokkos backend); GFLOP/s counts the causal FLOPs
 //                       4 * T(T+1)/2 * H * D (QK^T and PV, multiply-adds as 2)
+//   weft_backward       weft::attention_backward (kokkos backend) from weft's o and lse;
+//                       GFLOP/s counts 2.5x the forward's FLOPs (FlashAttention's convention:
+//                       five matrix products against the forward's two)
 //   online_loop         the textbook loop: per (head, query), one pass over its keys with
 //                       the online softmax, dot products and value updates in plain C++
 //                       (OpenMP over heads x queries); its o is checked against weft's
@@ -44,11 +47,20 @@ std::int64_t bench_T() {
 
 struct problem {
   std::int64_t T = bench_T(), H = 8, D = 128;
-  std::vector<float> q, k, v, o, lse;
-  problem() : q(T * H * D), k(T * H * D), v(T * H * D), o(T * H * D), lse(H * T) {
+  std::vector<float> q, k, v, o, lse, dO, dq, dk, dv;
+  problem()
+      : q(T * H * D),
+        k(T * H * D),
+        v(T * H * D),
+        o(T * H * D),
+        lse(H * T),
+        dO(T * H * D),
+        dq(T * H * D),
+        dk(T * H * D),
+        dv(T * H * D) {
     std::mt19937 g(1);
     std::normal_distribution<float> n(0.0f, 1.0f);
-    for (auto* x : {&q, &k, &v})
+    for (auto* x : {&q, &k, &v, &dO})
       for (auto& e : *x) e = n(g);
   }
   double flops() const { return 4.0 * static_cast<double>(T) * static_cast<double>(T + 1) / 2 * H * D; }
@@ -79,6 +91,27 @@ void weft_forward(benchmark::State& st) {
   weft_ran = true;
 }
 BENCHMARK(weft_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void weft_backward(benchmark::State& st) {
+  problem& p = data();
+  const weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace> be{};
+  using weft::make_view;
+  auto in = [&](const std::vector<float>& x) { return make_view(x.data(), 1, p.T, p.H, p.D); };
+  weft::attention(be, in(p.q), in(p.k), in(p.v), make_view(p.o.data(), 1, p.T, p.H, p.D),
+                  make_view(p.lse.data(), 1, p.H, p.T), {.causal = true});
+  auto run = [&] {
+    weft::attention_backward(be, in(p.q), in(p.k), in(p.v), in(p.o), make_view(p.lse.data(), 1, p.H, p.T),
+                             in(p.dO), make_view(p.dq.data(), 1, p.T, p.H, p.D),
+                             make_view(p.dk.data(), 1, p.T, p.H, p.D),
+                             make_view(p.dv.data(), 1, p.T, p.H, p.D), {.causal = true});
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) run();
+  set_flops(st, 2.5 * p.flops(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+BENCHMARK(weft_backward)->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
 
 /// The textbook online-softmax loop (the peer).

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "weft/attention/attention.hpp"
+#include "weft/attention/backward.hpp"
+#include "weft/attention/paged.hpp"
 #include "weft/core/backend.hpp"
 #include "weft/core/config.hpp"
 #include "weft/core/dtype.hpp"

@@ -1,7 +1,8 @@
 // attention: docs/attention.md promises that Kokkos runs the serial item functions, bitwise equal
 // to the serial backend for any thread count. attention (causal GQA with offsets, varlen) and
-// merge_attention, checked against serial in-process and their digests compared across 1, 2 and
-// 3 threads (and CPU levels).
+// merge_attention, attention_backward and paged_attention (bf16 pages in a shuffled table, automatic
+// split-KV: 3 splits merged), checked against serial in-process and their digests compared across
+// 1, 2 and 3 threads (and CPU levels).
 #include <cstdint>
 #include <vector>
 
@@ -11,7 +12,7 @@ using weft::make_view;
 using weft_test::digest_case;
 using weft_test::vs_serial;
 
-TEST_CASE("threads: attention, merge_attention", "[determinism]") {
+TEST_CASE("threads: attention, merge_attention, attention_backward, paged_attention", "[determinism]") {
   const std::int64_t B = 2, Tq = 100, Tk = 230, Hq = 8, Hkv = 2, D = 64;
   const auto q = weft_test::normals<float>(B * Tq * Hq * D, 61);
   const auto k = weft_test::normals<float>(B * Tk * Hkv * D, 62);
@@ -43,6 +44,41 @@ TEST_CASE("threads: attention, merge_attention", "[determinism]") {
     weft::merge_attention(be, make_view(o.data(), 1, Tq, Hq, D), make_view(lse.data(), 1, Hq, Tq),
                           make_view(static_cast<const float*>(op.data()), 1, Tq, Hq, D),
                           make_view(static_cast<const float*>(lp.data()), 1, Hq, Tq));
+    o.insert(o.end(), lse.begin(), lse.end());
+    return o;
+  });
+  digest_case<vs_serial::bitwise>("attention/backward", [&](const auto& be) {
+    const weft::attention_options opt{
+        .causal = true, .q_offset = Tk - Tq, .window = {150, -1}, .softcap = 20};
+    std::vector<float> o(B * Tq * Hq * D), lse(B * Hq * Tq);
+    weft::attention(be, Q, K, V, make_view(o.data(), B, Tq, Hq, D), make_view(lse.data(), B, Hq, Tq), opt);
+    const auto dO = weft_test::normals<float>(B * Tq * Hq * D, 64);
+    std::vector<float> dq(q.size(), -7.0f), dk(k.size(), -7.0f), dv(v.size(), -7.0f);
+    weft::attention_backward(be, Q, K, V, make_view(static_cast<const float*>(o.data()), B, Tq, Hq, D),
+                             make_view(static_cast<const float*>(lse.data()), B, Hq, Tq),
+                             make_view(dO.data(), B, Tq, Hq, D), make_view(dq.data(), B, Tq, Hq, D),
+                             make_view(dk.data(), B, Tk, Hkv, D), make_view(dv.data(), B, Tk, Hkv, D), opt);
+    dq.insert(dq.end(), dk.begin(), dk.end());
+    dq.insert(dq.end(), dv.begin(), dv.end());
+    return dq;
+  });
+  digest_case<vs_serial::bitwise>("attention/paged_decode", [&](const auto& be) {
+    const std::int64_t page = 16, n_pages = 70, Tq = 5, len = 1100, Hd = 64;
+    std::vector<weft::bf16> kp(n_pages * page * Hkv * Hd), vp(kp.size());
+    for (std::size_t i = 0; i < kp.size(); ++i) {
+      kp[i] = weft::bf16(k[i % k.size()]);
+      vp[i] = weft::bf16(v[i % v.size()]);
+    }
+    std::vector<std::int32_t> table(n_pages);
+    for (std::int64_t i = 0; i < n_pages; ++i) table[i] = static_cast<std::int32_t>((i * 37 + 11) % n_pages);
+    const std::vector<std::int32_t> lengths{static_cast<std::int32_t>(len)};
+    const weft::paged_kv_cache<const weft::bf16, const weft::bf16> cache{
+        make_view(static_cast<const weft::bf16*>(kp.data()), n_pages, page, Hkv, Hd),
+        make_view(static_cast<const weft::bf16*>(vp.data()), n_pages, page, Hkv, Hd),
+        make_view(table.data(), 1, n_pages), make_view(lengths.data(), 1)};
+    std::vector<float> o(Tq * Hq * Hd, -7.0f), lse(Hq * Tq, -7.0f);
+    weft::paged_attention(be, make_view(q.data(), 1, Tq, Hq, Hd), cache, make_view(o.data(), 1, Tq, Hq, Hd),
+                          make_view(lse.data(), 1, Hq, Tq));
     o.insert(o.end(), lse.begin(), lse.end());
     return o;
   });

@@ -24,7 +24,14 @@
 #include <string_view>
 #include <vector>
 
+#include "weft/attention/backward_items.hpp"
 #include "weft/attention/blockwise.hpp"
+#if !defined(__CUDACC__)  // host compilers: the register-tiled forward (attention/tiled.hpp)
+#include "weft/attention/tiled.hpp"
+#define WEFT_ATTENTION_TILED 1
+#else
+#define WEFT_ATTENTION_TILED 0
+#endif
 #include "weft/core/backend.hpp"
 #include "weft/core/dtype.hpp"
 #include "weft/core/error.hpp"
@@ -65,11 +72,13 @@ namespace impl {
 ///   void forward(be, q, k, v, o, lse, const detail::attention::plan& p, const attention_options&)
 ///   void merge(be, o, lse, o_part, lse_part)
 ///   std::size_t forward_bytes(be, const detail::attention::plan& p)
+///   void backward(be, q, k, v, o, lse, do_, dq, dk, dv, const plan& p, const attention_options&)
+///   std::size_t backward_bytes(be, const plan& p)       (p with its key_blocks)
 template <class Backend>
 struct attention_impl {
   static_assert(detail::dependent_false<Backend>,
                 "weft: no attention implementation for this backend (serial: weft/weft.hpp; Kokkos: "
-                "weft/kokkos.hpp; CUDA: not yet)");
+                "weft/kokkos.hpp; CUDA: weft/cuda.cuh)");
 };
 }  // namespace impl
 
@@ -79,7 +88,8 @@ namespace detail::attention {
 struct plan {
   std::int64_t B = 0, Tq = 0, Tk = 0, Hq = 0, Hkv = 0, Dk = 0, Dv = 0;
   float scale = 0;
-  std::vector<item_block> blocks;
+  std::vector<item_block> blocks;          // the forward's and the dq pass's items
+  std::vector<key_block_item> key_blocks;  // the dk / dv pass's items (backward only)
 };
 
 inline bool given_view(const void* p, std::int64_t n) {
@@ -188,10 +198,16 @@ std::vector<std::int64_t> read_offsets(std::string_view fn, const Backend& be, s
   return off;
 }
 
-/// The items' blocks (queries of one batch row or sequence, query_block at a time), with
-/// k_lengths applied; reads the small option views on the host and checks their values.
+/// One batch row or varlen sequence: queries [q0, q1) of row b, keys [k0, k_end) of which
+/// [k0, k1) are valid (k_lengths).
+struct sequence {
+  std::int64_t b, q0, q1, k0, k1, k_end;
+};
+
+/// The call's sequences; reads the small option views on the host and checks their values.
 template <class Backend>
-void make_blocks(std::string_view fn, const Backend& be, const attention_options& opts, plan& p) {
+std::vector<sequence> sequences(std::string_view fn, const Backend& be, const attention_options& opts,
+                                const plan& p) {
   std::vector<std::int64_t> cq{0, p.Tq}, ck{0, p.Tk};
   std::int64_t rows = p.B;
   const bool varlen = given_view(opts.cu_seqlens_q.data(), opts.cu_seqlens_q.extent(0));
@@ -202,34 +218,68 @@ void make_blocks(std::string_view fn, const Backend& be, const attention_options
   }
   std::vector<std::int32_t> kl;
   if (given_view(opts.k_lengths.data(), opts.k_lengths.extent(0))) kl = copy_to_host(be, opts.k_lengths);
-  p.blocks.clear();
+  std::vector<sequence> seqs;
   for (std::int64_t s = 0; s < rows; ++s) {
-    const std::int64_t b = varlen ? 0 : s;
-    const std::int64_t q0 = varlen ? cq[s] : 0, q1 = varlen ? cq[s + 1] : p.Tq;
-    const std::int64_t k0 = varlen ? ck[s] : 0;
-    std::int64_t k1 = varlen ? ck[s + 1] : p.Tk;
+    sequence q{varlen ? 0 : s, 0, p.Tq, 0, p.Tk, p.Tk};
+    if (varlen) q = {0, cq[s], cq[s + 1], ck[s], ck[s + 1], ck[s + 1]};
     if (!kl.empty()) {
       const std::int32_t n = kl[static_cast<std::size_t>(s)];
-      require(n >= 0 && n <= k1 - k0, fn, "opts.k_lengths", concat("0 <= k_lengths[", s, "] <= ", k1 - k0),
-              concat("k_lengths[", s, "] = ", n));
-      k1 = k0 + n;
+      require(n >= 0 && n <= q.k_end - q.k0, fn, "opts.k_lengths",
+              concat("0 <= k_lengths[", s, "] <= ", q.k_end - q.k0), concat("k_lengths[", s, "] = ", n));
+      q.k1 = q.k0 + n;
     }
-    for (std::int64_t i = q0; i < q1; i += query_block) {
-      const std::int64_t i1 = q1 - i < query_block ? q1 : i + query_block;
-      p.blocks.push_back({b, i, i1, k0, k1, opts.q_offset + (i - q0), opts.k_offset});
-    }
+    seqs.push_back(q);
   }
+  return seqs;
+}
+
+/// The backward's key blocks (keys of one batch row or sequence, key_block at a time, over all
+/// of its keys: those past k_lengths get zero gradients).
+inline std::vector<key_block_item> make_key_blocks(const std::vector<sequence>& seqs,
+                                                   const attention_options& opts) {
+  std::vector<key_block_item> kb;
+  for (const sequence& s : seqs)
+    for (std::int64_t j = s.k0; j < s.k_end; j += key_block) {
+      const std::int64_t j1 = s.k_end - j < key_block ? s.k_end : j + key_block;
+      const std::int64_t kv = s.k1 < j ? j : (s.k1 < j1 ? s.k1 : j1);
+      kb.push_back({s.b, j, j1, kv, s.q0, s.q1, opts.q_offset, opts.k_offset + (j - s.k0)});
+    }
+  return kb;
+}
+
+/// The items' blocks (queries of one batch row or sequence, query_block at a time), with
+/// k_lengths applied, and for the backward (with_keys) its key blocks; reads the small option
+/// views on the host and checks their values.
+template <class Backend>
+void make_blocks(std::string_view fn, const Backend& be, const attention_options& opts, plan& p,
+                 bool with_keys = false) {
+  const std::vector<sequence> seqs = sequences(fn, be, opts, p);
+  p.blocks.clear();
+  for (const sequence& s : seqs)
+    for (std::int64_t i = s.q0; i < s.q1; i += query_block) {
+      const std::int64_t i1 = s.q1 - i < query_block ? s.q1 : i + query_block;
+      p.blocks.push_back({s.b, i, i1, s.k0, s.k1, opts.q_offset + (i - s.q0), opts.k_offset});
+    }
+  if (with_keys) p.key_blocks = make_key_blocks(seqs, opts);
 }
 
 /// The items of a call and their scratch, shared by every item-running backend.
 template <class Backend>
 struct blockwise {
   using Runner = item_runner<Backend>;
+  /// Host backends run the register-tiled item (tiled.hpp), others the row-at-a-time one.
+  static constexpr bool tiled = WEFT_ATTENTION_TILED && Backend::host_accessible;
+  static std::size_t forward_floats(const plan& p) {
+    const std::int64_t rows = p.Hq / p.Hkv * query_block;
+#if WEFT_ATTENTION_TILED
+    if constexpr (tiled) return tiled_scratch_floats(rows, p.Dk, p.Dv);
+#endif
+    return forward_scratch_floats(rows, p.Dk, p.Dv);
+  }
   static std::size_t forward_bytes(const Backend& be, const plan& p) {
     if (p.blocks.empty() || p.Hkv == 0) return 0;
-    const std::int64_t G = p.Hq / p.Hkv;
     return Runner::scratch_bytes(be, static_cast<std::int64_t>(p.blocks.size()) * p.Hkv,
-                                 forward_scratch_floats(G * query_block, p.Dk, p.Dv) * sizeof(float));
+                                 forward_floats(p) * sizeof(float));
   }
   template <class TQ, class TK, class TV, class TO>
   static void forward(const Backend& be, tensor_view<const TQ, 4> q, tensor_view<const TK, 4> k,
@@ -251,8 +301,60 @@ struct blockwise {
                                        visibility{opts.causal, opts.window.left, opts.window.right},
                                        opts.mask,
                                        p.Tk - M};
-    Runner::run(be, "weft::attention", static_cast<std::int64_t>(p.blocks.size()) * p.Hkv, f.scratch_bytes(),
-                opts.workspace, "attention", f);
+    const std::int64_t n = static_cast<std::int64_t>(p.blocks.size()) * p.Hkv;
+#if WEFT_ATTENTION_TILED
+    if constexpr (tiled) {
+      const tiled_forward_fn<TQ, TK, TV, TO> t{f, static_cast<std::int64_t>(p.blocks.size())};
+      Runner::run(be, "weft::attention", n, t.scratch_bytes(), opts.workspace, "attention", t);
+      return;
+    }
+#endif
+    Runner::run(be, "weft::attention", n, f.scratch_bytes(), opts.workspace, "attention", f);
+  }
+  static std::size_t backward_bytes(const Backend& be, const plan& p) {
+    if (p.Hkv == 0) return 0;
+    const std::int64_t G = p.Hq / p.Hkv;
+    const std::size_t a =
+        p.blocks.empty()
+            ? 0
+            : Runner::scratch_bytes(be, static_cast<std::int64_t>(p.blocks.size()) * p.Hkv,
+                                    dq_scratch_floats(G * query_block, p.Dk, p.Dv) * sizeof(float));
+    const std::size_t b =
+        p.key_blocks.empty()
+            ? 0
+            : Runner::scratch_bytes(be, static_cast<std::int64_t>(p.key_blocks.size()) * p.Hkv,
+                                    dkv_scratch_floats(p.Dk, p.Dv) * sizeof(float));
+    return a > b ? a : b;
+  }
+  /// Two passes over the same workspace: dq by query blocks, then dk and dv by key blocks.
+  template <class TQ, class TK, class TV, class TO, class TG, class TdQ, class TdK, class TdV>
+  static void backward(const Backend& be, tensor_view<const TQ, 4> q, tensor_view<const TK, 4> k,
+                       tensor_view<const TV, 4> v, tensor_view<const TO, 4> o,
+                       tensor_view<const float, 3> lse, tensor_view<const TG, 4> dO, tensor_view<TdQ, 4> dq,
+                       tensor_view<TdK, 4> dk, tensor_view<TdV, 4> dv, const plan& p,
+                       const attention_options& opts) {
+    if (p.Hkv == 0) return;
+    const std::int64_t G = p.Hq / p.Hkv;
+    const std::int64_t M = opts.mask.data() ? opts.mask.extent(2) : 0;
+    const backward_common<TQ, TK, TV, TO, TG> c{q,
+                                                k,
+                                                v,
+                                                o,
+                                                lse,
+                                                dO,
+                                                p.Hkv,
+                                                G,
+                                                p.scale,
+                                                opts.softcap,
+                                                visibility{opts.causal, opts.window.left, opts.window.right},
+                                                opts.mask,
+                                                p.Tk - M};
+    const dq_fn<TQ, TK, TV, TO, TG, TdQ> fq{c, dq, p.blocks.data()};
+    Runner::run(be, "weft::attention_backward", static_cast<std::int64_t>(p.blocks.size()) * p.Hkv,
+                fq.scratch_bytes(), opts.workspace, "attention_backward", fq);
+    const dkv_fn<TQ, TK, TV, TO, TG, TdK, TdV> fk{c, dk, dv, p.key_blocks.data()};
+    Runner::run(be, "weft::attention_backward", static_cast<std::int64_t>(p.key_blocks.size()) * p.Hkv,
+                fk.scratch_bytes(), opts.workspace, "attention_backward", fk);
   }
   template <class TO, class TP>
   static void merge(const Backend& be, tensor_view<TO, 4> o, tensor_view<float, 3> lse,

@@ -24,7 +24,7 @@ namespace weft::detail::attention {
 /// Keys per block of the online softmax (a row of scores: four 16-lane vectors).
 inline constexpr std::int64_t key_block = 64;
 /// Queries per item (per head of the group).
-inline constexpr std::int64_t query_block = 32;
+inline constexpr std::int64_t query_block = 128;
 
 WEFT_INLINE float neg_inf() {
   return -std::numeric_limits<float>::infinity();
