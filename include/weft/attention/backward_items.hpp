@@ -158,16 +158,8 @@ struct dq_fn {
         any_row = any_row || l[r] != neg_inf();
         for (std::int64_t d = 0; d < Dk; ++d) dQ[r * Dk + d] = 0.0f;
       }
-    const std::int64_t qp_first = bl.q_pos0, qp_last = bl.q_pos0 + nq - 1;
-    std::int64_t j_lo = bl.k0, j_hi = bl.k1;
-    {
-      const std::int64_t lo = c.vis.lo(qp_first), hi = c.vis.hi(qp_last);
-      if (lo - bl.k_pos0 > 0)
-        j_lo = bl.k0 + (lo - bl.k_pos0 < bl.k1 - bl.k0 ? lo - bl.k_pos0 : bl.k1 - bl.k0);
-      if (hi - bl.k_pos0 + 1 < bl.k1 - bl.k0)
-        j_hi = bl.k0 + (hi - bl.k_pos0 + 1 > 0 ? hi - bl.k_pos0 + 1 : 0);
-    }
-    if (!any_row) j_hi = j_lo;
+    const key_range kr = item_keys(bl, c.vis);
+    const std::int64_t j_lo = kr.lo, j_hi = any_row ? kr.hi : kr.lo;
     for (std::int64_t j0 = j_lo; j0 < j_hi; j0 += key_block) {
       const std::int64_t nk = j_hi - j0 < key_block ? j_hi - j0 : key_block;
       c.load_keys(hk, bl.b, j0, nk, Kb, Vb);

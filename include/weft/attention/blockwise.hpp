@@ -52,6 +52,21 @@ struct visibility {
   }
 };
 
+/// The keys [lo, hi) of an item that a query at positions [qp_first, qp_last] may see (the rest
+/// are skipped whole); item_keys: for all of the item's queries.
+struct key_range {
+  std::int64_t lo, hi;
+};
+WEFT_INLINE key_range keys_seen(const item_block& bl, const visibility& vis, std::int64_t qp_first,
+                                std::int64_t qp_last) {
+  const std::int64_t n = bl.k1 - bl.k0;
+  const std::int64_t lo = vis.lo(qp_first) - bl.k_pos0, hi = vis.hi(qp_last) - bl.k_pos0 + 1;
+  return {bl.k0 + (lo > 0 ? (lo < n ? lo : n) : 0), bl.k0 + (hi < n ? (hi > 0 ? hi : 0) : n)};
+}
+WEFT_INLINE key_range item_keys(const item_block& bl, const visibility& vis) {
+  return keys_seen(bl, vis, bl.q_pos0, bl.q_pos0 + (bl.q1 - bl.q0) - 1);
+}
+
 /// Per-worker scratch of forward_fn, in floats: Q rows (scaled), O accumulators, m, l, scores,
 /// the key and value block as floats.
 WEFT_INLINE std::size_t forward_scratch_floats(std::int64_t rows, std::int64_t Dk, std::int64_t Dv) {
@@ -99,16 +114,8 @@ struct forward_fn {
         m[r] = neg_inf();
         l[r] = 0.0f;
       }
-    // The keys any row of the item may see (a block outside it is skipped whole).
-    const std::int64_t qp_first = bl.q_pos0, qp_last = bl.q_pos0 + nq - 1;
-    std::int64_t j_lo = bl.k0, j_hi = bl.k1;  // [j_lo, j_hi)
-    {
-      const std::int64_t lo = vis.lo(qp_first), hi = vis.hi(qp_last);
-      if (lo - bl.k_pos0 > 0)
-        j_lo = bl.k0 + (lo - bl.k_pos0 < bl.k1 - bl.k0 ? lo - bl.k_pos0 : bl.k1 - bl.k0);
-      if (hi - bl.k_pos0 + 1 < bl.k1 - bl.k0)
-        j_hi = bl.k0 + (hi - bl.k_pos0 + 1 > 0 ? hi - bl.k_pos0 + 1 : 0);
-    }
+    const key_range kr = item_keys(bl, vis);
+    const std::int64_t j_lo = kr.lo, j_hi = kr.hi;
     for (std::int64_t j0 = j_lo; j0 < j_hi; j0 += key_block) {
       const std::int64_t nk = j_hi - j0 < key_block ? j_hi - j0 : key_block;
       load_keys(hk, bl.b, j0, nk, Kb, Vb, Dk, Dv);

@@ -141,12 +141,8 @@ WEFT_HOST_DEVICE WEFT_FORCE_INLINE void forward_block(const forward_args<TQ, TK,
   const bool all_queries = nr >= nq || i_first > i_last;
   const std::int64_t qp_first = bl.q_pos0 + (all_queries ? 0 : i_first);
   const std::int64_t qp_last = bl.q_pos0 + (all_queries ? nq - 1 : i_last);
-  std::int64_t j_lo = bl.k0, j_hi = bl.k1;
-  {
-    const std::int64_t lo = a.vis.lo(qp_first), hi = a.vis.hi(qp_last);
-    if (lo - bl.k_pos0 > 0) j_lo = bl.k0 + (lo - bl.k_pos0 < bl.k1 - bl.k0 ? lo - bl.k_pos0 : bl.k1 - bl.k0);
-    if (hi - bl.k_pos0 + 1 < bl.k1 - bl.k0) j_hi = bl.k0 + (hi - bl.k_pos0 + 1 > 0 ? hi - bl.k_pos0 + 1 : 0);
-  }
+  const key_range kr = keys_seen(bl, a.vis, qp_first, qp_last);
+  const std::int64_t j_lo = kr.lo, j_hi = kr.hi;
   sync();
 
   for (std::int64_t j0 = j_lo; j0 < j_hi; j0 += keys) {

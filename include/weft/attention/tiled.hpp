@@ -73,15 +73,8 @@ struct tiled_forward_fn : forward_fn<TQ, TK, TV, TO> {
       l[r] = 0.0f;
       a[r] = 1.0f;
     }
-    const std::int64_t qp_first = bl.q_pos0, qp_last = bl.q_pos0 + nq - 1;
-    std::int64_t j_lo = bl.k0, j_hi = bl.k1;  // [j_lo, j_hi): the keys any row may see
-    {
-      const std::int64_t lo = this->vis.lo(qp_first), hi = this->vis.hi(qp_last);
-      if (lo - bl.k_pos0 > 0)
-        j_lo = bl.k0 + (lo - bl.k_pos0 < bl.k1 - bl.k0 ? lo - bl.k_pos0 : bl.k1 - bl.k0);
-      if (hi - bl.k_pos0 + 1 < bl.k1 - bl.k0)
-        j_hi = bl.k0 + (hi - bl.k_pos0 + 1 > 0 ? hi - bl.k_pos0 + 1 : 0);
-    }
+    const key_range kr = item_keys(bl, this->vis);
+    const std::int64_t j_lo = kr.lo, j_hi = kr.hi;
     for (std::int64_t j0 = j_lo; j0 < j_hi; j0 += key_block) {
       const std::int64_t nk = j_hi - j0 < key_block ? j_hi - j0 : key_block;
       load_block(hk, bl.b, j0, nk, Kb, KT, Vb, Dk, Dv, Dvp);
