@@ -27,6 +27,7 @@
 #include "weft/attention/backward_items.hpp"
 #include "weft/attention/blockwise.hpp"
 #if !defined(__CUDACC__)  // host compilers: the register-tiled forward (attention/tiled.hpp)
+#include "weft/attention/backward_tiled.hpp"
 #include "weft/attention/tiled.hpp"
 #define WEFT_ATTENTION_TILED 1
 #else
@@ -314,16 +315,22 @@ struct blockwise {
   static std::size_t backward_bytes(const Backend& be, const plan& p) {
     if (p.Hkv == 0) return 0;
     const std::int64_t G = p.Hq / p.Hkv;
-    const std::size_t a =
-        p.blocks.empty()
-            ? 0
-            : Runner::scratch_bytes(be, static_cast<std::int64_t>(p.blocks.size()) * p.Hkv,
-                                    dq_scratch_floats(G * query_block, p.Dk, p.Dv) * sizeof(float));
+    std::size_t fq = dq_scratch_floats(G * query_block, p.Dk, p.Dv), fk = dkv_scratch_floats(p.Dk, p.Dv);
+#if WEFT_ATTENTION_TILED
+    if constexpr (tiled) {
+      fq = dq_tiled_floats(G * query_block, p.Dk, p.Dv);
+      fk = dkv_tiled_floats(p.Dk, p.Dv);
+    }
+#endif
+    const std::size_t a = p.blocks.empty()
+                              ? 0
+                              : Runner::scratch_bytes(be, static_cast<std::int64_t>(p.blocks.size()) * p.Hkv,
+                                                      fq * sizeof(float));
     const std::size_t b =
         p.key_blocks.empty()
             ? 0
             : Runner::scratch_bytes(be, static_cast<std::int64_t>(p.key_blocks.size()) * p.Hkv,
-                                    dkv_scratch_floats(p.Dk, p.Dv) * sizeof(float));
+                                    fk * sizeof(float));
     return a > b ? a : b;
   }
   /// Two passes over the same workspace: dq by query blocks, then dk and dv by key blocks.
@@ -349,6 +356,19 @@ struct blockwise {
                                                 visibility{opts.causal, opts.window.left, opts.window.right},
                                                 opts.mask,
                                                 p.Tk - M};
+    const std::int64_t nq = static_cast<std::int64_t>(p.blocks.size()),
+                       nk = static_cast<std::int64_t>(p.key_blocks.size());
+#if WEFT_ATTENTION_TILED
+    if constexpr (tiled) {
+      const tiled_dq_fn<TQ, TK, TV, TO, TG, TdQ> tq{{c}, dq, p.blocks.data(), nq};
+      Runner::run(be, "weft::attention_backward", nq * p.Hkv, tq.scratch_bytes(), opts.workspace,
+                  "attention_backward", tq);
+      const tiled_dkv_fn<TQ, TK, TV, TO, TG, TdK, TdV> tk{{c}, dk, dv, p.key_blocks.data(), nk};
+      Runner::run(be, "weft::attention_backward", nk * p.Hkv, tk.scratch_bytes(), opts.workspace,
+                  "attention_backward", tk);
+      return;
+    }
+#endif
     const dq_fn<TQ, TK, TV, TO, TG, TdQ> fq{c, dq, p.blocks.data()};
     Runner::run(be, "weft::attention_backward", static_cast<std::int64_t>(p.blocks.size()) * p.Hkv,
                 fq.scratch_bytes(), opts.workspace, "attention_backward", fq);

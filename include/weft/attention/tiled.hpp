@@ -25,6 +25,52 @@ WEFT_INLINE std::int64_t round_up(std::int64_t x, std::int64_t m) {
   return (x + m - 1) / m * m;
 }
 
+/// dst[0..n) = x(b, j, h, 0..n) as floats.
+template <class T>
+WEFT_FORCE_INLINE void copy_row(float* dst, const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j, std::int64_t h,
+              std::int64_t n) {
+  if (x.stride(3) == 1) {
+    const T* src = &x(b, j, h, 0);
+    for (std::int64_t d = 0; d < n; ++d) dst[d] = static_cast<float>(src[d]);
+  } else {
+    for (std::int64_t d = 0; d < n; ++d) dst[d] = static_cast<float>(x(b, j, h, d));
+  }
+}
+
+/// Rows [j0, j0 + n) of x(b, ., h, .) into L2, a cache line at a time (the rows lie a head
+/// stride apart, 4 KiB and more, each in its own page, where the hardware prefetchers do not
+/// follow); rows past the end are skipped.
+template <class T>
+WEFT_FORCE_INLINE void prefetch_rows(const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j0, std::int64_t n,
+                   std::int64_t h) {
+  const std::int64_t bytes = x.extent(3) * static_cast<std::int64_t>(sizeof(T));
+  for (std::int64_t j = j0; j < j0 + n && j < x.extent(1); ++j) {
+    const char* r = reinterpret_cast<const char*>(&x(b, j, h, 0));
+    for (std::int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 0, 2);
+  }
+}
+
+/// Rows [j0, j0 + nk) of x(b, ., h, 0..D) as floats into X (64 x D', D' = D rounded up to 16;
+/// rows past nk and columns past D zero) and, when XT is given, transposed into XT (D' x 64).
+/// The rows are copied first (each row's lines lie in consecutive cache sets), then transposed
+/// from the copy: transposing straight from rows a head stride apart would put 16 lines in one
+/// L1 set (measured: 10 points of the FMA peak at H = 8).
+template <class T>
+WEFT_FORCE_INLINE void stage_block(const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j0, std::int64_t nk,
+                 std::int64_t h, float* X, float* XT) {
+  const std::int64_t D = x.extent(3), Dp = round_up(D, simd::lanes);
+  for (std::int64_t j = 0; j < key_block; ++j) {
+    float* r = X + j * Dp;
+    if (j < nk) copy_row(r, x, b, j0 + j, h, D);
+    for (std::int64_t d = j < nk ? D : 0; d < Dp; ++d) r[d] = 0.0f;
+  }
+  if (XT == nullptr) return;
+  for (std::int64_t jb = 0; jb < key_block; jb += simd::lanes)
+    for (std::int64_t db = 0; db < Dp; db += simd::lanes)
+      tiled::transpose16([&](int r, simd::f32x16& row) { row = simd::load(X + (jb + r) * Dp + db); },
+                         XT + db * key_block + jb, key_block);
+}
+
 /// Per-worker scratch in floats: Q (scaled), O, m, l, a per padded row, S (rows x 64), the keys
 /// (64 x Dk) and transposed (Dk x 64), Dk padded to 16, and the values (64 x Dv padded to 16).
 inline std::size_t tiled_scratch_floats(std::int64_t rows, std::int64_t Dk, std::int64_t Dv) {
@@ -101,53 +147,19 @@ struct tiled_forward_fn : forward_fn<TQ, TK, TV, TO> {
   }
 
  private:
-  /// Keys [j0, j0 + nk) transposed into KT (Dk x 64, through the row copy Kb), values into Vb
-  /// (64 x Dvp); the rest zero.
+  /// Keys [j0, j0 + nk) into Kb (64 x Dk') and transposed into KT (Dk' x 64), values into Vb
+  /// (64 x Dvp); the rest zero. Prefetches the next block.
   void load_block(std::int64_t hk, std::int64_t b, std::int64_t j0, std::int64_t nk, float* Kb, float* KT,
                   float* Vb, std::int64_t Dk, std::int64_t Dv, std::int64_t Dvp) const {
-    const auto& k = this->k;
-    const auto& v = this->v;
-    // The next block's rows, one cache line at a time: its rows lie a head stride apart (4 KiB
-    // and more), each in its own page, where the hardware prefetchers do not follow.
-    const std::int64_t next = j0 + nk, n_next = nk < key_block ? 0 : key_block;
-    for (std::int64_t j = 0; j < n_next && next + j < k.extent(1); ++j) {
-      const char* kr = reinterpret_cast<const char*>(&k(b, next + j, hk, 0));
-      const char* vr = reinterpret_cast<const char*>(&v(b, next + j, hk, 0));
-      for (std::int64_t x = 0; x < Dk * static_cast<std::int64_t>(sizeof(TK)); x += 64)
-        __builtin_prefetch(kr + x, 0, 2);
-      for (std::int64_t x = 0; x < Dv * static_cast<std::int64_t>(sizeof(TV)); x += 64)
-        __builtin_prefetch(vr + x, 0, 2);
+    (void)Dk;
+    (void)Dv;
+    (void)Dvp;
+    if (nk == key_block) {
+      prefetch_rows(this->k, b, j0 + nk, key_block, hk);
+      prefetch_rows(this->v, b, j0 + nk, key_block, hk);
     }
-    // Rows are copied first (each row's lines lie in consecutive cache sets), then transposed
-    // from the copy: transposing straight from rows a head stride apart would put 16 lines in one
-    // L1 set (measured: 10 points of the FMA peak at H = 8).
-    const std::int64_t Dkp = round_up(Dk, simd::lanes);
-    for (std::int64_t j = 0; j < key_block; ++j) {
-      float* kr = Kb + j * Dkp;
-      if (j < nk) copy_row(kr, k, b, j0 + j, hk, Dk);
-      for (std::int64_t d = j < nk ? Dk : 0; d < Dkp; ++d) kr[d] = 0.0f;
-    }
-    for (std::int64_t jb = 0; jb < key_block; jb += simd::lanes)
-      for (std::int64_t db = 0; db < Dkp; db += simd::lanes)
-        tiled::transpose16([&](int r, simd::f32x16& row) { row = simd::load(Kb + (jb + r) * Dkp + db); },
-                           KT + db * key_block + jb, key_block);
-    for (std::int64_t j = 0; j < key_block; ++j) {
-      float* vr = Vb + j * Dvp;
-      if (j < nk) copy_row(vr, v, b, j0 + j, hk, Dv);
-      for (std::int64_t d = j < nk ? Dv : 0; d < Dvp; ++d) vr[d] = 0.0f;
-    }
-  }
-
-  /// dst[0..n) = x(b, j, h, 0..n) as floats.
-  template <class T>
-  static void copy_row(float* dst, const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j,
-                       std::int64_t h, std::int64_t n) {
-    if (x.stride(3) == 1) {
-      const T* src = &x(b, j, h, 0);
-      for (std::int64_t d = 0; d < n; ++d) dst[d] = static_cast<float>(src[d]);
-    } else {
-      for (std::int64_t d = 0; d < n; ++d) dst[d] = static_cast<float>(x(b, j, h, d));
-    }
+    stage_block(this->k, b, j0, nk, hk, Kb, KT);
+    stage_block(this->v, b, j0, nk, hk, Vb, nullptr);
   }
 
   /// Row of scores s[0..64) against keys [j0, j0 + nk): visibility, softcap, the online-softmax
