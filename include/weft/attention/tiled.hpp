@@ -27,8 +27,8 @@ WEFT_INLINE std::int64_t round_up(std::int64_t x, std::int64_t m) {
 
 /// dst[0..n) = x(b, j, h, 0..n) as floats.
 template <class T>
-WEFT_FORCE_INLINE void copy_row(float* dst, const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j, std::int64_t h,
-              std::int64_t n) {
+WEFT_FORCE_INLINE void copy_row(float* dst, const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j,
+                                std::int64_t h, std::int64_t n) {
   if (x.stride(3) == 1) {
     const T* src = &x(b, j, h, 0);
     for (std::int64_t d = 0; d < n; ++d) dst[d] = static_cast<float>(src[d]);
@@ -41,8 +41,8 @@ WEFT_FORCE_INLINE void copy_row(float* dst, const tensor_view<const T, 4>& x, st
 /// stride apart, 4 KiB and more, each in its own page, where the hardware prefetchers do not
 /// follow); rows past the end are skipped.
 template <class T>
-WEFT_FORCE_INLINE void prefetch_rows(const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j0, std::int64_t n,
-                   std::int64_t h) {
+WEFT_FORCE_INLINE void prefetch_rows(const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j0,
+                                     std::int64_t n, std::int64_t h) {
   const std::int64_t bytes = x.extent(3) * static_cast<std::int64_t>(sizeof(T));
   for (std::int64_t j = j0; j < j0 + n && j < x.extent(1); ++j) {
     const char* r = reinterpret_cast<const char*>(&x(b, j, h, 0));
@@ -56,8 +56,8 @@ WEFT_FORCE_INLINE void prefetch_rows(const tensor_view<const T, 4>& x, std::int6
 /// from the copy: transposing straight from rows a head stride apart would put 16 lines in one
 /// L1 set (measured: 10 points of the FMA peak at H = 8).
 template <class T>
-WEFT_FORCE_INLINE void stage_block(const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j0, std::int64_t nk,
-                 std::int64_t h, float* X, float* XT) {
+WEFT_FORCE_INLINE void stage_block(const tensor_view<const T, 4>& x, std::int64_t b, std::int64_t j0,
+                                   std::int64_t nk, std::int64_t h, float* X, float* XT) {
   const std::int64_t D = x.extent(3), Dp = round_up(D, simd::lanes);
   for (std::int64_t j = 0; j < key_block; ++j) {
     float* r = X + j * Dp;
