@@ -123,7 +123,7 @@ struct tiled_forward_fn : forward_fn<TQ, TK, TV, TO> {
     const std::int64_t j_lo = kr.lo, j_hi = kr.hi;
     for (std::int64_t j0 = j_lo; j0 < j_hi; j0 += key_block) {
       const std::int64_t nk = j_hi - j0 < key_block ? j_hi - j0 : key_block;
-      load_block(hk, bl.b, j0, nk, Kb, KT, Vb, Dk, Dv, Dvp);
+      load_block(hk, bl.b, j0, nk, Kb, KT, Vb);
       tiled::gemm(Rp, key_block, Dk, Q, Dk, 1, KT, key_block, S, key_block, false);
       for (std::int64_t r = 0; r < R; ++r) {
         const std::int64_t i = r % nq;
@@ -150,10 +150,7 @@ struct tiled_forward_fn : forward_fn<TQ, TK, TV, TO> {
   /// Keys [j0, j0 + nk) into Kb (64 x Dk') and transposed into KT (Dk' x 64), values into Vb
   /// (64 x Dvp); the rest zero. Prefetches the next block.
   void load_block(std::int64_t hk, std::int64_t b, std::int64_t j0, std::int64_t nk, float* Kb, float* KT,
-                  float* Vb, std::int64_t Dk, std::int64_t Dv, std::int64_t Dvp) const {
-    (void)Dk;
-    (void)Dv;
-    (void)Dvp;
+                  float* Vb) const {
     if (nk == key_block) {
       prefetch_rows(this->k, b, j0 + nk, key_block, hk);
       prefetch_rows(this->v, b, j0 + nk, key_block, hk);
