@@ -47,6 +47,10 @@ RATIOS = [
      "GFLOP/s", 1.0),
     ("linear attention backward vs forward token loop, gated DeltaNet", "weft_backward/gated_delta",
      "weft_recurrent/gated_delta", "GFLOP/s", 1.0),
+    ("attention forward vs sgemm-blocked OpenBLAS reference", "weft_forward", "sgemm_blocked", "GFLOP/s", 1.0),
+    ("attention forward vs the FMA peak", "weft_forward", "fma_peak", "GFLOP/s", 1.0),
+    ("attention backward vs the FMA peak", "weft_backward", "fma_peak", "GFLOP/s", 1.0),
+    ("attention forward, bf16 inputs on AMX vs fp32", "weft_forward_bf16/2", "weft_forward_f32", "GFLOP/s", 1.0),
     # CUDA (bench_cuda; only where a GPU ran it)
     ("CUDA scan vs cub::DeviceScan::InclusiveSum", "scan/weft_plus", "scan/cub_sum", "GB/s", 1.0),
     ("CUDA scan vs device copy", "scan/weft_plus", "bench_cuda:copy", "GB/s", 1.0),
@@ -184,27 +188,31 @@ def plot(m, folder):
         print("matplotlib not installed: no plots", file=sys.stderr)
         return
     os.makedirs(folder, exist_ok=True)
-    groups = {
+    groups = {  # name -> benchmarks (their bars) [, counter (default GB/s)]
         "scan": ["bench_scan:copy_2threads", "scan_weft_plus", "scan_weft_user_monoid", "scan_std_inclusive_scan",
                  "scan_tbb_par", "scan_kokkos_parallel_scan"],
         "reduce": ["copy_2threads", "read_2threads", "reduce_weft_kokkos", "reduce_weft_kokkos_user_monoid",
                    "reduce_std_reduce", "reduce_std_reduce_par_tbb", "reduce_kokkos_parallel_reduce"],
         "recurrence": ["bench_scan:copy_2threads", "recurrence_weft/8/8", "recurrence_loop_parallel_b/8/8",
                        "recurrence_weft/1/1", "recurrence_loop_parallel_b/1/1"],
+        "attention": (["fma_peak", "weft_forward", "sgemm_blocked", "weft_backward", "online_loop"], "GFLOP/s"),
+        "attention_bf16": (["bench_attention_bf16:fma_peak", "bf16_dot_peak", "weft_forward_f32", "weft_forward_bf16/0",
+                            "weft_forward_bf16/1", "weft_forward_bf16/2"], "GFLOP/s"),
     }
     for gname, names in groups.items():
+        names, counter = names if isinstance(names, tuple) else (names, "GB/s")
         # every bar from the process of the group's first weft benchmark where it has one
         anchor = next((m[n]["binary"] for n in names if "weft" in n and n in m), None)
         found = {n: m.get(f"{anchor}:{n}", m.get(n)) if ":" not in n else m.get(n) for n in names}
-        names = [n for n in names if found[n] is not None and "GB/s" in found[n]]
+        names = [n for n in names if found[n] is not None and counter in found[n]]
         if not names:
             continue
-        vals = [found[n]["GB/s"] / 1e9 if found[n]["GB/s"] > 1e6 else found[n]["GB/s"] for n in names]
+        vals = [found[n][counter] / 1e9 if found[n][counter] > 1e6 else found[n][counter] for n in names]
         fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
         colors = ["tab:blue" if ("weft" in n) else "tab:gray" for n in names]
         ax.barh([n.split(":")[-1] for n in names], vals, color=colors)
         ax.invert_yaxis()
-        ax.set_xlabel("GB/s (bytes read + written), 2 threads")
+        ax.set_xlabel("GB/s (bytes read + written), 2 threads" if counter == "GB/s" else f"{counter}, 2 threads")
         ax.set_title(f"weft {gname} (blue) vs peers (grey), one run")
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.1f}", va="center")

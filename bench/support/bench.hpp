@@ -23,6 +23,13 @@ inline std::int64_t size(std::int64_t n, std::int64_t smoke_n = 1 << 16) {
   return smoke() ? smoke_n : n;
 }
 
+/// The attention benchmarks' sequence length: WEFT_ATTN_T, else 2048; 128 in smoke mode.
+inline std::int64_t attention_T() {
+  if (smoke()) return 128;
+  const char* e = std::getenv("WEFT_ATTN_T");
+  return e ? std::atoll(e) : 2048;
+}
+
 /// A 2 MiB-aligned array first-touched in parallel (pages spread like the computation).
 template <class T>
 struct array {

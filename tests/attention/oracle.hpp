@@ -31,6 +31,20 @@ struct problem {
   std::int64_t mask_keys = 0;            // M
 };
 
+/// A problem of these sizes with every option at its default.
+inline problem sized(std::int64_t B, std::int64_t Tq, std::int64_t Tk, std::int64_t Hq, std::int64_t Hkv,
+                     std::int64_t Dk, std::int64_t Dv) {
+  problem p;
+  p.B = B;
+  p.Tq = Tq;
+  p.Tk = Tk;
+  p.Hq = Hq;
+  p.Hkv = Hkv;
+  p.Dk = Dk;
+  p.Dv = Dv;
+  return p;
+}
+
 struct result {
   std::vector<double> o;    // [B, Tq, Hq, Dv]
   std::vector<double> lse;  // [B, Hq, Tq]

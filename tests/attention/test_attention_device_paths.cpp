@@ -86,15 +86,7 @@ outputs run_device_block(const problem& p, const inputs<T>& in, bool threaded) {
 
 problem base(std::int64_t B, std::int64_t Tq, std::int64_t Tk, std::int64_t Hq, std::int64_t Hkv,
              std::int64_t Dk, std::int64_t Dv) {
-  problem p;
-  p.B = B;
-  p.Tq = Tq;
-  p.Tk = Tk;
-  p.Hq = Hq;
-  p.Hkv = Hkv;
-  p.Dk = Dk;
-  p.Dv = Dv;
-  return p;
+  return weft_test::attn::sized(B, Tq, Tk, Hq, Hkv, Dk, Dv);
 }
 
 template <class T>

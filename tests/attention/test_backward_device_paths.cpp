@@ -91,15 +91,7 @@ grads run_device_backward(const problem& p, const inputs<T>& in, const std::vect
 
 problem base(std::int64_t B, std::int64_t Tq, std::int64_t Tk, std::int64_t Hq, std::int64_t Hkv,
              std::int64_t Dk, std::int64_t Dv) {
-  problem p;
-  p.B = B;
-  p.Tq = Tq;
-  p.Tk = Tk;
-  p.Hq = Hq;
-  p.Hkv = Hkv;
-  p.Dk = Dk;
-  p.Dv = Dv;
-  return p;
+  return weft_test::attn::sized(B, Tq, Tk, Hq, Hkv, Dk, Dv);
 }
 
 /// Both kernels, one thread and a team, against the chain-rule oracle; the team's result equals

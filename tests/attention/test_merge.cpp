@@ -21,14 +21,7 @@ TEMPLATE_LIST_TEST_CASE("merge_attention: any split of the keys equals the whole
                         weft_test::backends) {
   auto be = weft_test::make_backend<TestType>();
   const std::int64_t B = 2, Tq = 50, Tk = 333, Hq = 4, Hkv = 2, D = 32;
-  weft_test::attn::problem p;
-  p.B = B;
-  p.Tq = Tq;
-  p.Tk = Tk;
-  p.Hq = Hq;
-  p.Hkv = Hkv;
-  p.Dk = D;
-  p.Dv = D;
+  weft_test::attn::problem p = weft_test::attn::sized(B, Tq, Tk, Hq, Hkv, D, D);
   p.causal = true;
   p.q_offset = Tk - Tq - 20;  // the last 20 keys are in every row's future
   const weft_test::attn::inputs<float> in(p, 12);

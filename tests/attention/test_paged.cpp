@@ -2,6 +2,7 @@
 // (tests/attention/oracle.hpp), run per sequence on its keys gathered contiguously with the
 // queries at the end (q_offset = k_length - Tq): Tq 1, 5, 16; pages of 1, 16, 64 keys;
 // k_lengths == Tq and around page boundaries; GQA 4:1, MQA, Dk != Dv (lane and scalar paths);
+// G Tq rows per KV head around the register-tiled path's bounds (bf16 keys as pairs or floats);
 // windows, softcap, a tree mask and rows that see nothing; explicit and automatic splits;
 // shuffled pages bitwise equal to pages in order; the serial backend's bits on many threads;
 // bf16 and f16 caches; the append helper; bad input.
@@ -187,6 +188,34 @@ TEMPLATE_LIST_TEST_CASE("paged_attention: GQA, MQA, Dk != Dv", "[attention][page
       c.lens = {70, 5};
       INFO("Dk " << c.Dk << " Dv " << c.Dv << " Hq " << c.Hq << " Hkv " << c.Hkv);
       check_case(be, c, static_cast<std::uint64_t>(dm[0] * 31 + dm[1] + h[0] * 7 + h[1]));
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("paged_attention: rows per KV head around the register-tiled path's bounds",
+                        "[attention][paged]", weft_test::backends) {
+  // G Tq rows per KV head: 7 (rows in pairs), 8 and more (register tiles of 8, 4, 2, 1 rows;
+  // the softmax in groups of 16 rows: 15, 16, 17, 33); bf16 keys with Dk % 32 == 0 (transposed
+  // as pairs of bf16) and not (as floats), values with and without the pair split, Dv % 16 != 0.
+  auto be = weft_test::make_backend<TestType>();
+  const std::int64_t rows[][3] = {{2, 2, 7},  {4, 2, 4},  {6, 2, 3}, {3, 1, 5},
+                                  {2, 2, 16}, {1, 1, 17}, {6, 2, 11}};
+  const std::int64_t dims[][2] = {{128, 128}, {48, 40}, {64, 32}, {40, 24}};
+  int n = 0;
+  for (const auto& r : rows)
+    for (const auto& dm : dims) {
+      paged_case c;
+      c.Hq = r[0];
+      c.Hkv = r[1];
+      c.Tq = r[2];
+      c.Dk = dm[0];
+      c.Dv = dm[1];
+      c.lens = {150, static_cast<std::int32_t>(c.Tq) + 2};  // 150: blocks of 64, 64, 22 keys
+      INFO("G Tq " << c.Hq / c.Hkv * c.Tq << " Dk " << c.Dk << " Dv " << c.Dv);
+      if (n % 4 == 3)
+        check_case<float>(be, c, static_cast<std::uint64_t>(700 + n));
+      else
+        check_case<weft::bf16>(be, c, static_cast<std::uint64_t>(700 + n));
+      ++n;
     }
 }
 

@@ -305,7 +305,7 @@ struct blockwise {
     const std::int64_t n = static_cast<std::int64_t>(p.blocks.size()) * p.Hkv;
 #if WEFT_ATTENTION_TILED
     if constexpr (tiled) {
-      const tiled_forward_fn<TQ, TK, TV, TO> t{f, static_cast<std::int64_t>(p.blocks.size())};
+      const auto t = make_tiled_forward(f, static_cast<std::int64_t>(p.blocks.size()));
       Runner::run(be, "weft::attention", n, t.scratch_bytes(), opts.workspace, "attention", t);
       return;
     }

@@ -22,13 +22,21 @@
 // Items never depend on the worker that runs them, and the merge order is fixed, so results
 // are bitwise identical on any thread count and run to run.
 //
+// On the host an item computes its G Tq rows per KV head in one of two ways, fixed by G Tq:
+// below 8 rows (a token's GQA group: memory bound), two rows at a time against 32 keys stored
+// as rows; from 8 rows (speculative chains, Tq > 1), with register tiles against 64 keys at a
+// time, converted to fp32 once and transposed (S = Q K^T and O = diag(a) O + P V as small
+// matrix products, tiles of 8 rows; paged_items.hpp), the next block's rows prefetched a few
+// lines at a time across the work of the current one.
+//
 // split_keys = 0 (automatic): a function of the row's own visible key count only (at most 64
 // splits of at least 512 keys), never of the thread count nor of the other rows of the batch: a
 // sequence gets the same bits whatever batch it is decoded in.
 //
 // Workspace (workspace_size): the partials, splits x Hq x Tq x (Dv + 1) floats, plus per worker
-// Hq Tq (Dk + Dv + 2) + G Tq 33 + 32 (Dk + Dv) floats; with automatic splits, at most 64
-// splits per sequence, whatever its length.
+// the larger of Hq Tq (Dk + Dv + 2) + G Tq 33 + 32 (Dk + Dv) floats and Hq Tq (Dk + Dv' + 2) +
+// G Tq 65 + 64 (Dk' + Dv') floats (Dk', Dv' rounded up to 16; each part rounded up to 16
+// floats); with automatic splits, at most 64 splits per sequence, whatever its length.
 #pragma once
 
 #include <algorithm>

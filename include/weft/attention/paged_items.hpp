@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "weft/attention/blockwise.hpp"
 #include "weft/core/config.hpp"
@@ -25,6 +26,8 @@
 namespace weft::detail::attention {
 /// Keys per block of a paged item (two 16-key groups of scores per row).
 inline constexpr std::int64_t paged_key_block = 32;
+/// Keys per block of the row-tiled path (paged_fn::tiled_item).
+inline constexpr std::int64_t paged_tile_keys = 64;
 /// Automatic splits: at most this many per sequence (items: enough for every thread of a
 /// machine to work on one sequence), of at least this many keys (a split's partials, Hq Tq
 /// (Dv + 1) floats, then cost at most ~1/4 of the K/V it read, at Tq = 16 and Hq = 4 Hkv; at
@@ -80,34 +83,40 @@ WEFT_INLINE void row_to_float(const T* src, std::int64_t s, float* dst, std::int
 }
 
 #if WEFT_PAGED_LANES
-/// Lane j of the result: the sum of the 16 lanes of a[j], bracketed as simd::lane_sum
-/// (l + (l+8), then halves): a butterfly of 15 shuffle-add steps instead of 16 reductions.
-WEFT_FORCE_INLINE simd::f32x16 sum16(const simd::f32x16* a) {
+/// Lane j of the result: f over the 16 lanes of a[j], bracketed as simd::lane_sum (f(l, l+8),
+/// then halves): a butterfly of 15 shuffle-f steps instead of 16 reductions.
+template <class F>
+WEFT_FORCE_INLINE simd::f32x16 reduce16(const simd::f32x16* a, F f) {
   using simd::f32x16;
   f32x16 b[8], c[4], e[2];
   for (int i = 0; i < 8; ++i)
-    b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22,
-                                   23) +
-           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
-                                   29, 30, 31);
+    b[i] = f(__builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21,
+                                     22, 23),
+             __builtin_shufflevector(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
+                                     29, 30, 31));
   // b[i]: lanes 0-7 partials of a[2i], 8-15 of a[2i+1]
   for (int i = 0; i < 4; ++i)
-    c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25,
-                                   26, 27) +
-           __builtin_shufflevector(b[2 * i], b[2 * i + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29,
-                                   30, 31);
+    c[i] = f(__builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25,
+                                     26, 27),
+             __builtin_shufflevector(b[2 * i], b[2 * i + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28,
+                                     29, 30, 31));
   // c[i]: lane quads of a[4i], a[4i+2], a[4i+1], a[4i+3]
   for (int i = 0; i < 2; ++i)
-    e[i] = __builtin_shufflevector(c[2 * i], c[2 * i + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13,
-                                   28, 29) +
-           __builtin_shufflevector(c[2 * i], c[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15,
-                                   30, 31);
+    e[i] = f(__builtin_shufflevector(c[2 * i], c[2 * i + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13,
+                                     28, 29),
+             __builtin_shufflevector(c[2 * i], c[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14,
+                                     15, 30, 31));
   // e[i]: lane pairs of a[8i + (0, 4, 2, 6, 1, 5, 3, 7)]
-  const f32x16 f =
-      __builtin_shufflevector(e[0], e[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
-      __builtin_shufflevector(e[0], e[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-  // f: lane l holds a[bit-reversed l]
-  return __builtin_shufflevector(f, f, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+  const f32x16 g =
+      f(__builtin_shufflevector(e[0], e[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+        __builtin_shufflevector(e[0], e[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31));
+  // g: lane l holds a[bit-reversed l]
+  return __builtin_shufflevector(g, g, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+}
+
+/// Lane j: the sum of the 16 lanes of a[j], bracketed as simd::lane_sum.
+WEFT_FORCE_INLINE simd::f32x16 sum16(const simd::f32x16* a) {
+  return reduce16(a, [](const simd::f32x16& x, const simd::f32x16& y) { return x + y; });
 }
 
 /// The sum of the 16 lanes of a, bracketed as simd::lane_sum (l + (l+8), then halves).
@@ -177,15 +186,197 @@ WEFT_FORCE_INLINE void pv_lanes(float* const* o, const float* a, const float* co
   for (int r = 0; r < NR; ++r)
     for (int v = 0; v < NV; ++v) simd::store(o[r] + v * simd::lanes, acc[r][v]);
 }
+
+/// A register tile of the row-tiled path: C[NR x 16 NV] = A[NR x P] B[P x 16 NV], or with rs
+/// diag(rs) C + A B. A(r, p) = A[r sa + p sp] (broadcast), B row-major (ldb), C row-major (ldc);
+/// NR NV accumulators in registers, each B vector loaded once for the NR rows. Every row's sums
+/// run over p in order whatever NR, so a row's bits do not depend on the tile it falls in.
+template <int NR, int NV>
+WEFT_FORCE_INLINE void row_tile(std::int64_t P, const float* WEFT_RESTRICT A, std::int64_t sa,
+                                std::int64_t sp, const float* WEFT_RESTRICT B, std::int64_t ldb,
+                                float* WEFT_RESTRICT C, std::int64_t ldc, const float* rs) {
+  simd::f32x16 c[NR][NV];
+  WEFT_UNROLL(16)
+  for (int r = 0; r < NR; ++r) {
+    WEFT_UNROLL(16)
+    for (int v = 0; v < NV; ++v)
+      c[r][v] = rs ? simd::load(C + r * ldc + v * simd::lanes) * simd::splat(rs[r]) : simd::splat(0.0f);
+  }
+  for (std::int64_t p = 0; p < P; ++p) {
+    simd::f32x16 bv[NV];
+    WEFT_UNROLL(16)
+    for (int v = 0; v < NV; ++v) bv[v] = simd::load(B + p * ldb + v * simd::lanes);
+    WEFT_UNROLL(16)
+    for (int r = 0; r < NR; ++r) {
+      const simd::f32x16 ar = simd::splat(A[r * sa + p * sp]);
+      WEFT_UNROLL(16)
+      for (int v = 0; v < NV; ++v) c[r][v] += ar * bv[v];
+    }
+  }
+  WEFT_UNROLL(16)
+  for (int r = 0; r < NR; ++r) {
+    WEFT_UNROLL(16)
+    for (int v = 0; v < NV; ++v) simd::store(C + r * ldc + v * simd::lanes, c[r][v]);
+  }
+}
+
+/// row_tile over R rows (tiles of 8, then 4, 2, 1 rows); hook() after each tile.
+template <int NV, class Hook>
+WEFT_FORCE_INLINE void row_tiles(std::int64_t R, std::int64_t P, const float* A, std::int64_t sa,
+                                 std::int64_t sp, const float* B, std::int64_t ldb, float* C,
+                                 std::int64_t ldc, const float* rs, Hook&& hook) {
+  std::int64_t r = 0;
+  for (; r + 8 <= R; r += 8) {
+    row_tile<8, NV>(P, A + r * sa, sa, sp, B, ldb, C + r * ldc, ldc, rs ? rs + r : nullptr);
+    hook();
+  }
+  if (R - r >= 4) {
+    row_tile<4, NV>(P, A + r * sa, sa, sp, B, ldb, C + r * ldc, ldc, rs ? rs + r : nullptr);
+    hook();
+    r += 4;
+  }
+  if (R - r >= 2) {
+    row_tile<2, NV>(P, A + r * sa, sa, sp, B, ldb, C + r * ldc, ldc, rs ? rs + r : nullptr);
+    hook();
+    r += 2;
+  }
+  if (R - r >= 1) {
+    row_tile<1, NV>(P, A + r * sa, sa, sp, B, ldb, C + r * ldc, ldc, rs ? rs + r : nullptr);
+    hook();
+  }
+}
+
+/// The number of tiles row_tiles makes of R rows.
+WEFT_INLINE std::int64_t row_tile_count(std::int64_t R) {
+  return R / 8 + (R % 8) / 4 + (R % 4) / 2 + R % 2;
+}
+
+/// The next block's K and V rows (every head: the bytes from each key's row start) into L2, a few
+/// cache lines per step() spread over the current block's work: a burst of hundreds of prefetches
+/// holds every line fill buffer and stalls the core behind them.
+struct line_feed {
+  const char* k[paged_tile_keys];
+  const char* v[paged_tile_keys];
+  std::int64_t nk = 0, klines = 0, lines = 0, per = 0, j = 0, o = 0;
+  WEFT_FORCE_INLINE void step(std::int64_t c) {
+    for (; c > 0 && j < nk; --c) {
+      __builtin_prefetch(o < klines ? k[j] + o * 64 : v[j] + (o - klines) * 64, 0, 2);
+      if (++o == lines) {
+        o = 0;
+        ++j;
+      }
+    }
+  }
+  WEFT_FORCE_INLINE void step() { step(per); }
+};
+
+/// One stage of a 16 x 16 transpose of 32-bit lanes (m[r]: row r): rows r and r + B (r & B == 0)
+/// exchange the lanes whose bit B differs from their row's (as tiled::transpose16's stages).
+template <int B, class V>
+WEFT_FORCE_INLINE void transpose_stage(V* m) {
+  WEFT_UNROLL(16)
+  for (int r = 0; r < simd::lanes; ++r) {
+    if (r & B) continue;
+    const V a = m[r], c = m[r | B];
+    if constexpr (B == 1) {
+      m[r] = __builtin_shufflevector(a, c, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+      m[r | B] = __builtin_shufflevector(a, c, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    } else if constexpr (B == 2) {
+      m[r] = __builtin_shufflevector(a, c, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+      m[r | B] = __builtin_shufflevector(a, c, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    } else if constexpr (B == 4) {
+      m[r] = __builtin_shufflevector(a, c, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+      m[r | B] = __builtin_shufflevector(a, c, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    } else {
+      m[r] = __builtin_shufflevector(a, c, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+      m[r | B] = __builtin_shufflevector(a, c, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
+  }
+}
+
+/// m[c] lane r <- m[r] lane c: four stages of two-source shuffles (64 for 256 lanes).
+template <class V>
+WEFT_FORCE_INLINE void transpose16(V* m) {
+  transpose_stage<1>(m);
+  transpose_stage<2>(m);
+  transpose_stage<4>(m);
+  transpose_stage<8>(m);
+}
+
+/// Keys [0, 16) (rows src[r], bf16, nk of them; the rest 0) x dims [d0, d0 + 32) into KT (rows
+/// of ld floats: KT[d ld + r] = key r's element d0 + d, as a float): the 32-bit pairs of bf16
+/// (dims 2p, 2p + 1) are transposed as one 16 x 16 block of 32-bit lanes, then split into the
+/// two dims' rows by a shift and a mask (exact): half the shuffles of transposing floats, and
+/// no widening.
+WEFT_FORCE_INLINE void transpose_bf16_pairs(const bf16* const* src, std::int64_t nk, std::int64_t d0,
+                                            float* KT, std::int64_t ld) {
+  simd::u32x16 m[simd::lanes];
+  WEFT_UNROLL(16)
+  for (int r = 0; r < simd::lanes; ++r) {
+    if (r < nk)
+      std::memcpy(&m[r], src[r] + d0, sizeof m[r]);
+    else
+      m[r] = simd::u32x16{};
+  }
+  transpose16(m);
+  WEFT_UNROLL(16)
+  for (int c = 0; c < simd::lanes; ++c) {  // lane r of m[c]: key r's dims d0 + 2c, d0 + 2c + 1
+    simd::store(KT + (2 * c) * ld, reinterpret_cast<simd::f32x16>(m[c] << 16));
+    simd::store(KT + (2 * c + 1) * ld, reinterpret_cast<simd::f32x16>(m[c] & 0xffff0000u));
+  }
+}
+
+/// 16 elements [d0, d0 + 16) of a row (element stride s, n elements) as floats; past n: 0.
+template <class T>
+WEFT_FORCE_INLINE simd::f32x16 load16(const T* src, std::int64_t s, std::int64_t d0, std::int64_t n) {
+  if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, float>) {
+    if (s == 1 && d0 + simd::lanes <= n) return simd::load(src + d0);
+  }
+  float t[simd::lanes];
+  for (int u = 0; u < simd::lanes; ++u) t[u] = d0 + u < n ? static_cast<float>(src[(d0 + u) * s]) : 0.0f;
+  return simd::load(t);
+}
 #endif
+
+/// Rows per KV head (G Tq) from which a split item computes with register tiles (row_tile): S = Q
+/// K^T against the block's keys transposed, O = diag(a) O + P V; below it (a token's G rows),
+/// rows in pairs against keys in rows (memory bound there).
+inline constexpr std::int64_t paged_tile_rows = 8;
+
+/// Whether paged_fn takes the row-tiled path for R rows per KV head.
+WEFT_INLINE bool paged_row_tiled(std::int64_t R) {
+  return WEFT_PAGED_LANES && R >= paged_tile_rows;
+}
+
+/// The row-tiled path's scratch, offsets in floats (each a multiple of 16): for the Hkv R rows,
+/// Q (scaled, Dk), O (Dv' = Dv rounded up to 16), m, l; one head's scores S (R x kb) and factors
+/// a; the block's keys transposed, KT (Dk' x kb), and values, Vb (kb x Dv').
+struct paged_tiled_layout {
+  std::int64_t Dkp, Dvp, q, o, m, l, s, a, kt, vb, total;
+  WEFT_INLINE paged_tiled_layout(std::int64_t Hkv, std::int64_t R, std::int64_t Dk, std::int64_t Dv)
+      : Dkp(up16(Dk)), Dvp(up16(Dv)) {
+    const std::int64_t kb = paged_tile_keys;
+    q = 0;
+    o = q + up16(Hkv * R * Dk);
+    m = o + Hkv * R * Dvp;
+    l = m + up16(Hkv * R);
+    s = l + up16(Hkv * R);
+    a = s + up16(R * kb);
+    kt = a + up16(R);
+    vb = kt + Dkp * kb;
+    total = vb + kb * Dvp;
+  }
+  WEFT_INLINE static std::int64_t up16(std::int64_t x) { return (x + 15) / 16 * 16; }
+};
 
 /// Per-worker scratch of paged_fn, in floats: for the Hkv G Tq rows of every head, Q (scaled),
 /// O, m, l; the scores and the factor e^{m - m'} of one head's rows; one head's key and value
-/// block as floats.
+/// block as floats. (The larger of the two paths' layouts, whichever the item takes.)
 WEFT_INLINE std::size_t paged_scratch_floats(std::int64_t Hkv, std::int64_t R, std::int64_t Dk,
                                              std::int64_t Dv) {
-  return static_cast<std::size_t>(Hkv * R * (Dk + Dv + 2) + R * (paged_key_block + 1) +
-                                  paged_key_block * (Dk + Dv));
+  const std::int64_t rows = Hkv * R * (Dk + Dv + 2) + R * (paged_key_block + 1) + paged_key_block * (Dk + Dv);
+  const std::int64_t tiled = paged_tiled_layout(Hkv, R, Dk, Dv).total;
+  return static_cast<std::size_t>(rows > tiled ? rows : tiled);
 }
 
 /// The split item: split c attends the G Tq rows of every KV head hk (rows r = g Tq + i: head
@@ -215,6 +406,12 @@ struct paged_fn {
   }
 
   WEFT_INLINE void operator()(std::int64_t item, void* scratch) const {
+#if WEFT_PAGED_LANES
+    if (paged_row_tiled(G * Tq)) {
+      tiled_item(item, scratch);
+      return;
+    }
+#endif
     const paged_split& sp = splits[item];
     const std::int64_t b = sp.b;
     const std::int64_t R = G * Tq, Dk = kp.extent(3), Dv = vp.extent(3), ps = kp.extent(1);
@@ -268,17 +465,7 @@ struct paged_fn {
           const std::int64_t i = r % Tq, qp = n - Tq + i;
           float* s = S + r * kb;
           if (r >= r2) scores(Q + (hk * R + r) * Dk, Kb, Dk, nk, s);
-          for (std::int64_t j = nk; j < kb; ++j) s[j] = neg_inf();  // past the block's keys
-          // visibility: the keys [lo, hi] of this query, the mask on the last M keys; softcap
-          const std::int64_t lo = vis.lo(qp), hi = vis.hi(qp);
-          const bool all = j0 >= lo && j0 + nk - 1 <= hi && j0 + nk <= mfirst;
-          if (!all || softcap > 0.0f)
-            for (std::int64_t j = 0; j < nk; ++j) {
-              const std::int64_t kpos = j0 + j;
-              bool ok = all || (kpos >= lo && kpos <= hi);
-              if (ok && !all && kpos >= mfirst) ok = mask(b, i, kpos - mfirst) != 0;
-              s[j] = !ok ? neg_inf() : softcap > 0.0f ? softcap * std::tanh(s[j] / softcap) : s[j];
-            }
+          visible_scores(s, kb, b, i, qp, j0, nk, mfirst);
         }
         for (std::int64_t r = 0; r < R; ++r) {  // m' = max(m, max_j s_j), a = e^{m - m'}, l' = a l + sum
           const std::int64_t hr = hk * R + r;
@@ -312,18 +499,223 @@ struct paged_fn {
         }
       }
     }
+    store_partials(item, O, Dv, m, l, split_v);
+  }
+
+ private:
+#if WEFT_PAGED_LANES
+  /// The row-tiled item (R = G Tq >= paged_tile_rows). Per block of keys and KV head: the keys
+  /// converted once and transposed (KT, Dk x kb: lanes along keys), the values converted once
+  /// (Vb); S = Q KT by row_tile (each key vector loaded once per tile of 8 rows, no horizontal
+  /// sums); the online softmax row by row; O = diag(a) O + P V by row_tile. The same visibility,
+  /// mask, softcap and exp as the rows path; a row with nothing visible in a block gets P = 0,
+  /// a = 1.
+  WEFT_INLINE void tiled_item(std::int64_t item, void* scratch) const {
+    const paged_split& sp = splits[item];
+    const std::int64_t b = sp.b;
+    const std::int64_t R = G * Tq, Dk = kp.extent(3), Dv = vp.extent(3), ps = kp.extent(1);
+    const std::int64_t n = k_lengths[b], kb = paged_tile_keys;
+    const paged_tiled_layout L(Hkv, R, Dk, Dv);
+    const std::int64_t Dkp = L.Dkp, Dvp = L.Dvp;
+    float* const base = static_cast<float*>(scratch);
+    float* Q = base + L.q;    // (Hkv, Dk, R)
+    float* O = base + L.o;    // (Hkv, R, Dv')
+    float* m = base + L.m;    // (Hkv, R)
+    float* l = base + L.l;    // (Hkv, R)
+    float* S = base + L.s;    // (R, kb): scores, then probabilities
+    float* A = base + L.a;    // (R): e^{m - m'} of each row
+    float* KT = base + L.kt;  // (Dk', kb): one head's keys of the block, transposed
+    float* Vb = base + L.vb;  // (kb, Dv')
+    const bool split_v = pair_split<TV>(vp.stride(3), Dv), pair_k = pair_split<TK>(kp.stride(3), Dk);
+    for (std::int64_t h = 0; h < Hkv * G; ++h)  // row (hk, r) = h Tq + i
+      for (std::int64_t i = 0; i < Tq; ++i) {
+        const std::int64_t r = h * Tq + i;
+        const std::int64_t hk = r / R, rr = r % R;  // Q of head hk transposed: (Dk, R)
+        for (std::int64_t d = 0; d < Dk; ++d)
+          Q[(hk * Dk + d) * R + rr] = scale * static_cast<float>(q(b, i, h, d));
+        for (std::int64_t d = 0; d < Dvp; ++d) O[r * Dvp + d] = 0.0f;
+        m[r] = neg_inf();
+        l[r] = 0.0f;
+      }
+    const std::int64_t M = mask.data() != nullptr ? mask.extent(2) : 0, mfirst = n - M;
+    const std::int64_t ks2 = kp.stride(2), ks3 = kp.stride(3), vs2 = vp.stride(2), vs3 = vp.stride(3);
+    const TK* krow[paged_tile_keys];
+    const TV* vrow[paged_tile_keys];
+    // Prefetch: the next block's rows, spread over the steps of this block's head passes.
+    line_feed feed;
+    const std::int64_t kbytes = ((Hkv - 1) * ks2 + Dk * ks3) * static_cast<std::int64_t>(sizeof(TK));
+    const std::int64_t vbytes = ((Hkv - 1) * vs2 + Dv * vs3) * static_cast<std::int64_t>(sizeof(TV));
+    feed.klines = (kbytes + 63) / 64;
+    feed.lines = feed.klines + (vbytes + 63) / 64;
+    const std::int64_t nt = row_tile_count(R);
+    const std::int64_t steps = Hkv * (kb / simd::lanes + 1 + nt * (kb / (2 * simd::lanes) + (Dvp + 31) / 32) +
+                                      (R + simd::lanes - 1) / simd::lanes);
+    auto step = [&feed] { feed.step(); };
+    for (std::int64_t j0 = sp.k0; j0 < sp.k1; j0 += kb) {
+      const std::int64_t nk = sp.k1 - j0 < kb ? sp.k1 - j0 : kb;
+      for (std::int64_t j = 0; j < nk; ++j) {
+        const std::int64_t page = table(b, (j0 + j) / ps), slot = (j0 + j) % ps;
+        krow[j] = &kp(page, slot, 0, 0);
+        vrow[j] = &vp(page, slot, 0, 0);
+      }
+      feed.step(feed.lines * kb);  // the rest of this block's
+      feed.nk = sp.k1 - (j0 + kb) < kb ? sp.k1 - (j0 + kb) : kb;
+      feed.nk = feed.nk > 0 ? feed.nk : 0;
+      for (std::int64_t j = 0; j < feed.nk; ++j) {
+        const std::int64_t page = table(b, (j0 + kb + j) / ps), slot = (j0 + kb + j) % ps;
+        feed.k[j] = reinterpret_cast<const char*>(&kp(page, slot, 0, 0));
+        feed.v[j] = reinterpret_cast<const char*>(&vp(page, slot, 0, 0));
+      }
+      feed.j = feed.o = 0;
+      feed.per = (feed.nk * feed.lines + steps - 1) / steps;
+      for (std::int64_t hk = 0; hk < Hkv; ++hk) {
+        // keys [jb, jb + 16) x dims [db, db + 16) at a time, transposed (keys past nk: 0)
+        if constexpr (std::is_same_v<TK, bf16>) {
+          if (pair_k) {
+            const bf16* src[simd::lanes];
+            for (std::int64_t jb = 0; jb < kb; jb += simd::lanes) {
+              for (std::int64_t r = 0; r < simd::lanes; ++r)
+                src[r] = jb + r < nk ? krow[jb + r] + hk * ks2 : nullptr;
+              for (std::int64_t db = 0; db < Dk; db += 2 * simd::lanes)
+                transpose_bf16_pairs(src, nk - jb, db, KT + db * kb + jb, kb);
+              feed.step();
+            }
+          }
+        }
+        if (!pair_k)
+          for (std::int64_t jb = 0; jb < kb; jb += simd::lanes) {
+            for (std::int64_t db = 0; db < Dkp; db += simd::lanes) {
+              simd::f32x16 t[simd::lanes];
+              for (std::int64_t r = 0; r < simd::lanes; ++r)
+                t[r] = jb + r < nk ? load16(krow[jb + r] + hk * ks2, ks3, db, Dk) : simd::splat(0.0f);
+              transpose16(t);
+              for (std::int64_t c = 0; c < simd::lanes; ++c) simd::store(KT + (db + c) * kb + jb, t[c]);
+            }
+            feed.step();
+          }
+        for (std::int64_t jb = 0; jb < kb; jb += 2 * simd::lanes)  // S = Q K^T
+          row_tiles<2>(R, Dk, Q + hk * R * Dk, 1, R, KT + jb, kb, S + jb, kb, nullptr, step);
+        for (std::int64_t j = 0; j < kb; ++j) {  // values past Dv and nk: 0 (P is 0 there)
+          float* vr = Vb + j * Dvp;
+          if (j < nk) row_to_float(vrow[j] + hk * vs2, vs3, vr, Dv, split_v, simd::lanes);
+          for (std::int64_t d = j < nk ? Dv : 0; d < Dvp; ++d) vr[d] = 0.0f;
+        }
+        feed.step();
+        for (std::int64_t r0 = 0; r0 < R; r0 += simd::lanes) {
+          softmax16(S + r0 * kb, r0, R - r0 < simd::lanes ? R - r0 : simd::lanes, b, j0, nk, n, mfirst,
+                    m + hk * R + r0, l + hk * R + r0, A + r0);
+          feed.step();
+        }
+        float* Oh = O + hk * R * Dvp;  // O = diag(a) O + P V
+        std::int64_t d0 = 0;
+        for (; d0 + 2 * simd::lanes <= Dvp; d0 += 2 * simd::lanes)
+          row_tiles<2>(R, kb, S, kb, 1, Vb + d0, Dvp, Oh + d0, Dvp, A, step);
+        if (d0 < Dvp) row_tiles<1>(R, kb, S, kb, 1, Vb + d0, Dvp, Oh + d0, Dvp, A, step);
+      }
+    }
+    store_partials(item, O, Dvp, m, l, split_v);
+  }
+#endif
+
+  /// The split's partial results: o = O / l (rows of ldo floats; pair-split columns put back in
+  /// order) and lse = m + log l, for the Hkv R rows (l = 0: o = 0, lse = -inf).
+  WEFT_INLINE void store_partials(std::int64_t item, const float* O, std::int64_t ldo, const float* m,
+                                  const float* l, bool split_v) const {
+    const std::int64_t R = G * Tq, Dv = vp.extent(3);
     float* po = part_o + item * Hkv * R * Dv;  // (c Hkv + hk) R Dv + r Dv
     float* pl = part_lse + item * Hkv * R;
     for (std::int64_t hr = 0; hr < Hkv * R; ++hr) {
       const bool any = l[hr] > 0.0f;
       const float inv = any ? 1.0f / l[hr] : 0.0f;
       for (std::int64_t d = 0; d < Dv; ++d)
-        po[hr * Dv + d] = O[hr * Dv + (split_v ? pair_split_index(d) : d)] * inv;
+        po[hr * Dv + d] = O[hr * ldo + (split_v ? pair_split_index(d) : d)] * inv;
       pl[hr] = any ? m[hr] + std::log(l[hr]) : neg_inf();
     }
   }
 
- private:
+  /// Scores s[0, nk) of query i (position qp) against keys [j0, j0 + nk): -inf where the key is
+  /// out of the query's window or causal range or masked (the mask covers keys from mfirst),
+  /// softcap applied to the rest; s[nk, kb) = -inf (past the block's keys).
+  WEFT_INLINE void visible_scores(float* s, std::int64_t kb, std::int64_t b, std::int64_t i, std::int64_t qp,
+                                  std::int64_t j0, std::int64_t nk, std::int64_t mfirst) const {
+    for (std::int64_t j = nk; j < kb; ++j) s[j] = neg_inf();
+    const std::int64_t lo = vis.lo(qp), hi = vis.hi(qp);
+    const bool all = j0 >= lo && j0 + nk - 1 <= hi && j0 + nk <= mfirst;
+    if (!all || softcap > 0.0f)
+      for (std::int64_t j = 0; j < nk; ++j) {
+        const std::int64_t kpos = j0 + j;
+        bool ok = all || (kpos >= lo && kpos <= hi);
+        if (ok && !all && kpos >= mfirst) ok = mask(b, i, kpos - mfirst) != 0;
+        s[j] = !ok ? neg_inf() : softcap > 0.0f ? softcap * std::tanh(s[j] / softcap) : s[j];
+      }
+  }
+
+#if WEFT_PAGED_LANES
+  /// The online softmax of rows r0 .. r0 + nr (nr <= 16) of the row-tiled path over a block of
+  /// keys [j0, j0 + nk) (kb scores per row from s): visibility, mask and softcap as the rows
+  /// path; then with the rows in lanes, m' = max(m, max_j s_j), a = e^{m - m'}, l' = a l + sum_j
+  /// e^{s_j - m'} (the maxima and sums of 16 rows by one butterfly each, reduce16); s becomes
+  /// P. A row with nothing visible in the block: P = 0, a = 1, m and l unchanged.
+  WEFT_INLINE void softmax16(float* s, std::int64_t r0, std::int64_t nr, std::int64_t b, std::int64_t j0,
+                             std::int64_t nk, std::int64_t n, std::int64_t mfirst, float* m, float* l,
+                             float* a) const {
+    using simd::f32x16;
+    constexpr std::int64_t kb = paged_tile_keys;
+    const f32x16 ninf = simd::splat(neg_inf());
+    f32x16 mx[simd::lanes];
+    for (std::int64_t u = 0; u < simd::lanes; ++u) {
+      if (u >= nr) {
+        mx[u] = ninf;
+        continue;
+      }
+      float* sr = s + u * kb;
+      const std::int64_t i = (r0 + u) % Tq;
+      visible_scores(sr, kb, b, i, n - Tq + i, j0, nk, mfirst);
+      mx[u] = simd::load(sr);
+      for (std::int64_t j = simd::lanes; j < kb; j += simd::lanes)
+        mx[u] = simd::vmax(mx[u], simd::load(sr + j));
+    }
+    static_assert(kb == 4 * simd::lanes, "softmax16 sums four vectors of scores per row");
+    float t[simd::lanes];
+    for (std::int64_t u = 0; u < simd::lanes; ++u) t[u] = u < nr ? m[u] : neg_inf();
+    const f32x16 mo = simd::load(t);
+    const f32x16 mb = reduce16(mx, [](const f32x16& x, const f32x16& y) { return simd::vmax(x, y); });
+    const f32x16 mn = simd::vmax(mo, mb);
+    float mnv[simd::lanes], av[simd::lanes];
+    simd::store(mnv, mn);
+    simd::store(av, simd::vexp(mo - mn));  // m = -inf: 0 (rows with nothing visible: below)
+    simd::store(t, mb);
+    f32x16 sums[simd::lanes];
+    for (std::int64_t u = 0; u < simd::lanes; ++u) {
+      sums[u] = simd::splat(0.0f);
+      if (u >= nr) continue;
+      float* sr = s + u * kb;
+      if (t[u] == neg_inf()) {
+        for (std::int64_t j = 0; j < kb; j += simd::lanes) simd::store(sr + j, sums[u]);
+        continue;
+      }
+      const f32x16 sub = simd::splat(mnv[u]);
+      f32x16 e[kb / simd::lanes];
+      for (std::int64_t v = 0; v < kb / simd::lanes; ++v) {
+        e[v] = simd::vexp(simd::load(sr + v * simd::lanes) - sub);
+        simd::store(sr + v * simd::lanes, e[v]);
+      }
+      sums[u] = (e[0] + e[1]) + (e[2] + e[3]);
+    }
+    float sv[simd::lanes];
+    simd::store(sv, sum16(sums));
+    for (std::int64_t u = 0; u < nr; ++u) {
+      if (t[u] == neg_inf()) {
+        a[u] = 1.0f;
+        continue;
+      }
+      a[u] = av[u];
+      l[u] = av[u] * l[u] + sv[u];
+      m[u] = mnv[u];
+    }
+  }
+#endif
+
   /// Asks for key j's K and V rows (every head) one block ahead.
   WEFT_INLINE void prefetch_rows(std::int64_t j, std::int64_t b, std::int64_t ps) const {
 #if WEFT_PAGED_LANES
