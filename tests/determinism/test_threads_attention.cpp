@@ -1,8 +1,8 @@
 // attention: docs/attention.md promises that Kokkos runs the serial item functions, bitwise equal
 // to the serial backend for any thread count. attention (causal GQA with offsets, varlen) and
-// merge_attention, attention_backward and paged_attention (bf16 pages in a shuffled table, automatic
-// split-KV: 3 splits merged), checked against serial in-process and their digests compared across
-// 1, 2 and 3 threads (and CPU levels).
+// merge_attention, attention_backward, paged_attention (bf16 pages in a shuffled table, automatic
+// split-KV: 3 splits merged) and the bf16 forward on the CPU's bf16 unit, checked against serial
+// in-process and their digests compared across 1, 2 and 3 threads (and CPU levels).
 #include <cstdint>
 #include <vector>
 
@@ -79,6 +79,32 @@ TEST_CASE("threads: attention, merge_attention, attention_backward, paged_attent
     std::vector<float> o(Tq * Hq * Hd, -7.0f), lse(Hq * Tq, -7.0f);
     weft::paged_attention(be, make_view(q.data(), 1, Tq, Hq, Hd), cache, make_view(o.data(), 1, Tq, Hq, Hd),
                           make_view(lse.data(), 1, Hq, Tq));
+    o.insert(o.end(), lse.begin(), lse.end());
+    return o;
+  });
+  digest_case<vs_serial::bitwise>("attention/bf16_forward", [&](const auto& be) {
+    // bf16 q, k, v: the default bf16 unit (AMX or AVX512_BF16 where the CPU has one). The CPU
+    // levels' comparison needs equal digests at avx512 and avx2, where no unit runs: there the
+    // case runs without a unit (the fp32 products) at every level.
+    namespace tiled = weft::detail::tiled;
+#if WEFT_TEST_CPU_LEVELS
+    const tiled::bf16_unit prev = tiled::set_bf16_unit(tiled::bf16_unit::none);
+#endif
+    std::vector<weft::bf16> q16(q.size()), k16(k.size()), v16(v.size());
+    for (std::size_t i = 0; i < q.size(); ++i) q16[i] = weft::bf16(q[i]);
+    for (std::size_t i = 0; i < k.size(); ++i) {
+      k16[i] = weft::bf16(k[i]);
+      v16[i] = weft::bf16(v[i]);
+    }
+    std::vector<float> o(B * Tq * Hq * D, -7.0f), lse(B * Hq * Tq, -7.0f);
+    weft::attention(be, make_view(static_cast<const weft::bf16*>(q16.data()), B, Tq, Hq, D),
+                    make_view(static_cast<const weft::bf16*>(k16.data()), B, Tk, Hkv, D),
+                    make_view(static_cast<const weft::bf16*>(v16.data()), B, Tk, Hkv, D),
+                    make_view(o.data(), B, Tq, Hq, D), make_view(lse.data(), B, Hq, Tq),
+                    {.causal = true, .q_offset = Tk - Tq});
+#if WEFT_TEST_CPU_LEVELS
+    tiled::set_bf16_unit(prev);
+#endif
     o.insert(o.end(), lse.begin(), lse.end());
     return o;
   });
