@@ -8,6 +8,7 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "attention/run.hpp"
@@ -200,4 +201,20 @@ TEST_CASE("attention bf16: element strides other than 1 give the contiguous resu
       CHECK(o == want.o);
       CHECK(lse == want.lse);
     });
+}
+
+TEST_CASE("attention bf16: WEFT_BF16 and set_bf16_unit reject what they cannot take", "[attention][bf16]") {
+  // an unknown WEFT_BF16 names the variable; the unit in force is untouched
+  const tiled::bf16_unit before = tiled::active_bf16_unit();
+  ::setenv("WEFT_BF16", "amx2", 1);
+  weft_test::expect_bad("WEFT_BF16 (environment variable)", [] { (void)tiled::bf16_from_env(); });
+  ::setenv("WEFT_BF16", "none", 1);
+  CHECK(tiled::bf16_from_env() == 0);
+  ::unsetenv("WEFT_BF16");
+  CHECK(tiled::bf16_from_env() == -1);
+  CHECK(tiled::active_bf16_unit() == before);
+  // a unit above the CPU's best
+  if (tiled::detect_bf16_unit() == tiled::bf16_unit::amx) SKIP("this CPU has every unit");
+  weft_test::expect_bad("unit", [] { tiled::set_bf16_unit(tiled::bf16_unit::amx); });
+  CHECK(tiled::active_bf16_unit() == before);
 }
