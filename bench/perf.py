@@ -51,6 +51,20 @@ RATIOS = [
     ("attention forward vs the FMA peak", "weft_forward", "fma_peak", "GFLOP/s", 1.0),
     ("attention backward vs the FMA peak", "weft_backward", "fma_peak", "GFLOP/s", 1.0),
     ("attention forward, bf16 inputs on AMX vs fp32", "weft_forward_bf16/2", "weft_forward_f32", "GFLOP/s", 1.0),
+    ("selective scan forward vs plain expf loop (ggml's approach), Dm 1536 Ns 16", "scan_fwd_weft/1536/16",
+     "scan_fwd_plain_expf/1536/16", "items_per_second", 1.0),
+    ("selective scan forward vs plain expf loop, Dm 1024 Ns 128", "scan_fwd_weft/1024/128",
+     "scan_fwd_plain_expf/1024/128", "items_per_second", 1.0),
+    ("selective scan backward time / forward time, Dm 1536 Ns 16", "scan_fwd_weft/1536/16",
+     "scan_bwd_weft/1536/16", "items_per_second", 1.0),
+    ("selective scan backward time / forward time, Dm 1024 Ns 128", "scan_fwd_weft/1024/128",
+     "scan_bwd_weft/1024/128", "items_per_second", 1.0),
+    ("selective scan step (64 sequences) vs copy of the states", "step_weft", "step_copy_2threads", "GB/s", 1.0),
+    ("causal conv1d forward vs 2-thread copy", "conv1d_forward/silu:0", "bench_conv1d:copy_2threads", "GB/s", 1.0),
+    ("causal conv1d forward, silu, vs 2-thread copy", "conv1d_forward/silu:1", "bench_conv1d:copy_2threads", "GB/s",
+     1.0),
+    ("causal conv1d backward vs 2-thread copy", "conv1d_backward", "bench_conv1d:copy_2threads", "GB/s", 1.0),
+    ("causal conv1d step vs in-cache copy", "conv1d_step", "copy_step_2threads", "GB/s", 1.0),
     # CUDA (bench_cuda; only where a GPU ran it)
     ("CUDA scan vs cub::DeviceScan::InclusiveSum", "scan/weft_plus", "scan/cub_sum", "GB/s", 1.0),
     ("CUDA scan vs device copy", "scan/weft_plus", "bench_cuda:copy", "GB/s", 1.0),
@@ -196,6 +210,11 @@ def plot(m, folder):
         "recurrence": ["bench_scan:copy_2threads", "recurrence_weft/8/8", "recurrence_loop_parallel_b/8/8",
                        "recurrence_weft/1/1", "recurrence_loop_parallel_b/1/1"],
         "attention": (["fma_peak", "weft_forward", "sgemm_blocked", "weft_backward", "online_loop"], "GFLOP/s"),
+        "selective_scan": (["scan_fwd_plain_expf/1536/16", "scan_fwd_weft/1536/16", "scan_bwd_weft/1536/16",
+                            "scan_fwd_plain_expf/1024/128", "scan_fwd_weft/1024/128", "scan_bwd_weft/1024/128"],
+                           "items_per_second"),
+        "causal_conv1d": ["bench_conv1d:copy_2threads", "conv1d_forward/silu:0", "conv1d_forward/silu:1",
+                          "conv1d_backward"],
         "attention_bf16": (["bench_attention_bf16:fma_peak", "bf16_dot_peak", "weft_forward_f32", "weft_forward_bf16/0",
                             "weft_forward_bf16/1", "weft_forward_bf16/2"], "GFLOP/s"),
     }
@@ -209,10 +228,12 @@ def plot(m, folder):
             continue
         vals = [found[n][counter] / 1e9 if found[n][counter] > 1e6 else found[n][counter] for n in names]
         fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
-        colors = ["tab:blue" if ("weft" in n) else "tab:gray" for n in names]
+        colors = ["tab:blue" if ("weft" in n or "conv1d_" in n) else "tab:gray" for n in names]
         ax.barh([n.split(":")[-1] for n in names], vals, color=colors)
         ax.invert_yaxis()
-        ax.set_xlabel("GB/s (bytes read + written), 2 threads" if counter == "GB/s" else f"{counter}, 2 threads")
+        ax.set_xlabel("GB/s (bytes read + written), 2 threads" if counter == "GB/s" else
+                      "10^9 state elements per second, 2 threads" if counter == "items_per_second" else
+                      f"{counter}, 2 threads")
         ax.set_title(f"weft {gname} (blue) vs peers (grey), one run")
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.1f}", va="center")

@@ -6,4 +6,5 @@
 #include "weft/decode/cuda.cuh"
 #include "weft/linear_attention/cuda.cuh"
 #include "weft/scan/cuda.cuh"
+#include "weft/ssm/cuda.cuh"
 #include "weft/weft.hpp"

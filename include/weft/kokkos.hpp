@@ -6,4 +6,5 @@
 #include "weft/decode/kokkos.hpp"
 #include "weft/linear_attention/kokkos.hpp"
 #include "weft/scan/kokkos.hpp"
+#include "weft/ssm/kokkos.hpp"
 #include "weft/weft.hpp"

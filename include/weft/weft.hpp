@@ -24,3 +24,4 @@
 #include "weft/scan/prefix_attention.hpp"
 #include "weft/scan/recurrence.hpp"
 #include "weft/scan/scan.hpp"
+#include "weft/ssm/ssm.hpp"

@@ -7,6 +7,7 @@
 //   load store splat select          memory <-> lanes, broadcast, per-lane choice
 //   as_int as_float                  bit casts
 //   vexp exp_inplace                 exp of 16 lanes (~1 ulp), and of a row of any length
+//   vlog                             log of 16 lanes of positive values (~1 ulp)
 //   vmax hmax mask mask_ge ...       lane-wise maxima and compare masks (decode's row scans)
 //   lane_sum dot sum_of              fixed-order sums: host and device, any element type
 //
@@ -229,6 +230,35 @@ WEFT_FORCE_INLINE f32x16 vexp(const f32x16& x_in) {
   y = select(over, splat(INFINITY), y);
   return y;
 }
+
+#if WEFT_SIMD_EXT
+/// log(x) for 16 lanes of positive, finite x (~1 ulp): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+/// log(m) by Cephes' logf minimax polynomial in m - 1, plus e ln 2 (Cody-Waite split).
+/// Callers pass positive normal values (the ssm family's softplus: 1 + e^x).
+WEFT_FORCE_INLINE f32x16 vlog(const f32x16& x) {
+  const i32x16 bits = as_int(x);
+  i32x16 e = ((bits >> 23) & 0xff) - 126;  // x = m 2^e, m in [1/2, 1)
+  f32x16 m = as_float((bits & 0x007fffff) | 0x3f000000);
+  const i32x16 small = m < splat(0.707106781186547524f);
+  e = e + small;  // e - 1 where m < sqrt(1/2) (a true compare lane is -1)
+  m = select(small, m + m, m) - splat(1.0f);
+  const f32x16 z = m * m;
+  f32x16 p = splat(7.0376836292e-2f);
+  p = p * m + splat(-1.1514610310e-1f);
+  p = p * m + splat(1.1676998740e-1f);
+  p = p * m + splat(-1.2420140846e-1f);
+  p = p * m + splat(1.4249322787e-1f);
+  p = p * m + splat(-1.6668057665e-1f);
+  p = p * m + splat(2.0000714765e-1f);
+  p = p * m + splat(-2.4999993993e-1f);
+  p = p * m + splat(3.3333331174e-1f);
+  p = p * m * z;
+  const f32x16 ef = __builtin_convertvector(e, f32x16);
+  p = p + ef * splat(-2.12194440e-4f);
+  p = p - splat(0.5f) * z;
+  return m + p + ef * splat(0.693359375f);
+}
+#endif
 
 /// exp of n floats in place (n any), through vexp.
 /// (Out of line, so one copy per program; it runs at the active CPU level, core/isa.hpp.)

@@ -1,0 +1,153 @@
+// causal_conv1d at Mamba-130M's shape: B = 1, T = 8192, Dm = 1536, width 4, fp32, silu, bias,
+// Kokkos OpenMP (OMP_NUM_THREADS=2), beside the machine's copy bandwidth in the same run:
+//
+//   copy_2threads     memcpy of x's bytes split over the threads (weft_bench::copy_split);
+//                     GB/s counts the bytes read and written (2 x 4 T Dm)
+//   conv1d_forward    weft::causal_conv1d; GB/s counts x read and y written (2 x 4 T Dm),
+//                     frac_copy = GB/s / copy's GB/s (goal >= 0.7)
+//   conv1d_backward   weft::causal_conv1d_backward (dx, dweight, dbias); GB/s counts x and dy read,
+//                     dx written (3 x 4 T Dm), frac_copy as above
+//   copy_step_2threads  memcpy of the step's state and x bytes (64 sequences, in cache)
+//   conv1d_step       weft::causal_conv1d_step, 64 sequences one token each; GB/s counts the state
+//                     read and written and x, y (2 x 4 N Dm W), frac_copy = GB/s / copy_step's
+#include <weft/weft.hpp>
+#if WEFT_BENCH_KOKKOS
+#include <weft/kokkos.hpp>
+#endif
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "support/bench.hpp"
+
+namespace {
+
+constexpr std::int64_t Dm = 1536, W = 4, N_step = 64;
+
+std::int64_t rows() {
+  return weft_bench::smoke() ? 256 : 8192;
+}
+
+double copy_gbs = 0, copy_step_gbs = 0;  // the copies' figures in this run (read + written)
+
+void copy_bytes(benchmark::State& st, std::int64_t n, double& out) {
+  weft_bench::array<float> a(n, 1.0f), b(n);
+  weft_bench::copy_split(a.data(), b.data(), n);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) {
+    weft_bench::copy_split(a.data(), b.data(), n);
+    benchmark::ClobberMemory();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out = 8.0 * static_cast<double>(n) * static_cast<double>(st.iterations()) / s * 1e-9;
+  weft_bench::set_bandwidth(st, 8.0 * static_cast<double>(n), static_cast<double>(n));
+}
+
+void copy_2threads(benchmark::State& st) {
+  copy_bytes(st, rows() * Dm, copy_gbs);
+}
+BENCHMARK(copy_2threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void copy_step_2threads(benchmark::State& st) {
+  copy_bytes(st, N_step * Dm * W, copy_step_gbs);
+}
+BENCHMARK(copy_step_2threads)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void frac(benchmark::State& st, double bytes, double peer) {
+  weft_bench::set_bandwidth(st, bytes, bytes / 4.0);
+  if (peer > 0)
+    st.counters["frac_copy"] =
+        benchmark::Counter(bytes * 1e-9 / peer, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+#if WEFT_BENCH_KOKKOS
+using host_backend = weft::kokkos_backend<Kokkos::DefaultHostExecutionSpace>;
+using weft::make_view;
+
+/// Inputs in [-1, 1), first-touched in parallel.
+struct inputs {
+  std::int64_t T = rows();
+  weft_bench::array<float> x, dy, w, bias;
+  inputs() : x(T * Dm), dy(T * Dm), w(Dm * W), bias(Dm) {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < T * Dm; ++i) {
+      x[i] = static_cast<float>((i * 7919) % 2001) * 1e-3f - 1.0f;
+      dy[i] = static_cast<float>((i * 104729) % 2001) * 1e-3f - 1.0f;
+    }
+    for (std::int64_t i = 0; i < Dm * W; ++i) w[i] = static_cast<float>((i * 31) % 17) * 0.05f - 0.4f;
+    for (std::int64_t i = 0; i < Dm; ++i) bias[i] = static_cast<float>(i % 7) * 0.1f;
+  }
+};
+
+inputs& data() {
+  static inputs in;
+  return in;
+}
+
+/// The caller's workspace for an op: workspace_size bytes, 256-byte aligned.
+struct scratch {
+  weft_bench::array<char> mem;
+  weft::workspace ws;
+  explicit scratch(std::size_t bytes) : mem(static_cast<std::int64_t>(bytes) + 256) {
+    ws = {mem.data() + (256 - reinterpret_cast<std::uintptr_t>(mem.data()) % 256) % 256, bytes};
+  }
+};
+
+void conv1d_forward(benchmark::State& st) {
+  const auto act = st.range(0) ? weft::conv1d_activation::silu : weft::conv1d_activation::none;
+  inputs& in = data();
+  const host_backend be{};
+  weft_bench::array<float> y(in.T * Dm);
+  const auto X = make_view(static_cast<const float*>(in.x.data()), 1, in.T, Dm);
+  const auto Wv = make_view(static_cast<const float*>(in.w.data()), Dm, W);
+  scratch s(weft::workspace_size(be, weft::ops::causal_conv1d{}, X, Wv));
+  auto run = [&] {
+    weft::causal_conv1d(be, X, Wv, make_view(static_cast<const float*>(in.bias.data()), Dm),
+                        make_view(y.data(), 1, in.T, Dm), {.activation = act, .workspace = s.ws});
+  };
+  run();
+  for (auto _ : st) run();
+  frac(st, 8.0 * static_cast<double>(in.T * Dm), copy_gbs);
+}
+BENCHMARK(conv1d_forward)->ArgName("silu")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void conv1d_backward(benchmark::State& st) {
+  inputs& in = data();
+  const host_backend be{};
+  weft_bench::array<float> dx(in.T * Dm), dw(Dm * W), db(Dm);
+  const auto X = make_view(static_cast<const float*>(in.x.data()), 1, in.T, Dm);
+  const auto Wv = make_view(static_cast<const float*>(in.w.data()), Dm, W);
+  scratch s(weft::workspace_size(be, weft::ops::causal_conv1d_backward{}, X, Wv));
+  auto run = [&] {
+    weft::causal_conv1d_backward(be, X, Wv, make_view(static_cast<const float*>(in.bias.data()), Dm),
+                                 make_view(static_cast<const float*>(in.dy.data()), 1, in.T, Dm),
+                                 make_view(dx.data(), 1, in.T, Dm), make_view(dw.data(), Dm, W),
+                                 make_view(db.data(), Dm),
+                                 {.activation = weft::conv1d_activation::silu, .workspace = s.ws});
+  };
+  run();
+  for (auto _ : st) run();
+  frac(st, 12.0 * static_cast<double>(in.T * Dm), copy_gbs);
+}
+BENCHMARK(conv1d_backward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void conv1d_step(benchmark::State& st) {
+  inputs& in = data();
+  const host_backend be{};
+  weft_bench::array<float> state(N_step * Dm * (W - 1), 0.5f), y(N_step * Dm);
+  auto run = [&] {
+    weft::causal_conv1d_step(be, make_view(static_cast<const float*>(in.x.data()), N_step, Dm),
+                             make_view(state.data(), N_step, Dm, W - 1),
+                             make_view(static_cast<const float*>(in.w.data()), Dm, W),
+                             make_view(static_cast<const float*>(in.bias.data()), Dm),
+                             make_view(y.data(), N_step, Dm), {.activation = weft::conv1d_activation::silu});
+  };
+  run();
+  for (auto _ : st) run();
+  frac(st, 8.0 * static_cast<double>(N_step * Dm * W), copy_step_gbs);
+}
+BENCHMARK(conv1d_step)->UseRealTime()->Unit(benchmark::kMicrosecond);
+#endif
+
+}  // namespace
