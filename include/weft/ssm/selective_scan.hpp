@@ -17,7 +17,8 @@
 // reductions over channels (dB, dC), batch and time (dA, dD, d delta_bias) are in a fixed
 // order: bitwise repeatable on any thread count.
 //
-// Every backend runs the item functions of weft/ssm/selective_scan_items.hpp (16 channels of
+// Every backend runs the item functions of weft/ssm/selective_scan_items.hpp and
+// selective_scan_backward_items.hpp through selective_scan_engine.hpp (up to 64 channels of
 // one sequence per item, lanes of weft/ssm/lanes.hpp); docs/ssm.md has the math and the figures.
 #pragma once
 
@@ -448,7 +449,7 @@ std::size_t workspace_size(const Backend& be, ops::selective_scan_backward, tens
 
 }  // namespace weft
 
-#include "weft/ssm/selective_scan_items.hpp"
+#include "weft/ssm/selective_scan_engine.hpp"
 
 namespace weft::impl {
 /// The serial backend: the item functions one after the other.
