@@ -119,10 +119,8 @@ struct backward_item {
         const std::int64_t d0 = k.d0 + q * W;
         const int nd = lanes_at(k, q);
         const auto x = load_token<V>(a, k.b, t, d0, nd, load_param<V>(a.bias, d0, nd));
-        const V dtu = x.dt * x.u;
-        const V* Av = s + L.A + q * Ns;
-        for (std::int64_t n = 0; n < Ns; ++n)
-          hq[n] = O::exp(x.dt * Av[n]) * hq[n] + dtu * O::splat(static_cast<S>(Bp[n * sB]));
+        advance<false, false>(x, s + L.A + q * Ns, hq, hq, static_cast<V*>(nullptr), Bp, sB,
+                              static_cast<const E*>(nullptr), 0, Ns);
       }
     }
   }
@@ -131,7 +129,6 @@ struct backward_item {
   /// (every block of the item, token by token).
   WEFT_HOST_DEVICE void recompute(const scan_geometry::block& k, std::int64_t nsub, std::int64_t c,
                                   std::int64_t tc0, std::int64_t tc1, V* s) const {
-    using O = lane_ops<V>;
     const std::int64_t Ns = a.Ns, sub = L.sub;
     const std::int64_t sB = a.Bm.stride(3), sC = a.Cm.stride(3);
     for (std::int64_t t = tc0; t < tc0 + prefetch_distance && t < tc1; ++t)  // the chunk's first rows
@@ -148,17 +145,9 @@ struct backward_item {
         const std::int64_t d0 = k.d0 + q * W;
         const int nd = lanes_at(k, q);
         const auto x = load_token<V>(a, k.b, t, d0, nd, load_param<V>(a.bias, d0, nd));
-        const V dtu = x.dt * x.u;
-        const V* Av = s + L.A + q * Ns;
         const V* hprev = r > 0 ? s + L.hs + ((r - 1) * sub + q) * Ns : s + L.ck + (q * L.nck + c) * Ns;
-        V* h = s + L.hs + (r * sub + q) * Ns;
-        V* dA = s + L.dAs + (r * sub + q) * Ns;
-        V acc = O::splat(S(0));
-        for (std::int64_t n = 0; n < Ns; ++n) {
-          dA[n] = O::exp(x.dt * Av[n]);
-          h[n] = dA[n] * hprev[n] + dtu * O::splat(static_cast<S>(Bp[n * sB]));
-          acc += O::splat(static_cast<S>(Cp[n * sC])) * h[n];
-        }
+        const V acc = advance<true, true>(x, s + L.A + q * Ns, hprev, s + L.hs + (r * sub + q) * Ns,
+                                          s + L.dAs + (r * sub + q) * Ns, Bp, sB, Cp, sC, Ns);
         s[L.dts + r * sub + q] = x.dt;
         s[L.ys + r * sub + q] = acc + load_param<V>(a.D, d0, nd) * x.u;
       }

@@ -109,6 +109,26 @@ WEFT_SSM_INLINE V load_param(const tensor_view<const S, 1>& p, std::int64_t d0, 
   return load_lanes<V>(&p(d0), p.stride(0), nd);
 }
 
+/// One token of the recurrence for one block of 16 channels, every state element n:
+///   h[n] = exp(dt A[n]) hprev[n] + dt u B[n]      (h may be hprev: in place)
+/// keeping the decays in dA when Decays, and returning C . h when Output (else zero). The forward,
+/// the backward's checkpoints and its recompute all step the state through this.
+template <bool Decays, bool Output, class V, class E>
+WEFT_SSM_INLINE V advance(const token_in<V, E>& x, const V* A, const V* hprev, V* h, V* dA, const E* Bp,
+                          std::int64_t sB, const E* Cp, std::int64_t sC, std::int64_t Ns) {
+  using O = lane_ops<V>;
+  using S = typename O::scalar;
+  const V dtu = x.dt * x.u;
+  V acc = O::splat(S(0));
+  for (std::int64_t n = 0; n < Ns; ++n) {
+    const V d = O::exp(x.dt * A[n]);
+    if constexpr (Decays) dA[n] = d;
+    h[n] = d * hprev[n] + dtu * O::splat(static_cast<S>(Bp[n * sB]));
+    if constexpr (Output) acc += O::splat(static_cast<S>(Cp[n * sC])) * h[n];
+  }
+  return acc;
+}
+
 /// Forward: y and the final state of one item (a span of channels: nsub blocks of 16, walked
 /// together token by token, so that each token row's cache lines and page are visited once).
 /// Scratch: 2 Ns lane vectors per block.
@@ -145,15 +165,8 @@ struct forward_item {
         const std::int64_t d0 = k.d0 + q * W;
         const int nd = lanes_at(k, q);
         const auto x = load_token<V>(a, k.b, t, d0, nd, load_param<V>(a.bias, d0, nd));
-        const V dtu = x.dt * x.u;
-        const V* A = Av + q * Ns;
         V* hq = h + q * Ns;
-        V acc = O::splat(S(0));
-        for (std::int64_t n = 0; n < Ns; ++n) {
-          const V dA = O::exp(x.dt * A[n]);
-          hq[n] = dA * hq[n] + dtu * O::splat(static_cast<S>(Bp[n * sB]));
-          acc += O::splat(static_cast<S>(Cp[n * sC])) * hq[n];
-        }
+        V acc = advance<false, true>(x, Av + q * Ns, hq, hq, static_cast<V*>(nullptr), Bp, sB, Cp, sC, Ns);
         acc += load_param<V>(a.D, d0, nd) * x.u;
         if (a.z.data()) {
           const V zz = load_lanes<V>(&a.z(k.b, t, d0), a.z.stride(2), nd);
