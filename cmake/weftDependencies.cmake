@@ -99,6 +99,15 @@ if(_weft_try_MPI)
   set(MPI_CXX_SKIP_MPICXX ON)
   find_package(MPI QUIET COMPONENTS CXX)
   _weft_result(MPI MPI_CXX_FOUND "MPI was not found")
+  # Flags weft's own tests and examples pass to mpiexec: Open MPI needs --oversubscribe to run
+  # more ranks than cores (MPICH's hydra runs them as is, and rejects the flag).
+  set(WEFT_MPIEXEC_FLAGS "")
+  if(MPIEXEC_EXECUTABLE)
+    execute_process(COMMAND "${MPIEXEC_EXECUTABLE}" --version OUTPUT_VARIABLE _weft_mpiexec_version ERROR_QUIET)
+    if(_weft_mpiexec_version MATCHES "Open MPI|OpenRTE")
+      set(WEFT_MPIEXEC_FLAGS --oversubscribe)
+    endif()
+  endif()
 endif()
 
 # --- NCCL (needs CUDA) --------------------------------------------------------------------

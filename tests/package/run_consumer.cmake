@@ -24,7 +24,7 @@ endif()
 set(build "${ROOT}/${STEP}")
 file(REMOVE_RECURSE "${build}")
 set(args -S "${SOURCE}" -B "${build}" -G "${GENERATOR}" -DCMAKE_CXX_COMPILER=${CXX}
-         -DCMAKE_BUILD_TYPE=Release -DWEFT_EXPECT_KOKKOS=${KOKKOS})
+         -DCMAKE_BUILD_TYPE=Release -DWEFT_EXPECT_KOKKOS=${KOKKOS} -DWEFT_EXPECT_MPI=${MPI})
 if(STEP STREQUAL "find_package")
   # Only the installed prefix: the source tree must not be needed.
   list(APPEND args "-DCMAKE_PREFIX_PATH=${prefix}")
@@ -37,3 +37,6 @@ endif()
 run(${CMAKE_COMMAND} ${args})
 run(${CMAKE_COMMAND} --build "${build}")
 run("${build}/consumer")
+if(EXISTS "${build}/consumer_mpi")
+  run("${build}/consumer_mpi")  # an MPI program started on its own runs as a 1-rank world
+endif()
