@@ -408,7 +408,23 @@ void register_all() {
 // WEFT_OVERLAP_TIMELINE=<file>: one run of each helper over the link (4 chunks), its per-step
 // timeline (rank 0's) written as JSON for bench/plot_overlap.py.
 void write_timelines(const char* path) {
-  std::vector<weft::overlap_event> ag, rs, bk;
+  std::vector<weft::overlap_event> ring, ag, rs, bk;
+  {  // ring_pipeline: each step multiplies the shard that arrived by b while the next travels
+    tp_problem p;
+    weft::simulated_link link(*g_comm, link_for(shard_bytes(), g_compute_ag));
+    std::vector<float> b0(p.a_shard.size()), b1(p.a_shard.size());
+    const auto [r0, r1] = weft::row_shard(kM, world(), rank());
+    weft::ring_pipeline(link, std::span<const float>(p.a_shard), std::span(b0), std::span(b1),
+                        [&](int, int source, std::span<const float> blk) {
+                          const auto [s0, s1] = weft::row_shard(kM, world(), source);
+                          sgemm{}(weft::make_view(blk.data(), s1 - s0, kK),
+                                  weft::make_view(p.b.data(), kK, kN),
+                                  weft::make_view(p.c.data() + s0 * kN, s1 - s0, kN));
+                        },
+                        {.timeline = &ring});
+    (void)r0;
+    (void)r1;
+  }
   {
     tp_problem p;
     weft::simulated_link link(*g_comm, link_for(shard_bytes(), g_compute_ag));
@@ -446,6 +462,7 @@ void write_timelines(const char* path) {
     std::fprintf(f, "]%s\n", last ? "" : ",");
   };
   std::fprintf(f, "{\n");
+  dump("ring_pipeline", ring, false);
   dump("all_gather_matmul", ag, false);
   dump("matmul_reduce_scatter", rs, false);
   dump("bucketed_all_reduce", bk, true);

@@ -318,3 +318,28 @@ TEST_CASE("comm_stats records transfers; by_peer totals them", "[comm][stats]") 
   CHECK(has_collective);
   CHECK(s.anomalies().empty());  // one peer: nothing to compare
 }
+
+TEST_CASE("world size 1: every collective and helper works and communicates nothing", "[comm]") {
+  std::vector<weft::comm_stats> stats;
+  auto out = on_ranks(1, [&](weft::local_communicator& c) {
+    std::vector<float> x = {1, 2, 3}, y(3), z(3);
+    weft::all_reduce(c, std::span(x));
+    weft::reduce_scatter(c, std::span<const float>(x), std::span(y));
+    weft::all_gather(c, std::span<const float>(y), std::span(z));
+    weft::all_to_all(c, std::span<const float>(z), std::span(y));
+    weft::barrier(c);
+    std::vector<float> b0(3), b1(3);
+    int steps = 0;
+    weft::ring_pipeline(
+        c, std::span<const float>(x), std::span(b0), std::span(b1),
+        [&](int, int source, std::span<const float> blk) { steps += (source == 0 && blk[2] == 3.f); });
+    if (steps != 1 || y != x) throw std::runtime_error("wrong result at world size 1");
+    stats.push_back(c.stats());
+  });
+  REQUIRE(weft_test::first_error(out).empty());
+  for (const auto& r : stats.at(0).records()) {
+    INFO(weft::comm_kind_name(r.op));
+    CHECK(r.peer == -1);  // only the collectives' own records: no message was sent or received
+    CHECK((r.op != weft::comm_kind::send && r.op != weft::comm_kind::recv));
+  }
+}

@@ -214,6 +214,11 @@ TEST_CASE("mpi: a message of the wrong size is a comm_error, never a silent part
   const int w = world_size();
   if (w == 1) return;
   for (int longer : {0, 1}) {
+#ifdef MPICH_VERSION
+    // MPICH 4.0 aborts the job on a truncated receive inside MPI_Test whatever the
+    // communicator's error handler (docs/comm.md); Open MPI returns the error.
+    if (longer) continue;
+#endif
     weft::mpi_communicator c(MPI_COMM_WORLD, {.timeout = 5s});
     const int r = c.rank();
     std::vector<float> a(4, 1.f), b(longer ? 2 : 8, 0.f);  // 16 bytes sent; 8 or 32 posted

@@ -143,6 +143,10 @@ class mpi_communicator {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
+    // A failed communicator is not freed: messages may still be on their way to it (a stalled
+    // peer's late sends), and MPI may give a freed context to the next communicator made, which
+    // would then receive them (MPICH does). Its two duplicates stay allocated until MPI_Finalize.
+    if (failed_) return;
     if (data_ != MPI_COMM_NULL) MPI_Comm_free(&data_);
     if (control_ != MPI_COMM_NULL) MPI_Comm_free(&control_);
   }
