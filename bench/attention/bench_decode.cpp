@@ -78,15 +78,7 @@ double copy_read_gbs = 0;  // copy_2threads' figure in this run
 
 void copy_2threads(benchmark::State& st) {
   const std::int64_t n = static_cast<std::int64_t>(layout(false).bytes() / sizeof(float));
-  weft_bench::array<float> a(n, 1.0f), b(n);
-  weft_bench::copy_split(a.data(), b.data(), n);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : st) {
-    weft_bench::copy_split(a.data(), b.data(), n);
-    benchmark::ClobberMemory();
-  }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  copy_read_gbs = 4.0 * static_cast<double>(n) * static_cast<double>(st.iterations()) / s * 1e-9;
+  copy_read_gbs = weft_bench::copy_peer(st, n);
   st.counters["read_GB/s"] =
       benchmark::Counter(4.0 * static_cast<double>(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }

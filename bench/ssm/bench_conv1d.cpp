@@ -32,15 +32,7 @@ std::int64_t rows() {
 double copy_gbs = 0, copy_step_gbs = 0;  // the copies' figures in this run (read + written)
 
 void copy_bytes(benchmark::State& st, std::int64_t n, double& out) {
-  weft_bench::array<float> a(n, 1.0f), b(n);
-  weft_bench::copy_split(a.data(), b.data(), n);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : st) {
-    weft_bench::copy_split(a.data(), b.data(), n);
-    benchmark::ClobberMemory();
-  }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  out = 8.0 * static_cast<double>(n) * static_cast<double>(st.iterations()) / s * 1e-9;
+  out = 2.0 * weft_bench::copy_peer(st, n);  // read + written
   weft_bench::set_bandwidth(st, 8.0 * static_cast<double>(n), static_cast<double>(n));
 }
 

@@ -162,11 +162,7 @@ BENCHMARK(step_weft)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 void step_copy_2threads(benchmark::State& st) {
   const std::int64_t n = step_N * step_Dm * step_Ns;
-  weft_bench::array<float> a(n, 1.0f), b(n);
-  for (auto _ : st) {
-    weft_bench::copy_split(a.data(), b.data(), n);
-    benchmark::ClobberMemory();
-  }
+  weft_bench::copy_peer(st, n);
   weft_bench::set_bandwidth(st, 8.0 * static_cast<double>(n), static_cast<double>(n));
 }
 BENCHMARK(step_copy_2threads)->UseRealTime()->Unit(benchmark::kMicrosecond);

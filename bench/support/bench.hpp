@@ -71,6 +71,21 @@ inline void copy_split(const float* src, float* dst, std::int64_t n) {
   }
 }
 
+/// The copy peer of the bandwidth-bound benchmarks: n floats copied by copy_split every iteration
+/// (warm: one copy first). Returns the bytes *read* per second in GB/s (read + written is twice
+/// that), for ratios computed in the same process.
+inline double copy_peer(benchmark::State& st, std::int64_t n) {
+  array<float> a(n, 1.0f), b(n);
+  copy_split(a.data(), b.data(), n);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) {
+    copy_split(a.data(), b.data(), n);
+    benchmark::ClobberMemory();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 4.0 * static_cast<double>(n) * static_cast<double>(st.iterations()) / s * 1e-9;
+}
+
 #if defined(__AVX512F__)
 inline constexpr int lanes = 16;
 #else
