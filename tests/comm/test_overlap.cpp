@@ -87,6 +87,57 @@ TEST_CASE("ring_pipeline shows every rank's block to every rank, local untouched
   }
 }
 
+TEST_CASE("ring_pipeline_bidirectional moves one block each way, every rank's to every rank", "[overlap]") {
+  const int world = GENERATE(1, 2, 3, 4);
+  const std::size_t nf = 37, nb = GENERATE(std::size_t{36}, std::size_t{0});  // unequal lanes; an empty one
+  std::vector<std::vector<int>> fsrc(static_cast<std::size_t>(world)), bsrc(fsrc.size());
+  std::vector<int> good(static_cast<std::size_t>(world), 1);
+  auto out = on_ranks(world, [&](weft::local_communicator& c) {
+    const int r = c.rank();
+    std::vector<std::int64_t> f(nf), f0(nf, -1), f1(nf, -1), b(nb), b0(nb, -1), b1(nb, -1);
+    for (std::size_t i = 0; i < nf; ++i) f[i] = r * 100 + static_cast<std::int64_t>(i);
+    for (std::size_t i = 0; i < nb; ++i) b[i] = -(r * 100 + static_cast<std::int64_t>(i));
+    auto& g = good[static_cast<std::size_t>(r)];
+    weft::ring_pipeline_bidirectional(
+        c, std::span<const std::int64_t>(f), std::span(f0), std::span(f1), std::span<const std::int64_t>(b),
+        std::span(b0), std::span(b1),
+        [&](int s, int sf, std::span<const std::int64_t> bf, int sb, std::span<const std::int64_t> bb) {
+          fsrc[static_cast<std::size_t>(r)].push_back(sf);
+          bsrc[static_cast<std::size_t>(r)].push_back(sb);
+          g &= s == static_cast<int>(fsrc[static_cast<std::size_t>(r)].size()) - 1;
+          for (std::size_t i = 0; i < nf; ++i) g &= bf[i] == sf * 100 + static_cast<std::int64_t>(i);
+          for (std::size_t i = 0; i < nb; ++i) g &= bb[i] == -(sb * 100 + static_cast<std::int64_t>(i));
+        });
+  });
+  REQUIRE(weft_test::first_error(out).empty());
+  for (int r = 0; r < world; ++r) {
+    CHECK(good[static_cast<std::size_t>(r)]);
+    std::vector<int> ef, eb;
+    for (int s = 0; s < world; ++s) {
+      ef.push_back((r - s + world) % world);
+      eb.push_back((r + s) % world);
+    }
+    CHECK(fsrc[static_cast<std::size_t>(r)] == ef);
+    CHECK(bsrc[static_cast<std::size_t>(r)] == eb);
+  }
+}
+
+TEST_CASE("ring_pipeline_bidirectional: a wrong buffer on one rank fails every rank", "[overlap][errors]") {
+  const int world = GENERATE(2, 3);
+  auto out = on_ranks(world, [&](weft::local_communicator& c) {
+    std::vector<float> f(8), f0(8), f1(c.rank() == 1 ? 7 : 8), b(4), b0(4), b1(4);
+    weft::ring_pipeline_bidirectional(c, std::span<const float>(f), std::span(f0), std::span(f1),
+                                      std::span<const float>(b), std::span(b0), std::span(b1),
+                                      [](int, int, std::span<const float>, int, std::span<const float>) {});
+  });
+  for (int r = 0; r < world; ++r) {
+    INFO(out[static_cast<std::size_t>(r)].what());
+    CHECK(out[static_cast<std::size_t>(r)].caught<weft::invalid_argument>([&](const auto& e) {
+      if (r == 1) CHECK(e.argument() == "fwd1");
+    }));
+  }
+}
+
 TEST_CASE("all_gather_matmul equals all-gather then multiply", "[overlap]") {
   const int world = GENERATE(1, 2, 3, 4);
   const std::int64_t M = GENERATE(1, 3, 13, 64);

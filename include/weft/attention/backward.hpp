@@ -26,31 +26,28 @@ namespace ops {
 struct attention_backward {};
 }  // namespace ops
 
-/// The gradients of softmax attention (see the top of this file).
-template <backend Backend, class TQ, class TK, class TV, class TO, class TG, class TdQ, class TdK, class TdV>
-void attention_backward(const Backend& be, tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
-                        tensor_view<TO, 4> o, tensor_view<const float, 3> lse, tensor_view<TG, 4> do_,
-                        tensor_view<TdQ, 4> dq, tensor_view<TdK, 4> dk, tensor_view<TdV, 4> dv,
-                        const attention_options& opts = {}) {
-  static_assert(is_floating_v<std::remove_cv_t<TO>> && is_floating_v<std::remove_cv_t<TG>>,
-                "weft::attention_backward: o and do_ hold floating-point elements");
-  static_assert(is_floating_v<TdQ> && is_floating_v<TdK> && is_floating_v<TdV>,
-                "weft::attention_backward: dq, dk, dv are writable floating-point views");
-  constexpr const char* fn = "attention_backward";
-  using detail::require_disjoint;
-  detail::attention::plan p = detail::attention::check_inputs(fn, q, k, v, opts);
-  detail::check_view(fn, "o", o);
-  detail::require_shape(fn, "o", o, std::array<std::int64_t, 4>{p.B, p.Tq, p.Hq, p.Dv});
-  detail::check_view(fn, "lse", lse);
-  detail::require_shape(fn, "lse", lse, std::array<std::int64_t, 3>{p.B, p.Hq, p.Tq});
-  detail::check_view(fn, "do_", do_);
-  detail::require_shape(fn, "do_", do_, std::array<std::int64_t, 4>{p.B, p.Tq, p.Hq, p.Dv});
-  detail::check_output_view(fn, "dq", dq);
-  detail::require_shape(fn, "dq", dq, std::array<std::int64_t, 4>{p.B, p.Tq, p.Hq, p.Dk});
-  detail::check_output_view(fn, "dk", dk);
-  detail::require_shape(fn, "dk", dk, std::array<std::int64_t, 4>{p.B, p.Tk, p.Hkv, p.Dk});
-  detail::check_output_view(fn, "dv", dv);
-  detail::require_shape(fn, "dv", dv, std::array<std::int64_t, 4>{p.B, p.Tk, p.Hkv, p.Dv});
+namespace detail::attention {
+
+/// The backward's views after the inputs: o, lse, do_ of the forward's shapes, dq, dk, dv of
+/// q's, k's, v's, every output disjoint from every input and from the other outputs.
+template <class TQ, class TK, class TV, class TO, class TG, class TdQ, class TdK, class TdV>
+void check_backward_views(const char* fn, const plan& p, const tensor_view<TQ, 4>& q,
+                          const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
+                          const tensor_view<TO, 4>& o, const tensor_view<const float, 3>& lse,
+                          const tensor_view<TG, 4>& do_, const tensor_view<TdQ, 4>& dq,
+                          const tensor_view<TdK, 4>& dk, const tensor_view<TdV, 4>& dv) {
+  check_view(fn, "o", o);
+  require_shape(fn, "o", o, std::array<std::int64_t, 4>{p.B, p.Tq, p.Hq, p.Dv});
+  check_view(fn, "lse", lse);
+  require_shape(fn, "lse", lse, std::array<std::int64_t, 3>{p.B, p.Hq, p.Tq});
+  check_view(fn, "do_", do_);
+  require_shape(fn, "do_", do_, std::array<std::int64_t, 4>{p.B, p.Tq, p.Hq, p.Dv});
+  check_output_view(fn, "dq", dq);
+  require_shape(fn, "dq", dq, std::array<std::int64_t, 4>{p.B, p.Tq, p.Hq, p.Dk});
+  check_output_view(fn, "dk", dk);
+  require_shape(fn, "dk", dk, std::array<std::int64_t, 4>{p.B, p.Tk, p.Hkv, p.Dk});
+  check_output_view(fn, "dv", dv);
+  require_shape(fn, "dv", dv, std::array<std::int64_t, 4>{p.B, p.Tk, p.Hkv, p.Dv});
   auto apart = [&](const char* name, const auto& out) {
     require_disjoint(fn, name, out, "q", q);
     require_disjoint(fn, name, out, "k", k);
@@ -65,6 +62,23 @@ void attention_backward(const Backend& be, tensor_view<TQ, 4> q, tensor_view<TK,
   require_disjoint(fn, "dk", dk, "dq", dq);
   require_disjoint(fn, "dv", dv, "dq", dq);
   require_disjoint(fn, "dv", dv, "dk", dk);
+}
+
+}  // namespace detail::attention
+
+/// The gradients of softmax attention (see the top of this file).
+template <backend Backend, class TQ, class TK, class TV, class TO, class TG, class TdQ, class TdK, class TdV>
+void attention_backward(const Backend& be, tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
+                        tensor_view<TO, 4> o, tensor_view<const float, 3> lse, tensor_view<TG, 4> do_,
+                        tensor_view<TdQ, 4> dq, tensor_view<TdK, 4> dk, tensor_view<TdV, 4> dv,
+                        const attention_options& opts = {}) {
+  static_assert(is_floating_v<std::remove_cv_t<TO>> && is_floating_v<std::remove_cv_t<TG>>,
+                "weft::attention_backward: o and do_ hold floating-point elements");
+  static_assert(is_floating_v<TdQ> && is_floating_v<TdK> && is_floating_v<TdV>,
+                "weft::attention_backward: dq, dk, dv are writable floating-point views");
+  constexpr const char* fn = "attention_backward";
+  detail::attention::plan p = detail::attention::check_inputs(fn, q, k, v, opts);
+  detail::attention::check_backward_views(fn, p, q, k, v, o, lse, do_, dq, dk, dv);
   detail::attention::make_blocks(fn, be, opts, p, true);
   impl::attention_impl<Backend>::backward(
       be, tensor_view<const std::remove_cv_t<TQ>, 4>(q), tensor_view<const std::remove_cv_t<TK>, 4>(k),

@@ -20,6 +20,9 @@
 //
 // If compute throws, the communicator is abort()ed (every peer fails at once, naming this rank)
 // and the exception propagates.
+//
+// ring_pipeline_bidirectional: two rings at once (TokenRing), one block moving to rank + 1 and
+// one to rank - 1 each step (below). Both run on one engine, detail::overlap::ring_lane.
 #pragma once
 
 #include <cstring>
@@ -80,6 +83,96 @@ void guarded(Comm& c, F&& f) {
 
 }  // namespace detail::overlap
 
+namespace detail::overlap {
+
+/// One direction of a ring: a block that starts as `local` and moves one hop per step through
+/// bufs[0] / bufs[1]. The engine of ring_pipeline (one lane) and ring_pipeline_bidirectional
+/// (two lanes, opposite directions).
+template <class Comm, class T>
+class ring_lane {
+ public:
+  using request = typename Comm::request;
+  ring_lane(Comm& c, std::span<const T> local, std::span<T> b0, std::span<T> b1, bool forward, int tag)
+      : c_(c), local_(local), bufs_{b0, b1}, forward_(forward), tag_(tag) {
+    const int w = c.size(), r = c.rank();
+    right_ = forward ? (r + 1) % w : (r - 1 + w) % w;
+    left_ = forward ? (r - 1 + w) % w : (r + 1) % w;
+    if constexpr (persistent) {
+      if (w > 2) {  // buf0 / buf1 are sent from only when there are >= 3 ranks
+        for (int b = 0; b < 2; ++b) psend_.push_back(c.send_init(std::span<const T>(bufs_[b]), right_, tag));
+      }
+      if (w > 1) {
+        for (int b = 0; b < 2; ++b) precv_.push_back(c.recv_init(bufs_[b], left_, tag));
+      }
+    }
+  }
+  /// The rank whose block is computed on at step s, and the block.
+  int source(int s) const {
+    const int w = c_.size(), r = c_.rank();
+    return forward_ ? (r - s + w) % w : (r + s) % w;
+  }
+  std::span<const T> block(int s) const { return s == 0 ? local_ : std::span<const T>(bufs_[(s - 1) % 2]); }
+
+  /// Before compute(s): posts the receive of step s + 1's block and the send of step s's.
+  /// Returns the receive's handle in `step` (or npos on the last step).
+  std::size_t post(int s, inflight<Comm>& step, recorder& rec) {
+    if (s + 1 >= c_.size()) return npos;
+    // The next block lands in the buffer the previous step sent from: that send must be done.
+    if (send_prev_) {
+      rec.wait(s, [&] { c_.wait(*send_prev_); });
+      send_prev_.reset();
+    }
+    const std::size_t h = step.add(post_recv(s % 2), s);
+    send_prev_ = post_send(block(s), s == 0 ? -1 : (s - 1) % 2);
+    return h;
+  }
+  void finish(recorder& rec) {
+    if (send_prev_) rec.wait(c_.size() - 1, [&] { c_.wait(*send_prev_); });
+    send_prev_.reset();
+  }
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+ private:
+  static constexpr bool persistent = has_persistent<Comm, T>;
+  using persistent_t = typename persistent_of<Comm, T, persistent>::type;
+  request post_send(std::span<const T> from, int b) {
+    if constexpr (persistent) {
+      if (b >= 0) return c_.start(psend_[static_cast<std::size_t>(b)]);
+    }
+    return c_.isend(from, right_, tag_);
+  }
+  request post_recv(int b) {
+    if constexpr (persistent) {
+      return c_.start(precv_[static_cast<std::size_t>(b)]);
+    } else {
+      return c_.irecv(bufs_[b], left_, tag_);
+    }
+  }
+  Comm& c_;
+  std::span<const T> local_;
+  std::span<T> bufs_[2];
+  bool forward_;
+  int tag_, right_ = 0, left_ = 0;
+  std::vector<persistent_t> psend_, precv_;  // [buffer]
+  std::optional<request> send_prev_;         // the send posted at the step before
+};
+
+template <class T>
+void check_lane(const char* fn, const char* local, std::span<const T> l, std::span<T> b0, std::span<T> b1,
+                const char* n0, const char* n1) {
+  detail::require(b0.size() == l.size(), fn, n0, detail::concat(l.size(), " elements (as ", local, ")"),
+                  b0.size());
+  detail::require(b1.size() == l.size(), fn, n1, detail::concat(l.size(), " elements (as ", local, ")"),
+                  b1.size());
+}
+
+inline void check_tag(const char* fn, int tag, int used) {
+  detail::require(tag >= 0 && tag + used <= 15000, fn, "options.tag",
+                  detail::concat("a tag in [0, ", 15000 - used, "]"), tag);
+}
+
+}  // namespace detail::overlap
+
 template <class Comm, class T, class Compute>
 overlap_stats ring_pipeline(Comm& c, std::span<const T> local, std::span<T> buf0, std::span<T> buf1,
                             Compute&& compute, const ring_pipeline_options& o = {}) {
@@ -88,75 +181,76 @@ overlap_stats ring_pipeline(Comm& c, std::span<const T> local, std::span<T> buf0
       c, "ring_pipeline", "local",
       {detail::comm::type_code<T>(), static_cast<std::int64_t>(local.size()), o.tag, o.forward ? 1 : 0},
       [&] {
-        detail::require(buf0.size() == local.size(), "ring_pipeline", "buf0",
-                        detail::concat(local.size(), " elements"), buf0.size());
-        detail::require(buf1.size() == local.size(), "ring_pipeline", "buf1",
-                        detail::concat(local.size(), " elements"), buf1.size());
-        detail::require(o.tag >= 0 && o.tag < 15000, "ring_pipeline", "options.tag", "a tag in [0, 15000)",
-                        o.tag);
+        detail::overlap::check_lane("ring_pipeline", "local", local, buf0, buf1, "buf0", "buf1");
+        detail::overlap::check_tag("ring_pipeline", o.tag, 1);
       },
       o.check_across_ranks);
-  const int w = c.size(), r = c.rank();
-  const int right = o.forward ? (r + 1) % w : (r - 1 + w) % w;
-  const int left = o.forward ? (r - 1 + w) % w : (r + 1) % w;
   detail::overlap::recorder rec(o.timeline);
-  std::span<T> bufs[2] = {buf0, buf1};
-
-  using request = typename Comm::request;
-  constexpr bool persistent = detail::overlap::has_persistent<Comm, T>;
-  using persistent_t = typename detail::overlap::persistent_of<Comm, T, persistent>::type;
-  std::vector<persistent_t> psend, precv;  // [buffer]
-  if constexpr (persistent) {
-    if (w > 2) {  // buf0 / buf1 are sent from only when there are >= 3 ranks
-      for (int b = 0; b < 2; ++b) psend.push_back(c.send_init(std::span<const T>(bufs[b]), right, o.tag));
-    }
-    if (w > 1) {
-      for (int b = 0; b < 2; ++b) precv.push_back(c.recv_init(bufs[b], left, o.tag));
-    }
-  }
-  auto post_send = [&](std::span<const T> from, int b) -> request {
-    if constexpr (persistent) {
-      if (b >= 0) return c.start(psend[static_cast<std::size_t>(b)]);
-    }
-    return c.isend(from, right, o.tag);
-  };
-  auto post_recv = [&](int b) -> request {
-    if constexpr (persistent) {
-      return c.start(precv[static_cast<std::size_t>(b)]);
-    } else {
-      return c.irecv(bufs[b], left, o.tag);
-    }
-  };
-
-  std::optional<request> send_prev;  // the send posted at the step before (out of the other buffer)
-  for (int s = 0; s < w; ++s) {
-    const int source = o.forward ? (r - s + w) % w : (r + s) % w;
-    const int cur = s == 0 ? -1 : (s - 1) % 2;  // the buffer holding this step's block (-1: local)
-    const std::span<const T> block = cur < 0 ? local : std::span<const T>(bufs[cur]);
+  detail::overlap::ring_lane<Comm, T> lane(c, local, buf0, buf1, o.forward, o.tag);
+  for (int s = 0; s < c.size(); ++s) {
     detail::overlap::inflight<Comm> step(c, rec);
-    std::size_t hr = 0;
-    if (s + 1 < w) {
-      // The next block lands in the buffer the previous step sent from: that send must be done.
-      if (send_prev) {
-        rec.wait(s, [&] { c.wait(*send_prev); });
-        send_prev.reset();
-      }
-      hr = step.add(post_recv(s % 2), s);
-      send_prev = post_send(block, cur);
-    }
+    const std::size_t h = lane.post(s, step, rec);
     auto progress = [&] { step.poll(); };
+    const std::span<const T> block = lane.block(s);
     detail::overlap::guarded(c, [&] {
       rec.compute(s, [&] {
         if constexpr (std::is_invocable_v<Compute&, int, int, std::span<const T>, decltype(progress)&>) {
-          compute(s, source, block, progress);
+          compute(s, lane.source(s), block, progress);
         } else {
-          compute(s, source, block);
+          compute(s, lane.source(s), block);
         }
       });
     });
-    if (s + 1 < w) step.wait_one(hr);
+    if (h != lane.npos) step.wait_one(h);
   }
-  if (send_prev) rec.wait(w - 1, [&] { c.wait(*send_prev); });
+  lane.finish(rec);
+  return rec.finish();
+}
+
+/// Two rings at once (TokenRing's bidirectional schedule): block `fwd` moves to rank + 1 each
+/// step and block `bwd` to rank - 1, so each link direction carries half the data. Step s
+/// computes on rank (rank - s)'s fwd block and rank (rank + s)'s bwd block:
+///   compute(s, source_fwd, block_fwd, source_bwd, block_bwd [, progress]).
+/// The bwd ring uses tag options.tag + 1; options.forward is ignored.
+template <class Comm, class T, class Compute>
+overlap_stats ring_pipeline_bidirectional(Comm& c, std::span<const T> fwd, std::span<T> fwd0,
+                                          std::span<T> fwd1, std::span<const T> bwd, std::span<T> bwd0,
+                                          std::span<T> bwd1, Compute&& compute,
+                                          const ring_pipeline_options& o = {}) {
+  static_assert(std::is_trivially_copyable_v<T>, "weft::ring_pipeline moves trivially copyable elements");
+  constexpr const char* fn = "ring_pipeline_bidirectional";
+  detail::comm::agree(
+      c, fn, "fwd",
+      {detail::comm::type_code<T>(), static_cast<std::int64_t>(fwd.size()),
+       static_cast<std::int64_t>(bwd.size()), o.tag, 2, 0},
+      [&] {
+        detail::overlap::check_lane(fn, "fwd", fwd, fwd0, fwd1, "fwd0", "fwd1");
+        detail::overlap::check_lane(fn, "bwd", bwd, bwd0, bwd1, "bwd0", "bwd1");
+        detail::overlap::check_tag(fn, o.tag, 2);
+      },
+      o.check_across_ranks);
+  detail::overlap::recorder rec(o.timeline);
+  detail::overlap::ring_lane<Comm, T> a(c, fwd, fwd0, fwd1, true, o.tag),
+      b(c, bwd, bwd0, bwd1, false, o.tag + 1);
+  for (int s = 0; s < c.size(); ++s) {
+    detail::overlap::inflight<Comm> step(c, rec);
+    const std::size_t ha = a.post(s, step, rec), hb = b.post(s, step, rec);
+    auto progress = [&] { step.poll(); };
+    detail::overlap::guarded(c, [&] {
+      rec.compute(s, [&] {
+        if constexpr (std::is_invocable_v<Compute&, int, int, std::span<const T>, int, std::span<const T>,
+                                          decltype(progress)&>) {
+          compute(s, a.source(s), a.block(s), b.source(s), b.block(s), progress);
+        } else {
+          compute(s, a.source(s), a.block(s), b.source(s), b.block(s));
+        }
+      });
+    });
+    if (ha != a.npos) step.wait_one(ha);
+    if (hb != b.npos) step.wait_one(hb);
+  }
+  a.finish(rec);
+  b.finish(rec);
   return rec.finish();
 }
 
