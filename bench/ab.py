@@ -33,8 +33,11 @@ def main():
     p.add_argument("--out", default="/tmp/weft_ab")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_PROC_BIND="spread", OMP_PLACES="threads",
-               OPENBLAS_CORETYPE="SkylakeX")
+    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_PROC_BIND="spread", OMP_PLACES="threads")
+    # OpenBLAS 0.3.21 misdetects Zen 5: its AVX-512 kernels by name, on CPUs with AVX-512 only
+    with open("/proc/cpuinfo") as f:
+        if " avx512f" in f.read():
+            env.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     env.pop("WEFT_BENCH_SMOKE", None)
     rel = sorted(os.path.relpath(b, a.new) for b in glob.glob(os.path.join(a.new, "bench", "*", "bench_*"))
                  if os.access(b, os.X_OK) and os.path.exists(os.path.join(a.old, os.path.relpath(b, a.new))))

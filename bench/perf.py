@@ -115,8 +115,11 @@ def run(args):
     binaries = [b for b in binaries if os.path.isfile(b) and os.access(b, os.X_OK) and not b.endswith(".json")]
     if not binaries:
         sys.exit(f"no benchmark binaries under {args.build}/bench (build the default preset first)")
-    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_PROC_BIND="spread", OMP_PLACES="threads",
-               OPENBLAS_CORETYPE="SkylakeX")
+    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_PROC_BIND="spread", OMP_PLACES="threads")
+    # OpenBLAS 0.3.21 misdetects Zen 5: its AVX-512 kernels by name, on CPUs with AVX-512 only
+    with open("/proc/cpuinfo") as f:
+        if " avx512f" in f.read():
+            env.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     env.pop("WEFT_BENCH_SMOKE", None)
     merged = {"context": None, "benchmarks": []}
     for b in binaries:
