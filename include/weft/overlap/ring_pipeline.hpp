@@ -85,6 +85,16 @@ void guarded(Comm& c, F&& f) {
 
 namespace detail::overlap {
 
+/// The blocks of one lane: `local` at step 0, then bufs[0] and bufs[1] in turn. (Apart from
+/// ring_lane, which only depends on the communicator's type, so that GCC does not fold the
+/// accessor of two lanes into one and then warn about the other's bounds.)
+template <class T>
+struct lane_blocks {
+  std::span<const T> local;
+  std::span<T> bufs[2];
+  std::span<const T> block(int s) const { return s == 0 ? local : std::span<const T>(bufs[(s - 1) % 2]); }
+};
+
 /// One direction of a ring: a block that starts as `local` and moves one hop per step through
 /// bufs[0] / bufs[1]. The engine of ring_pipeline (one lane) and ring_pipeline_bidirectional
 /// (two lanes, opposite directions).
@@ -92,26 +102,28 @@ template <class Comm, class T>
 class ring_lane {
  public:
   using request = typename Comm::request;
+  lane_blocks<T> blocks;  ///< blocks.block(s): the block computed on at step s
+
   ring_lane(Comm& c, std::span<const T> local, std::span<T> b0, std::span<T> b1, bool forward, int tag)
-      : c_(c), local_(local), bufs_{b0, b1}, forward_(forward), tag_(tag) {
+      : blocks{local, {b0, b1}}, c_(c), forward_(forward), tag_(tag) {
     const int w = c.size(), r = c.rank();
     right_ = forward ? (r + 1) % w : (r - 1 + w) % w;
     left_ = forward ? (r - 1 + w) % w : (r + 1) % w;
     if constexpr (persistent) {
       if (w > 2) {  // buf0 / buf1 are sent from only when there are >= 3 ranks
-        for (int b = 0; b < 2; ++b) psend_.push_back(c.send_init(std::span<const T>(bufs_[b]), right_, tag));
+        for (int b = 0; b < 2; ++b)
+          psend_.push_back(c.send_init(std::span<const T>(blocks.bufs[b]), right_, tag));
       }
       if (w > 1) {
-        for (int b = 0; b < 2; ++b) precv_.push_back(c.recv_init(bufs_[b], left_, tag));
+        for (int b = 0; b < 2; ++b) precv_.push_back(c.recv_init(blocks.bufs[b], left_, tag));
       }
     }
   }
-  /// The rank whose block is computed on at step s, and the block.
+  /// The rank whose block is computed on at step s.
   int source(int s) const {
     const int w = c_.size(), r = c_.rank();
     return forward_ ? (r - s + w) % w : (r + s) % w;
   }
-  std::span<const T> block(int s) const { return s == 0 ? local_ : std::span<const T>(bufs_[(s - 1) % 2]); }
 
   /// Before compute(s): posts the receive of step s + 1's block and the send of step s's.
   /// Returns the receive's handle in `step` (or npos on the last step).
@@ -123,7 +135,7 @@ class ring_lane {
       send_prev_.reset();
     }
     const std::size_t h = step.add(post_recv(s % 2), s);
-    send_prev_ = post_send(block(s), s == 0 ? -1 : (s - 1) % 2);
+    send_prev_ = post_send(blocks.block(s), s == 0 ? -1 : (s - 1) % 2);
     return h;
   }
   void finish(recorder& rec) {
@@ -145,12 +157,10 @@ class ring_lane {
     if constexpr (persistent) {
       return c_.start(precv_[static_cast<std::size_t>(b)]);
     } else {
-      return c_.irecv(bufs_[b], left_, tag_);
+      return c_.irecv(blocks.bufs[b], left_, tag_);
     }
   }
   Comm& c_;
-  std::span<const T> local_;
-  std::span<T> bufs_[2];
   bool forward_;
   int tag_, right_ = 0, left_ = 0;
   std::vector<persistent_t> psend_, precv_;  // [buffer]
@@ -191,7 +201,7 @@ overlap_stats ring_pipeline(Comm& c, std::span<const T> local, std::span<T> buf0
     detail::overlap::inflight<Comm> step(c, rec);
     const std::size_t h = lane.post(s, step, rec);
     auto progress = [&] { step.poll(); };
-    const std::span<const T> block = lane.block(s);
+    const std::span<const T> block = lane.blocks.block(s);
     detail::overlap::guarded(c, [&] {
       rec.compute(s, [&] {
         if constexpr (std::is_invocable_v<Compute&, int, int, std::span<const T>, decltype(progress)&>) {
@@ -240,9 +250,9 @@ overlap_stats ring_pipeline_bidirectional(Comm& c, std::span<const T> fwd, std::
       rec.compute(s, [&] {
         if constexpr (std::is_invocable_v<Compute&, int, int, std::span<const T>, int, std::span<const T>,
                                           decltype(progress)&>) {
-          compute(s, a.source(s), a.block(s), b.source(s), b.block(s), progress);
+          compute(s, a.source(s), a.blocks.block(s), b.source(s), b.blocks.block(s), progress);
         } else {
-          compute(s, a.source(s), a.block(s), b.source(s), b.block(s));
+          compute(s, a.source(s), a.blocks.block(s), b.source(s), b.blocks.block(s));
         }
       });
     });
