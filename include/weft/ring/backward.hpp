@@ -92,17 +92,8 @@ void backward_piece(const Backend& be, const attention::plan& p, tensor_view<con
 /// after the same share of the step's compute. Sender and receiver compute the same cuts.
 inline std::vector<std::int64_t> part_cuts(const ring_plan& rp, int q_rank, int k_rank, int pieces) {
   const std::int64_t tk = rp.p.Tk;
-  std::vector<std::int64_t> work(static_cast<std::size_t>(tk), 0);  // queries that see key row j
-  for (const call& c : plan_calls(rp.q_segments(q_rank), rp.k_segments(k_rank), rp.ru)) {
-    for (std::int64_t j = 0; j < c.k1 - c.k0; ++j) {
-      const std::int64_t kp = c.opts.k_offset + j;  // query i sits at q_offset + i
-      std::int64_t lo = 0, hi = c.q1 - c.q0;        // [lo, hi)
-      if (c.opts.causal) lo = std::max(lo, kp - c.opts.q_offset);
-      if (c.opts.window.left >= 0) hi = std::min(hi, kp + c.opts.window.left - c.opts.q_offset + 1);
-      if (c.opts.window.right >= 0) lo = std::max(lo, kp - c.opts.window.right - c.opts.q_offset);
-      work[static_cast<std::size_t>(c.k0 + j)] += std::max<std::int64_t>(0, hi - lo);
-    }
-  }
+  const std::vector<std::int64_t> work =
+      key_work(plan_calls(rp.q_segments(q_rank), rp.k_segments(k_rank), rp.ru), tk);  // queries per key row
   std::int64_t first = 0, last = tk, total = 0;
   while (first < tk && work[static_cast<std::size_t>(first)] == 0) ++first;
   while (last > first && work[static_cast<std::size_t>(last - 1)] == 0) --last;

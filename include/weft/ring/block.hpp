@@ -183,22 +183,21 @@ void attend(const Backend& be, tensor_view<const TQ, 4> q, tensor_view<const TK,
   }
 }
 
-/// The (query, key) pairs a list of calls scores: for each query row, the keys its call's
-/// rules leave visible.
-inline std::int64_t visible_pairs(const std::vector<call>& calls) {
-  std::int64_t n = 0;
+/// For each key row j of a block (tk rows), how many queries the calls let see it: the work
+/// per key, by the calls' own rules (key j at k_offset + j, query i at q_offset + i).
+inline std::vector<std::int64_t> key_work(const std::vector<call>& calls, std::int64_t tk) {
+  std::vector<std::int64_t> work(static_cast<std::size_t>(tk), 0);
   for (const call& c : calls) {
-    const std::int64_t nk = c.k1 - c.k0;
-    for (std::int64_t i = 0; i < c.q1 - c.q0; ++i) {
-      const std::int64_t qp = c.opts.q_offset + i;  // key j sits at k_offset + j
-      std::int64_t lo = 0, hi = nk;                 // [lo, hi)
-      if (c.opts.causal) hi = std::min(hi, qp - c.opts.k_offset + 1);
-      if (c.opts.window.left >= 0) lo = std::max(lo, qp - c.opts.window.left - c.opts.k_offset);
-      if (c.opts.window.right >= 0) hi = std::min(hi, qp + c.opts.window.right - c.opts.k_offset + 1);
-      n += std::max<std::int64_t>(0, hi - lo);
+    for (std::int64_t j = 0; j < c.k1 - c.k0; ++j) {
+      const std::int64_t kp = c.opts.k_offset + j;
+      std::int64_t lo = 0, hi = c.q1 - c.q0;  // the queries [lo, hi) that see key j
+      if (c.opts.causal) lo = std::max(lo, kp - c.opts.q_offset);
+      if (c.opts.window.left >= 0) hi = std::min(hi, kp + c.opts.window.left - c.opts.q_offset + 1);
+      if (c.opts.window.right >= 0) lo = std::max(lo, kp - c.opts.window.right - c.opts.q_offset);
+      work[static_cast<std::size_t>(c.k0 + j)] += std::max<std::int64_t>(0, hi - lo);
     }
   }
-  return n;
+  return work;
 }
 
 }  // namespace weft::detail::ring

@@ -208,9 +208,12 @@ inline std::int64_t ring_attention_pairs(int rank, int world, std::int64_t q_len
   const detail::ring::rules ru{opts.causal, opts.window, opts.q_offset, opts.k_offset, 1.0f, 0.0f};
   const auto qs = detail::ring::segments(opts.layout, rank, world, q_len, cq);
   std::int64_t n = 0;
-  for (int s = 0; s < world; ++s)
-    n += detail::ring::visible_pairs(
-        detail::ring::plan_calls(qs, detail::ring::segments(opts.layout, s, world, k_len, ck), ru));
+  for (int s = 0; s < world; ++s) {
+    const auto ks = detail::ring::segments(opts.layout, s, world, k_len, ck);
+    std::int64_t rows = 0;
+    for (const auto& k : ks) rows = std::max(rows, k.row0 + k.rows);
+    for (std::int64_t w : detail::ring::key_work(detail::ring::plan_calls(qs, ks, ru), rows)) n += w;
+  }
   return n;
 }
 
