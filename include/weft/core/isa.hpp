@@ -219,8 +219,25 @@ __attribute__((flatten, optimize("O3"))) void isa_kernel_baseline(const F& f, A.
 #endif
 #endif
 
-/// f(a...) compiled for the active level (see the top of this file). Arguments are passed by
-/// value (indices, pointers); f is called once.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && !defined(__HIPCC__)
+/// isa_call's body at the unit's own level, out of line: one compiled copy of f per (F, A...)
+/// that every backend's runner calls. Inlined into each runner's loop instead, the same item
+/// was optimised once per backend, and GCC's FMA contraction (-ffp-contract=fast, its default)
+/// follows what inlining exposes: with -march=native on an AVX2 CPU the serial and Kokkos
+/// backends rounded causal_conv1d's gradients differently. The wrappers above are out of line
+/// already; not flattened here (an AVX-512 unit's out-of-line row bodies stay out of line).
+template <class F, class... A>
+__attribute__((noinline)) void isa_run_own(const F& f, A... a) {
+  f(a...);
+}
+#define WEFT_ISA_OWN_CALL(f, a) ::weft::detail::isa_run_own(f, a...)
+#else
+#define WEFT_ISA_OWN_CALL(f, a) f(a...)
+#endif
+
+/// f(a...) compiled for the active level (see the top of this file), in one out-of-line copy per
+/// (F, A...) whichever backend calls it. Arguments are passed by value (indices, pointers); f is
+/// called once.
 template <class F, class... A>
 WEFT_HOST_DEVICE WEFT_FORCE_INLINE void isa_call(const F& f, A... a) {
 #if WEFT_ISA_DISPATCH && !WEFT_ON_DEVICE
@@ -236,7 +253,11 @@ WEFT_HOST_DEVICE WEFT_FORCE_INLINE void isa_call(const F& f, A... a) {
   }
 #endif
 #endif
+#if WEFT_ON_DEVICE
   f(a...);
+#else
+  WEFT_ISA_OWN_CALL(f, a);
+#endif
 }
 
 /// isa_call for small out-of-line kernels: the body at -O3 for the active level (above).

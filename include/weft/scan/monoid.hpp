@@ -67,6 +67,10 @@ struct minimum<void> {
 ///   op(x, y) = "x then y" = (y.a * x.a, y.a * x.b + y.b);  identity (1, 0).
 /// An inclusive scan of (a_t, b_t) gives (A_t, B_t) with h_t = A_t * h_init + B_t for the
 /// linear recurrence h_t = a_t * h_{t-1} + b_t.
+/// The multiply-adds here and in affine_matrix are std::fma, not `*` then `+`: GCC contracts
+/// the latter (-ffp-contract=fast, its default) in some inlined copies and not in others, and the
+/// scan engine's vector body and its scalar edge rows (which elements go where follows the
+/// output's alignment) rounded differently: Kokkos results changed with the buffer's address.
 template <class T = float>
 struct affine {
   struct value_type {
@@ -74,7 +78,7 @@ struct affine {
   };
   WEFT_INLINE value_type identity() const { return {T(1), T(0)}; }
   WEFT_INLINE value_type operator()(const value_type& x, const value_type& y) const {
-    return {y.a * x.a, y.a * x.b + y.b};
+    return {y.a * x.a, std::fma(y.a, x.b, y.b)};
   }
 };
 
@@ -101,11 +105,11 @@ struct affine_matrix {
     for (int i = 0; i < N; ++i) {
       for (int j = 0; j < N; ++j) {
         T s = T(0);
-        for (int k = 0; k < N; ++k) s += y.A[i * N + k] * x.A[k * N + j];
+        for (int k = 0; k < N; ++k) s = std::fma(y.A[i * N + k], x.A[k * N + j], s);
         r.A[i * N + j] = s;
       }
       T s = y.b[i];
-      for (int k = 0; k < N; ++k) s += y.A[i * N + k] * x.b[k];
+      for (int k = 0; k < N; ++k) s = std::fma(y.A[i * N + k], x.b[k], s);
       r.b[i] = s;
     }
     return r;
