@@ -13,10 +13,12 @@
 // __attribute__((target(...), flatten)): everything the body calls is inlined into the wrapper
 // and compiled for that wrapper's instruction set (GCC's and Clang's vector types lower to
 // AVX-512, AVX2 or SSE2 accordingly). A translation unit that is itself compiled for AVX-512
-// (-march=native on such a CPU) needs no wrappers: isa_call is a plain call there, and the
-// levels below its own flags are not available (set_cpu_isa may still lower the level
-// reported, which then changes nothing). Elsewhere (CUDA translation units, other compilers and
-// CPUs) isa_call is a plain call too.
+// (-march=native on such a CPU) needs no wrappers: isa_call calls the body at the unit's own
+// level there, and the levels below its own flags are not available (set_cpu_isa may still
+// lower the level reported, which then changes nothing). Host code (GCC, Clang) always runs the
+// body in one out-of-line copy per item type (a wrapper, or isa_run_own), so that every
+// backend's runner executes the same instructions: see docs/architecture.md, "Determinism".
+// CUDA translation units and device code call it directly.
 //
 // Results: every level computes the same operations in the same order (the lanes layer fixes the
 // bracketing), so results are bitwise identical across levels, except where an FMA contraction
