@@ -33,7 +33,7 @@
 #include "weft/core/error.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
-    !defined(__HIPCC__) && !defined(WEFT_NO_ISA_DISPATCH)
+    !defined(__HIPCC__)
 #define WEFT_ISA_X86 1
 #else
 #define WEFT_ISA_X86 0
@@ -49,11 +49,27 @@
 #define WEFT_ISA_TU_LEVEL 0
 #endif
 
-/// 1 where isa_call selects a wrapper at run time (x86-64 GCC / Clang host code below AVX-512).
-#if WEFT_ISA_X86 && WEFT_ISA_TU_LEVEL < 2
+// The highest level the dispatch compiles a wrapper for (default 2, AVX-512). A program for
+// machines without AVX-512 may define 1 and skip the AVX-512 copy of every hot body (the most
+// expensive one to compile); 0 leaves only the unit's own level, as WEFT_NO_ISA_DISPATCH does.
+#ifndef WEFT_ISA_MAX_LEVEL
+#define WEFT_ISA_MAX_LEVEL 2
+#endif
+
+/// 1 where isa_call selects a wrapper at run time (x86-64 GCC / Clang host code below AVX-512,
+/// unless WEFT_NO_ISA_DISPATCH or WEFT_ISA_MAX_LEVEL leave no level above the unit's own).
+#if WEFT_ISA_X86 && WEFT_ISA_TU_LEVEL < 2 && WEFT_ISA_TU_LEVEL < WEFT_ISA_MAX_LEVEL && \
+    !defined(WEFT_NO_ISA_DISPATCH)
 #define WEFT_ISA_DISPATCH 1
 #else
 #define WEFT_ISA_DISPATCH 0
+#endif
+
+/// The highest level this unit's code can run: its own, or the highest wrapper's.
+#if WEFT_ISA_DISPATCH
+#define WEFT_ISA_CEILING WEFT_ISA_MAX_LEVEL
+#else
+#define WEFT_ISA_CEILING WEFT_ISA_TU_LEVEL
 #endif
 
 #define WEFT_ISA_TARGET_AVX2 "avx2,fma,bmi,bmi2,lzcnt,popcnt,f16c"
@@ -79,6 +95,13 @@
 #define WEFT_ISA_AVX512_INLINE WEFT_FORCE_INLINE
 #define WEFT_ISA_AVX512_OUTLINE inline
 #define WEFT_ISA_AVX512_ACTIVE() true
+#elif WEFT_ISA_X86 && WEFT_ISA_CEILING < 2
+// No AVX-512 wrapper (WEFT_NO_ISA_DISPATCH, WEFT_ISA_MAX_LEVEL < 2): such functions still
+// compile, and are never called.
+#define WEFT_ISA_AVX512_FN inline __attribute__((target(WEFT_ISA_TARGET_AVX512)))
+#define WEFT_ISA_AVX512_INLINE inline __attribute__((always_inline, target(WEFT_ISA_TARGET_AVX512)))
+#define WEFT_ISA_AVX512_OUTLINE inline __attribute__((noinline, target(WEFT_ISA_TARGET_AVX512)))
+#define WEFT_ISA_AVX512_ACTIVE() false
 #elif WEFT_ISA_X86
 #define WEFT_ISA_AVX512_FN inline __attribute__((target(WEFT_ISA_TARGET_AVX512)))
 #define WEFT_ISA_AVX512_INLINE inline __attribute__((always_inline, target(WEFT_ISA_TARGET_AVX512)))
@@ -112,14 +135,16 @@ namespace detail {
 
 /// The best level this CPU and OS run (cpuid via the compiler's runtime; OS support of the
 /// vector state included).
+/// Capped at WEFT_ISA_CEILING: a level this build has no code for is not reported as available.
 inline cpu_isa detect_cpu_isa() {
 #if WEFT_ISA_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  if (WEFT_ISA_CEILING >= 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
     return cpu_isa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+  if (WEFT_ISA_CEILING >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("bmi2"))
     return cpu_isa::avx2;
 #endif
   return cpu_isa::baseline;
@@ -244,10 +269,12 @@ template <class F, class... A>
 WEFT_HOST_DEVICE WEFT_FORCE_INLINE void isa_call(const F& f, A... a) {
 #if WEFT_ISA_DISPATCH && !WEFT_ON_DEVICE
   const int l = isa_level();
+#if WEFT_ISA_CEILING >= 2
   if (l >= 2) {
     isa_run_avx512(f, a...);
     return;
   }
+#endif
 #if WEFT_ISA_TU_LEVEL < 1
   if (l == 1) {
     isa_run_avx2(f, a...);
@@ -267,10 +294,12 @@ template <class F, class... A>
 WEFT_FORCE_INLINE void isa_kernel(const F& f, A... a) {
 #if WEFT_ISA_DISPATCH
   const int l = isa_level();
+#if WEFT_ISA_CEILING >= 2
   if (l >= 2) {
     isa_run_avx512(f, a...);
     return;
   }
+#endif
 #if WEFT_ISA_TU_LEVEL < 1
   if (l == 1) {
     isa_run_avx2(f, a...);

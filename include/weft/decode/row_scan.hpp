@@ -476,7 +476,7 @@ WEFT_HOST_DEVICE WEFT_FORCE_INLINE scan_result scan_min_p_body(const T* row, std
   return {run.max, nan || tail_nan};
 }
 
-#if WEFT_DECODE_LANES && WEFT_ISA_DISPATCH
+#if WEFT_DECODE_LANES && WEFT_ISA_DISPATCH && WEFT_ISA_CEILING >= 2
 template <class T, class Key>
 WEFT_ISA_AVX512_OUTLINE scan_result scan_min_p_avx512(const T* row, std::int64_t n, const Key& key,
                                                       float log_min_p, min_p_list& list) {
@@ -487,7 +487,7 @@ WEFT_ISA_AVX512_OUTLINE scan_result scan_min_p_avx512(const T* row, std::int64_t
 template <class T, class Key>
 WEFT_INLINE scan_result scan_min_p(const T* row, std::int64_t n, const Key& key, float log_min_p,
                                    min_p_list& list) {
-#if WEFT_DECODE_LANES && WEFT_ISA_DISPATCH
+#if WEFT_DECODE_LANES && WEFT_ISA_DISPATCH && WEFT_ISA_CEILING >= 2
   if (WEFT_ISA_AVX512_ACTIVE()) return scan_min_p_avx512(row, n, key, log_min_p, list);
 #endif
   return scan_min_p_body<WEFT_ISA_TU_LEVEL >= 2>(row, n, key, log_min_p, list);
