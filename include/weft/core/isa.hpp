@@ -134,8 +134,8 @@ inline const char* to_string(cpu_isa l) {
 namespace detail {
 
 /// The best level this CPU and OS run (cpuid via the compiler's runtime; OS support of the
-/// vector state included).
-/// Capped at WEFT_ISA_CEILING: a level this build has no code for is not reported as available.
+/// vector state included), capped at WEFT_ISA_CEILING: a level this unit has no code for is
+/// not reported as available (tested: test_isa_ceiling).
 inline cpu_isa detect_cpu_isa() {
 #if WEFT_ISA_X86
   __builtin_cpu_init();
