@@ -99,6 +99,57 @@ WEFT_FORCE_INLINE void tile(std::int64_t P, const float* A, std::int64_t sar, st
     for (int v = 0; v < NV; ++v) simd::store(C + r * ldc + v * simd::lanes, c[r][v]);
 }
 
+#if WEFT_SIMD_EXT
+/// The same tile for CPUs without AVX-512: C[8 x 8] (+)= A[8 x P] B[P x 8] in eight-lane
+/// vectors (one AVX2 register each): 8 accumulators, one load of B and 8 broadcasts of A per
+/// step. The sixteen-lane tile above holds 16 x 64-byte accumulators, 32 AVX2 registers of the
+/// 16 there are: compiled for AVX2, GCC keeps them on the stack, and the product ran at 2
+/// GFLOP/s on one Zen core where this one runs 50-60 (docs/perf.md, "AVX2 register tiles").
+/// Every element is summed over p in the same order as in tile(), so results are bitwise equal.
+WEFT_FORCE_INLINE void tile8(std::int64_t P, const float* A, std::int64_t sar, std::int64_t sac,
+                             const float* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate,
+                             const float* rs) {
+  using simd::f32x8;
+  const auto load8 = [](const float* p) {
+    f32x8 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  const auto splat8 = [](float x) {
+    const f32x8 v = {x};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+  };
+  f32x8 c[tile_rows];
+#pragma GCC unroll 8
+  for (int r = 0; r < tile_rows; ++r)
+    c[r] = !accumulate ? f32x8{} : rs ? load8(C + r * ldc) * splat8(rs[r]) : load8(C + r * ldc);
+  for (std::int64_t p = 0; p < P; ++p) {
+    const f32x8 b = load8(B + p * ldb);
+    const float* a = A + p * sac;
+#pragma GCC unroll 8
+    for (int r = 0; r < tile_rows; ++r) c[r] += splat8(a[r * sar]) * b;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < tile_rows; ++r) std::memcpy(C + r * ldc, &c[r], sizeof c[r]);
+}
+#endif
+
+/// tile<NV> at the running level: sixteen-lane vectors on AVX-512, eight-lane ones below it
+/// (the same elements computed, in the same order).
+template <int NV>
+WEFT_FORCE_INLINE void tile_at_level(std::int64_t P, const float* A, std::int64_t sar, std::int64_t sac,
+                                     const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                                     bool accumulate, const float* rs) {
+#if WEFT_SIMD_EXT
+  if (!WEFT_ISA_AVX512_ACTIVE()) {
+    for (int w = 0; w < NV * simd::lanes; w += 8)
+      tile8(P, A, sar, sac, B + w, ldb, C + w, ldc, accumulate, rs);
+    return;
+  }
+#endif
+  tile<NV>(P, A, sar, sac, B, ldb, C, ldc, accumulate, rs);
+}
+
 /// Which part of a product a causal (lower-triangular) computation needs.
 enum class triangle { full, lower_out, lower_in };
 
@@ -117,16 +168,16 @@ WEFT_NOINLINE void gemm(std::int64_t M, std::int64_t N, std::int64_t P, const fl
       for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
         if (sh == triangle::lower_out && j0 > i0 + tile_rows - 1) continue;
         const std::int64_t p = sh == triangle::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
-        tile<tile_vecs>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
-                        row_scale ? row_scale + i0 : nullptr);
+        tile_at_level<tile_vecs>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
+                                 row_scale ? row_scale + i0 : nullptr);
       }
     }
     for (; j0 < N; j0 += simd::lanes) {
       for (std::int64_t i0 = 0; i0 < M; i0 += tile_rows) {
         if (sh == triangle::lower_out && j0 > i0 + tile_rows - 1) continue;
         const std::int64_t p = sh == triangle::lower_in ? (i0 + tile_rows < P ? i0 + tile_rows : P) : P;
-        tile<1>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
-                row_scale ? row_scale + i0 : nullptr);
+        tile_at_level<1>(p, A + i0 * sar, sar, sac, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate,
+                         row_scale ? row_scale + i0 : nullptr);
       }
     }
   });
