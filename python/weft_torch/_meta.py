@@ -1,0 +1,92 @@
+"""Fake (meta) kernels, so torch.compile / torch.export trace torch.ops.weft.*, and autograd
+through weft's backward kernels."""
+import torch
+
+lib = "weft::"
+
+
+def _n_seq(q, cu_seqlens):
+    return q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+
+
+# ---- linear attention ---------------------------------------------------------------------------
+
+
+@torch.library.register_fake(lib + "linear_attention")
+def _la_fake(q, k, v, gate, g, beta, i, f, scale, h0, n0, m0, output_final_state, cu_seqlens, recurrent,
+             chunk_size, mlstm_sigmoid):
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    N = _n_seq(q, cu_seqlens)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    o = q.new_empty((B, T, H, V))
+    ml = gate == "mlstm"
+    hT = q.new_empty((N, H, K, V), **f32) if output_final_state else q.new_empty((0,), **f32)
+    nT = q.new_empty((N, H, K), **f32) if output_final_state and ml else q.new_empty((0,), **f32)
+    mT = q.new_empty((N, H), **f32) if output_final_state and ml and not mlstm_sigmoid else q.new_empty((0,), **f32)
+    return o, hT, nT, mT
+
+
+@torch.library.register_fake(lib + "linear_attention_backward")
+def _la_bwd_fake(q, k, v, do, gate, g, beta, i, f, scale, h0, n0, m0, dhT, dnT, dmT, cu_seqlens, chunk_size,
+                 mlstm_sigmoid, need_d_initial):
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    N = _n_seq(q, cu_seqlens)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    e = q.new_empty((0,))
+    ml = gate == "mlstm"
+    like = lambda t: q.new_empty(t.shape) if t is not None else e  # noqa: E731
+    return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape), like(g), like(beta), like(i),
+            like(f), q.new_empty((N, H, K, V) if need_d_initial else (0,), **f32),
+            q.new_empty((N, H, K) if need_d_initial and ml else (0,), **f32),
+            q.new_empty((N, H) if need_d_initial and ml and not mlstm_sigmoid else (0,), **f32))
+
+
+@torch.library.register_fake(lib + "linear_attention_step")
+def _la_step_fake(q, k, v, gate, g, beta, i, f, state, normalizer, stabilizer, scale, mlstm_sigmoid):
+    return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+
+
+def _la_setup(ctx, inputs, output):
+    (q, k, v, gate, g, beta, i, f, scale, h0, n0, m0, _ofs, cu_seqlens, _rec, chunk_size, sig) = inputs
+    ctx.save_for_backward(q, k, v, g, beta, i, f, h0, n0, m0, cu_seqlens)
+    ctx.gate, ctx.scale, ctx.chunk_size, ctx.sig = gate, scale, chunk_size, sig
+
+
+def _la_backward(ctx, do, dhT, dnT, dmT):
+    q, k, v, g, beta, i, f, h0, n0, m0, cu_seqlens = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    need_d_initial = bool(need[9] or need[10] or need[11])
+    present = lambda t: t if t is not None and t.numel() > 0 else None  # noqa: E731
+    dq, dk, dv, dg, dbeta, di, df, dh0, dn0, dm0 = torch.ops.weft.linear_attention_backward(
+        q, k, v, do, ctx.gate, g, beta, i, f, ctx.scale, h0, n0, m0, present(dhT), present(dnT), present(dmT),
+        cu_seqlens, ctx.chunk_size, ctx.sig, need_d_initial)
+    cast = lambda d, x: d.to(x.dtype) if x is not None and d.numel() > 0 else None  # noqa: E731
+    return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, cast(dg, g), cast(dbeta, beta), cast(di, i),
+            cast(df, f), None, cast(dh0, h0), cast(dn0, n0), cast(dm0, m0), None, None, None, None, None)
+
+
+torch.library.register_autograd(lib + "linear_attention", _la_backward, setup_context=_la_setup)
+
+
+# ---- sampling ---------------------------------------------------------------------------------
+
+
+@torch.library.register_fake(lib + "sample")
+def _sample_fake(x, probs, temperature, top_k, top_p, min_p, seed, offset, seeds, offsets):
+    B = x.shape[0]
+    return x.new_empty((B,), dtype=torch.int32), x.new_empty((B,), dtype=torch.bool)
+
+
+@torch.library.register_fake(lib + "speculative_sample")
+def _spec_fake(draft_probs, draft_tokens, target_probs, seed, offset, lengths):
+    B, L = draft_tokens.shape
+    return draft_probs.new_empty((B, L + 1), dtype=torch.int32), draft_probs.new_empty((B,), dtype=torch.int32)
+
+
+@torch.library.register_fake(lib + "verify_greedy")
+def _verify_fake(draft_tokens, target_logits, lengths):
+    B, L = draft_tokens.shape
+    return (target_logits.new_empty((B, L + 1), dtype=torch.int32),
+            target_logits.new_empty((B,), dtype=torch.int32))
