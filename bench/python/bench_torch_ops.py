@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """weft_torch's operators beside what a CPU PyTorch user has today, in one process.
 
-  python3 bench/python/bench_torch_ops.py [--T 8192] [--reps 3] [--out FILE.json]
+  python3 bench/python/bench_torch_ops.py [--T 8192] [--reps 3] [--out FILE.json] [--plot FILE.png]
+  python3 bench/python/bench_torch_ops.py --from-json bench/results/torch_ops.json --plot docs/perf/torch_ops.png
 
 Peers (the issue's yardsticks): FLA's pure-torch references for the same op (fla-core's
 `naive_*`; FLA's Triton kernels do not run on a CPU), and for the decode step the raw C++ call
@@ -34,8 +35,17 @@ def main():
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--no-backward", action="store_true", help="skip forward + backward (the peers' autograd is slow)")
+    ap.add_argument("--plot", default=None, help="PNG: weft's and the peers' times per op (log scale)")
+    ap.add_argument("--T-backward", type=int, default=2048,
+                    help="T of the forward + backward rows (FLA's token-loop autograd at T = 8192 held 13 GB "
+                         "and had not finished after 20 minutes here); 0 skips them")
+    ap.add_argument("--from-json", default=None, help="only draw --plot from a earlier run's --out file")
     a = ap.parse_args()
+    if a.from_json:
+        with open(a.from_json) as f:
+            d = json.load(f)
+        plot(d["rows"], d["meta"], a.plot)
+        return
     warnings.filterwarnings("ignore")
     import torch
     import torch.nn.functional as F
@@ -74,22 +84,25 @@ def main():
 
     # forward
     w = timed(lambda: wt.chunk_gla(q, k, v, gk), a.reps)
-    p = timed(lambda: naive_recurrent_gla(q, k, v, gk), 1) if have_fla else None
+    p = timed(lambda: naive_recurrent_gla(q, k, v, gk), a.reps) if have_fla else None
     row("GLA chunk forward", w, "fla naive_recurrent_gla", p)
     w = timed(lambda: wt.chunk_gated_delta_rule(q, k, v, g, beta), a.reps)
     p = timed(lambda: naive_chunk_gated_delta_rule(q, k, v, g, beta), a.reps) if have_fla else None
     row("gated DeltaNet chunk forward", w, "fla naive_chunk_gated_delta_rule", p)
     w = timed(lambda: wt.chunk_simple_gla(q, k, v, g), a.reps)
     row("simple GLA chunk forward", w, None, None)
-    # forward + backward
-    if not a.no_backward:
+    # forward + backward, at T_backward tokens
+    if a.T_backward:
+        Tb = a.T_backward
+        q, k, v, gk, g, beta = (x[:, :Tb].contiguous() for x in (q, k, v, gk, g, beta))
+        flop = 2 * Tb * H * (64 * K + 64 * V + 2 * K * V)  # forward's count (the backward is about 2x more)
         w = timed(lambda: fwd_bwd(lambda *x: wt.chunk_gla(*x), q, k, v, gk), a.reps)
         p = timed(lambda: fwd_bwd(lambda *x: naive_recurrent_gla(*x), q, k, v, gk), 1) if have_fla else None
-        row("GLA chunk forward + backward", w, "fla naive_recurrent_gla + autograd", p)
+        row(f"GLA chunk forward + backward, T = {Tb}", w, "fla naive_recurrent_gla + autograd", p)
         w = timed(lambda: fwd_bwd(lambda *x: wt.chunk_gated_delta_rule(*x), q, k, v, g, beta), a.reps)
-        p = (timed(lambda: fwd_bwd(lambda *x: naive_chunk_gated_delta_rule(*x), q, k, v, g, beta), 1)
+        p = (timed(lambda: fwd_bwd(lambda *x: naive_chunk_gated_delta_rule(*x), q, k, v, g, beta), a.reps)
              if have_fla else None)
-        row("gated DeltaNet chunk forward + backward", w, "fla naive_chunk_gated_delta_rule + autograd", p)
+        row(f"gated DeltaNet chunk forward + backward, T = {Tb}", w, "fla naive_chunk_gated_delta_rule + autograd", p)
 
     # decode-step call overhead: B = 1, one token
     qs, ks, vs, gs = q[:, :1].contiguous(), k[:, :1].contiguous(), v[:, :1].contiguous(), g[:, :1].contiguous()
@@ -136,6 +149,32 @@ def main():
     if a.out:
         with open(a.out, "w") as f:
             json.dump(dict(meta=meta, rows=rows, decode=dec), f, indent=1)
+    if a.plot:
+        plot(rows, meta, a.plot)
+
+
+def plot(rows, meta, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["peer_ms"] is not None]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    y = range(len(rows))
+    ax.barh([i + 0.2 for i in y], [r["peer_ms"] for r in rows], height=0.4, label="FLA's torch reference", color="#bbb")
+    ax.barh([i - 0.2 for i in y], [r["weft_ms"] for r in rows], height=0.4, label="weft_torch", color="#3b7dd8")
+    for i, r in zip(y, rows):
+        ax.text(r["weft_ms"] * 1.1, i - 0.2, f"{r['speedup']:.1f}x", va="center", fontsize=8)
+    ax.set_yticks(list(y), [r["name"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms (log scale), lower is better")
+    ax.set_title(f"PyTorch CPU ops, {meta['threads']} threads, fp32, H = {meta['shape']['H']}, "
+                 f"K = V = {meta['shape']['K']} ({meta['date']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

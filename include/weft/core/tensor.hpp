@@ -9,6 +9,7 @@
 #pragma once
 
 #include <array>
+#include <charconv>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -124,49 +125,55 @@ tensor_view<T, static_cast<int>(R)> make_strided_view(T* data, const std::array<
 
 namespace detail {
 
+/// "[e0, e1, ...]" (or with other brackets) of n integers. std::to_chars, no stream: the
+/// argument checks of every call format shapes eagerly (the message's "got" part), and an
+/// ostringstream per view cost a decode step tens of microseconds (docs/perf.md, "PyTorch
+/// operators").
+template <class Get>
+std::string int_list(std::size_t n, char open, char close, Get get) {
+  std::string s(1, open);
+  char buf[24];
+  for (std::size_t r = 0; r < n; ++r) {
+    if (r) s += ", ";
+    const auto res = std::to_chars(buf, buf + sizeof buf, static_cast<long long>(get(r)));
+    s.append(buf, res.ptr);
+  }
+  s += close;
+  return s;
+}
+
 template <class T, int R>
 std::string shape_string(const tensor_view<T, R>& v) {
-  std::ostringstream os;
-  os << '[';
-  for (int r = 0; r < R; ++r) os << (r ? ", " : "") << v.extent(r);
-  os << ']';
-  return os.str();
+  return int_list(R, '[', ']', [&](std::size_t r) { return v.extent(static_cast<int>(r)); });
 }
 
 template <std::size_t R>
 std::string shape_string(const std::array<std::int64_t, R>& e) {
-  std::ostringstream os;
-  os << '[';
-  for (std::size_t r = 0; r < R; ++r) os << (r ? ", " : "") << e[r];
-  os << ']';
-  return os.str();
+  return int_list(R, '[', ']', [&](std::size_t r) { return e[r]; });
 }
 
 template <class T, int R>
 std::string strides_string(const tensor_view<T, R>& v) {
-  std::ostringstream os;
-  os << '(';
-  for (int r = 0; r < R; ++r) os << (r ? ", " : "") << v.stride(r);
-  os << ')';
-  return os.str();
+  return int_list(R, '(', ')', [&](std::size_t r) { return v.stride(static_cast<int>(r)); });
 }
 
 /// Checks what every view must satisfy: non-negative extents and strides, a non-null
 /// pointer unless empty, and an element count (and largest offset) that fits in int64.
 template <class T, int R>
 void check_view(std::string_view fn, std::string_view name, const tensor_view<T, R>& v) {
+  // Conditions first, messages only on failure (this runs for every view of every call).
   for (int r = 0; r < R; ++r) {
-    require(v.extent(r) >= 0, fn, name, "non-negative extents", shape_string(v));
-    require(v.stride(r) >= 0, fn, name, "non-negative strides", strides_string(v));
+    if (v.extent(r) < 0) fail(fn, name, "non-negative extents", shape_string(v));
+    if (v.stride(r) < 0) fail(fn, name, "non-negative strides", strides_string(v));
   }
   std::int64_t n = 1;
   for (int r = 0; r < R; ++r) {
-    require(v.extent(r) == 0 || n <= std::numeric_limits<std::int64_t>::max() / v.extent(r), fn, name,
-            "an element count that fits in int64", shape_string(v));
+    if (v.extent(r) != 0 && n > std::numeric_limits<std::int64_t>::max() / v.extent(r))
+      fail(fn, name, "an element count that fits in int64", shape_string(v));
     n *= v.extent(r);
   }
-  require(n == 0 || v.data() != nullptr, fn, name, "a non-null pointer for a non-empty view",
-          "nullptr with shape " + shape_string(v));
+  if (n != 0 && v.data() == nullptr)
+    fail(fn, name, "a non-null pointer for a non-empty view", "nullptr with shape " + shape_string(v));
 }
 
 /// The bytes [first, last) that a view's elements span (first == last for an empty view).
@@ -224,8 +231,9 @@ void check_output_view(std::string_view fn, std::string_view name, const tensor_
   }
   std::int64_t span = 1;
   for (int i = 0; i < m; ++i) {
-    require(st[i] >= span, fn, name, "non-overlapping strides for an output",
-            "shape " + shape_string(v) + " strides " + strides_string(v));
+    if (st[i] < span)
+      fail(fn, name, "non-overlapping strides for an output",
+           "shape " + shape_string(v) + " strides " + strides_string(v));
     span = st[i] * ex[i];
   }
 }
@@ -236,13 +244,13 @@ void require_shape(std::string_view fn, std::string_view name, const tensor_view
   static_assert(N == static_cast<std::size_t>(R));
   bool ok = true;
   for (int r = 0; r < R; ++r) ok = ok && v.extent(r) == expected[r];
-  require(ok, fn, name, "shape " + shape_string(expected), shape_string(v));
+  if (!ok) fail(fn, name, "shape " + shape_string(expected), shape_string(v));
 }
 
 template <class T, int R>
 void require_unit_inner_stride(std::string_view fn, std::string_view name, const tensor_view<T, R>& v) {
-  require(v.extent(R - 1) <= 1 || v.stride(R - 1) == 1, fn, name, "unit stride in the last dimension",
-          strides_string(v));
+  if (v.extent(R - 1) > 1 && v.stride(R - 1) != 1)
+    fail(fn, name, "unit stride in the last dimension", strides_string(v));
 }
 
 }  // namespace detail
