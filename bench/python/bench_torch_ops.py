@@ -5,7 +5,8 @@
   python3 bench/python/bench_torch_ops.py --from-json bench/results/torch_ops.json --plot docs/perf/torch_ops.png
 
 Peers (the issue's yardsticks): FLA's pure-torch references for the same op (fla-core's
-`naive_*`; FLA's Triton kernels do not run on a CPU), and for the decode step the raw C++ call
+`naive_*`; FLA's Triton kernels do not run on a CPU), torch's CPU SDPA kernel for attention
+(causal, its [B,H,T,D] layout prepared outside the timing), and for the decode step the raw C++ call
 of weft::linear_attention_step on the same tensors (torch.ops.weft._time_raw_step), so the
 difference is what the PyTorch binding costs. Shapes: B = 1, H = 8, K = V = 128, fp32,
 torch.get_num_threads() threads for both sides. Each figure: the median of --reps timed calls
@@ -103,6 +104,19 @@ def main():
         p = (timed(lambda: fwd_bwd(lambda *x: naive_chunk_gated_delta_rule(*x), q, k, v, g, beta), a.reps)
              if have_fla else None)
         row(f"gated DeltaNet chunk forward + backward, T = {Tb}", w, "fla naive_chunk_gated_delta_rule + autograd", p)
+
+    # softmax attention, causal: weft_torch.flash_attn_func beside torch's own CPU SDPA kernel
+    from weft_torch.flash_attn import flash_attn_func
+
+    qa, ka, va = (torch.randn(B, T, H, K) for _ in range(3))
+    flop_attn = 2 * T * T * H * K  # causal: half of 4 T^2 H D
+    w = timed(lambda: flash_attn_func(qa, ka, va, causal=True), a.reps)
+    qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (qa, ka, va))  # SDPA's [B,H,T,D], outside the timing
+    p = timed(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True), a.reps)
+    rows.append(dict(name=f"attention forward, causal, D = {K}", weft_ms=w * 1e3, gflops=flop_attn / w / 1e9,
+                     peer="torch SDPA (CPU)", peer_ms=p * 1e3, speedup=p / w))
+    print(json.dumps(rows[-1]), flush=True)
+    del qa, ka, va, qt, kt, vt
 
     # decode-step call overhead: B = 1, one token
     qs, ks, vs, gs = q[:, :1].contiguous(), k[:, :1].contiguous(), v[:, :1].contiguous(), g[:, :1].contiguous()

@@ -52,7 +52,7 @@ def linear_attention(gate, q, k, v, g=None, beta=None, i=None, f=None, scale=Non
     return o, S, n, m
 
 
-def attention(q, k, v, causal=False, scale=None, window=(-1, -1)):
+def attention(q, k, v, causal=False, scale=None, window=(-1, -1), softcap=0.0):
     """Softmax attention in float64 with GQA, bottom-right aligned causal mask (flash-attn's rule)."""
     q, k, v = (x.double() for x in (q, k, v))
     B, Tq, Hq, D = q.shape
@@ -62,6 +62,8 @@ def attention(q, k, v, causal=False, scale=None, window=(-1, -1)):
     k = k.repeat_interleave(rep, 2)
     v = v.repeat_interleave(rep, 2)
     s = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
     qi = torch.arange(Tq)[:, None] + (Tk - Tq)
     kj = torch.arange(Tk)[None, :]
     allowed = torch.ones(Tq, Tk, dtype=torch.bool)

@@ -90,3 +90,74 @@ def _verify_fake(draft_tokens, target_logits, lengths):
     B, L = draft_tokens.shape
     return (target_logits.new_empty((B, L + 1), dtype=torch.int32),
             target_logits.new_empty((B,), dtype=torch.int32))
+
+
+# ---- attention ------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake(lib + "attention")
+def _attn_fake(q, k, v, scale, causal, wl, wr, softcap, cu_q, cu_k, q_offset, k_offset):
+    B, Tq, H, _ = q.shape
+    return q.new_empty((B, Tq, H, v.shape[3])), q.new_empty((B, H, Tq), dtype=torch.float32)
+
+
+@torch.library.register_fake(lib + "attention_backward")
+def _attn_bwd_fake(q, k, v, o, lse, do, scale, causal, wl, wr, softcap, cu_q, cu_k, q_offset, k_offset):
+    return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+
+
+def _attn_setup(ctx, inputs, output):
+    q, k, v, scale, causal, wl, wr, softcap, cu_q, cu_k, q_offset, k_offset = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k)
+    ctx.args = (scale, causal, wl, wr, softcap)
+    ctx.offsets = (q_offset, k_offset)
+    ctx.set_materialize_grads(False)  # an unused lse gets None, not zeros: no dense lse term
+
+
+def _lse_grad_dense(q, k, lse, dlse, scale, causal, wl, wr, softcap, q_offset, k_offset):
+    """The part of dq, dk that flows through lse (d lse_i / d s_ij = p_ij), formed densely:
+    O(Tq Tk) memory per head. Only used when a caller differentiates through lse (the
+    kernels' backward takes the gradient of o alone)."""
+    B, Tq, H, D = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    rep = H // Hkv
+    kk = k.repeat_interleave(rep, 2)
+    sc = D ** -0.5 if scale is None else scale
+    raw = torch.einsum("bqhd,bkhd->bhqk", q, kk) * sc
+    t = torch.tanh(raw / softcap) if softcap > 0 else None
+    s = softcap * t if softcap > 0 else raw
+    qi = torch.arange(Tq)[:, None] + q_offset
+    kj = torch.arange(Tk)[None, :] + k_offset
+    allowed = torch.ones(Tq, Tk, dtype=torch.bool)
+    if causal:
+        allowed &= kj <= qi
+    if wl >= 0:
+        allowed &= kj >= qi - wl
+    if wr >= 0:
+        allowed &= kj <= qi + wr
+    lse_ = lse.to(s.dtype)[..., None]
+    p = torch.where(allowed & torch.isfinite(lse_), torch.exp(s - lse_), torch.zeros((), dtype=s.dtype))
+    ds = p * dlse.to(s.dtype)[..., None]
+    if softcap > 0:
+        ds = ds * (1 - t * t)
+    dq = torch.einsum("bhqk,bkhd->bqhd", ds, kk) * sc
+    dk = (torch.einsum("bhqk,bqhd->bkhd", ds, q) * sc).reshape(B, Tk, Hkv, rep, D).sum(3)
+    return dq, dk
+
+
+def _attn_backward(ctx, do, dlse):
+    q, k, v, o, lse, cu_q, cu_k = ctx.saved_tensors
+    if do is None:
+        do = torch.zeros_like(o)
+    dq, dk, dv = torch.ops.weft.attention_backward(q, k, v, o, lse, do, *ctx.args, cu_q, cu_k, *ctx.offsets)
+    if dlse is not None:
+        if cu_q is not None:
+            raise ValueError("weft_torch: gradients through the lse of a varlen attention call are not supported")
+        scale, causal, wl, wr, softcap = ctx.args
+        eq, ek = _lse_grad_dense(q, k, lse, dlse, scale, causal, wl, wr, softcap, *ctx.offsets)
+        dq, dk = dq + eq.to(dq.dtype), dk + ek.to(dk.dtype)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(lib + "attention", _attn_backward, setup_context=_attn_setup)
