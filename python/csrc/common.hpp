@@ -102,4 +102,20 @@ inline bool given(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined();
 }
 
+/// Sequence offsets (cu_seqlens) [N+1], int64 or int32, as a contiguous int64 tensor; undefined
+/// when not given.
+inline at::Tensor offsets_arg(const char* fn, const char* name, const std::optional<at::Tensor>& cu) {
+  if (!given(cu)) return {};
+  check_cpu(fn, name, *cu);
+  check_rank(fn, name, *cu, 1, "[N+1]");
+  TORCH_CHECK_TYPE(cu->scalar_type() == at::kLong || cu->scalar_type() == at::kInt, "weft_torch.", fn, ": ",
+                   name, " must be int64 or int32 offsets, got ", cu->scalar_type());
+  return as(*cu, at::kLong);
+}
+
+/// The view of offsets_arg's result (empty when it is undefined).
+inline weft::tensor_view<const std::int64_t, 1> offsets_view(const at::Tensor& t) {
+  return t.defined() ? view<const std::int64_t, 1>(t) : weft::tensor_view<const std::int64_t, 1>{};
+}
+
 }  // namespace weft_torch

@@ -106,15 +106,6 @@ weft::tensor_view<const float, R> cview(const Tensor& t) {
   return t.defined() ? view<const float, R>(t) : weft::tensor_view<const float, R>{};
 }
 
-Tensor offsets_arg(const char* fn, const opt& cu) {
-  if (!given(cu)) return {};
-  check_cpu(fn, "cu_seqlens", *cu);
-  check_rank(fn, "cu_seqlens", *cu, 1, "[N+1]");
-  TORCH_CHECK_TYPE(cu->scalar_type() == at::kLong || cu->scalar_type() == at::kInt, "weft_torch.", fn,
-                   ": cu_seqlens must be int64 or int32 offsets, got ", cu->scalar_type());
-  return as(*cu, at::kLong);
-}
-
 void check_qkv(const char* fn, const Tensor& q, const Tensor& k, const Tensor& v) {
   check_cpu(fn, "q", q);
   check_cpu(fn, "k", k);
@@ -151,7 +142,7 @@ fwd_result la_forward(const Tensor& q_, const Tensor& k_, const Tensor& v_, cons
     const Tensor h0 = state_arg(fn, "initial_state", h0_, 4, "[N,H,K,V]");
     const Tensor n0 = state_arg(fn, "initial_normalizer", n0_, 3, "[N,H,K]");
     const Tensor m0 = state_arg(fn, "initial_stabilizer", m0_, 2, "[N,H]");
-    const Tensor cu = offsets_arg(fn, cu_);
+    const Tensor cu = offsets_arg(fn, "cu_seqlens", cu_);
     check_chunk_size(fn, chunk_size);
     const std::int64_t N = sequences(q, cu), H = q.size(2), K = q.size(3), V = v.size(3);
     const bool ml = gt.k == kind::mlstm;
@@ -167,8 +158,7 @@ fwd_result la_forward(const Tensor& q_, const Tensor& k_, const Tensor& v_, cons
         .chunk_size = static_cast<int>(chunk_size),
         .initial_state = cview<T, 4>(h0),
         .final_state = state_out ? view<float, 4>(hT) : weft::tensor_view<float, 4>{},
-        .cu_seqlens = cu.defined() ? weft::tensor_view<const std::int64_t, 1>(view<const std::int64_t, 1>(cu))
-                                   : weft::tensor_view<const std::int64_t, 1>{},
+        .cu_seqlens = offsets_view(cu),
         .initial_normalizer = cview<T, 3>(n0),
         .initial_stabilizer = cview<T, 2>(m0),
         .final_normalizer = nT.numel() ? view<float, 3>(nT) : weft::tensor_view<float, 3>{},
@@ -205,7 +195,7 @@ bwd_result la_backward(const Tensor& q_, const Tensor& k_, const Tensor& v_, con
     const Tensor dhT = state_arg(fn, "d_final_state", dhT_, 4, "[N,H,K,V]");
     const Tensor dnT = state_arg(fn, "d_final_normalizer", dnT_, 3, "[N,H,K]");
     const Tensor dmT = state_arg(fn, "d_final_stabilizer", dmT_, 2, "[N,H]");
-    const Tensor cu = offsets_arg(fn, cu_);
+    const Tensor cu = offsets_arg(fn, "cu_seqlens", cu_);
     check_chunk_size(fn, chunk_size);
     const std::int64_t N = sequences(q, cu), H = q.size(2), K = q.size(3), V = v.size(3);
     const bool ml = gt.k == kind::mlstm;
@@ -222,8 +212,7 @@ bwd_result la_backward(const Tensor& q_, const Tensor& k_, const Tensor& v_, con
         .scale = scale,
         .chunk_size = static_cast<int>(chunk_size),
         .initial_state = cview<T, 4>(h0),
-        .cu_seqlens = cu.defined() ? weft::tensor_view<const std::int64_t, 1>(view<const std::int64_t, 1>(cu))
-                                   : weft::tensor_view<const std::int64_t, 1>{},
+        .cu_seqlens = offsets_view(cu),
         .initial_normalizer = cview<T, 3>(n0),
         .initial_stabilizer = cview<T, 2>(m0),
         .d_final_state = cview<T, 4>(dhT),
