@@ -199,64 +199,139 @@ WEFT_FORCE_INLINE void store(float* p, const f32x16& x) {
   std::memcpy(p, &x, sizeof x);
 }
 
+/// splat for either lane width (the templates below are written once for both).
+template <class F>
+WEFT_FORCE_INLINE F splat_as(float x);
+template <>
+WEFT_FORCE_INLINE f32x16 splat_as<f32x16>(float x) {
+  return splat(x);
+}
+
+#if WEFT_SIMD_EXT
+/// splat, select and the bit casts for the 8-lane types.
+template <>
+WEFT_FORCE_INLINE f32x8 splat_as<f32x8>(float x) {
+  const f32x8 v = {x};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+WEFT_FORCE_INLINE f32x8 select(const i32x8& mask, const f32x8& a, const f32x8& b) {
+  return mask ? a : b;
+}
+WEFT_FORCE_INLINE i32x8 as_int(const f32x8& x) {
+  return reinterpret_cast<i32x8>(x);
+}
+WEFT_FORCE_INLINE f32x8 as_float(const i32x8& x) {
+  return reinterpret_cast<f32x8>(x);
+}
+
+#endif
+
+/// vexp's math for F = f32x16 (I = i32x16) or f32x8 (I = i32x8).
+template <class F, class I>
+WEFT_FORCE_INLINE F vexp_lanes(const F& x_in) {
+  F x = x_in;
+  const F lo = splat_as<F>(-87.3f), hi = splat_as<F>(88.3f);
+  const I under = x<lo, over = x> hi;
+  x = select(under, lo, select(over, hi, x));
+  const F magic = splat_as<F>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const F t = x * splat_as<F>(1.44269504088896341f) + magic;
+  const F n = t - magic;
+  const I ni = as_int(t) - as_int(magic);   // the integer n, exactly
+  F r = x - n * splat_as<F>(0.693359375f);  // Cody-Waite: ln2 = 0.693359375 - 2.12194440e-4
+  r = r + n * splat_as<F>(2.12194440e-4f);
+  F p = splat_as<F>(1.9875691500e-4f);
+  p = p * r + splat_as<F>(1.3981999507e-3f);
+  p = p * r + splat_as<F>(8.3334519073e-3f);
+  p = p * r + splat_as<F>(4.1665795894e-2f);
+  p = p * r + splat_as<F>(1.6666665459e-1f);
+  p = p * r + splat_as<F>(5.0000001201e-1f);
+  p = p * (r * r) + r + splat_as<F>(1.0f);
+  // 2^n as a float: n in [-126, 127] after the clamp, so the biased exponent is in [1, 254].
+  const F pow2 = as_float((ni + 127) << 23);
+  F y = p * pow2;
+  y = select(under, splat_as<F>(0.0f), y);
+  y = select(over, splat_as<F>(INFINITY), y);
+  return y;
+}
+
+#if WEFT_SIMD_EXT
+// ---- 8-lane forms, and 16 lanes as two 8-lane halves below AVX-512 ----------------------------
+// GCC (12) has no 256-bit lowering for a compare of 64-byte vectors, for `mask ? a : b` on them
+// or for a bit cast between their float and integer views, on targets without AVX-512: it
+// writes each lane by lane through the stack and general registers (sixteen scalar compares
+// per compare). Arithmetic splits into two 256-bit halves as it should. So below AVX-512 the
+// functions whose math needs compares and bit casts (exp, log, and the families' softplus and
+// silu) run on the two halves of their 16 lanes, each one 256-bit register with native
+// compares; the lane-wise operations are the same, so the results are bitwise the same.
+// WEFT_SIMD_HALVES() says which form runs (a constant without the runtime dispatch, else the
+// dispatch level, core/isa.hpp).
+#if WEFT_ISA_X86
+#define WEFT_SIMD_HALVES() (!WEFT_ISA_AVX512_ACTIVE())
+#else
+#define WEFT_SIMD_HALVES() false
+#endif
+
+/// Lanes 0-7 and 8-15 of x, and the 16 lanes of two halves (register moves on AVX2).
+WEFT_FORCE_INLINE f32x8 low_half(const f32x16& x) {
+  return __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+WEFT_FORCE_INLINE f32x8 high_half(const f32x16& x) {
+  return __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+WEFT_FORCE_INLINE f32x16 join(const f32x8& lo, const f32x8& hi) {
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+/// vlog's math for F = f32x16 or f32x8 (see vlog).
+template <class F, class I>
+WEFT_FORCE_INLINE F vlog_lanes(const F& x) {
+  const I bits = as_int(x);
+  I e = ((bits >> 23) & 0xff) - 126;  // x = m 2^e, m in [1/2, 1)
+  F m = as_float((bits & 0x007fffff) | 0x3f000000);
+  const I small = m < splat_as<F>(0.707106781186547524f);
+  e = e + small;  // e - 1 where m < sqrt(1/2) (a true compare lane is -1)
+  m = select(small, m + m, m) - splat_as<F>(1.0f);
+  const F z = m * m;
+  F p = splat_as<F>(7.0376836292e-2f);
+  p = p * m + splat_as<F>(-1.1514610310e-1f);
+  p = p * m + splat_as<F>(1.1676998740e-1f);
+  p = p * m + splat_as<F>(-1.2420140846e-1f);
+  p = p * m + splat_as<F>(1.4249322787e-1f);
+  p = p * m + splat_as<F>(-1.6668057665e-1f);
+  p = p * m + splat_as<F>(2.0000714765e-1f);
+  p = p * m + splat_as<F>(-2.4999993993e-1f);
+  p = p * m + splat_as<F>(3.3333331174e-1f);
+  p = p * m * z;
+  const F ef = __builtin_convertvector(e, F);
+  p = p + ef * splat_as<F>(-2.12194440e-4f);
+  p = p - splat_as<F>(0.5f) * z;
+  return m + p + ef * splat_as<F>(0.693359375f);
+}
+
 /// exp(x) for 16 lanes, ~1 ulp: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2,
 /// exp(r) by Cephes' expf minimax polynomial. exp(-inf) = 0; x < -87.3 flushes to 0 (no
 /// subnormals); x > 88.3 gives inf; NaN is not expected (callers check their inputs).
 /// (The scalar host/device exp of the decode family, detail::decode::fast_exp, rounds n half
 /// away from zero and handles NaN: its results differ from these in the last bit at ties, so
 /// the two are kept apart; each family's results stay what they were.)
-WEFT_FORCE_INLINE f32x16 vexp(const f32x16& x_in) {
-  f32x16 x = x_in;
-  const f32x16 lo = splat(-87.3f), hi = splat(88.3f);
-  const i32x16 under = x<lo, over = x> hi;
-  x = select(under, lo, select(over, hi, x));
-  const f32x16 magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const f32x16 t = x * splat(1.44269504088896341f) + magic;
-  const f32x16 n = t - magic;
-  const i32x16 ni = as_int(t) - as_int(magic);  // the integer n, exactly
-  f32x16 r = x - n * splat(0.693359375f);       // Cody-Waite: ln2 = 0.693359375 - 2.12194440e-4
-  r = r + n * splat(2.12194440e-4f);
-  f32x16 p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * (r * r) + r + splat(1.0f);
-  // 2^n as a float: n in [-126, 127] after the clamp, so the biased exponent is in [1, 254].
-  const f32x16 pow2 = as_float((ni + 127) << 23);
-  f32x16 y = p * pow2;
-  y = select(under, splat(0.0f), y);
-  y = select(over, splat(INFINITY), y);
-  return y;
+WEFT_FORCE_INLINE f32x16 vexp(const f32x16& x) {
+  if (WEFT_SIMD_HALVES())
+    return join(vexp_lanes<f32x8, i32x8>(low_half(x)), vexp_lanes<f32x8, i32x8>(high_half(x)));
+  return vexp_lanes<f32x16, i32x16>(x);
 }
 
-#if WEFT_SIMD_EXT
 /// log(x) for 16 lanes of positive, finite x (~1 ulp): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
 /// log(m) by Cephes' logf minimax polynomial in m - 1, plus e ln 2 (Cody-Waite split).
 /// Callers pass positive normal values (the ssm family's softplus: 1 + e^x).
 WEFT_FORCE_INLINE f32x16 vlog(const f32x16& x) {
-  const i32x16 bits = as_int(x);
-  i32x16 e = ((bits >> 23) & 0xff) - 126;  // x = m 2^e, m in [1/2, 1)
-  f32x16 m = as_float((bits & 0x007fffff) | 0x3f000000);
-  const i32x16 small = m < splat(0.707106781186547524f);
-  e = e + small;  // e - 1 where m < sqrt(1/2) (a true compare lane is -1)
-  m = select(small, m + m, m) - splat(1.0f);
-  const f32x16 z = m * m;
-  f32x16 p = splat(7.0376836292e-2f);
-  p = p * m + splat(-1.1514610310e-1f);
-  p = p * m + splat(1.1676998740e-1f);
-  p = p * m + splat(-1.2420140846e-1f);
-  p = p * m + splat(1.4249322787e-1f);
-  p = p * m + splat(-1.6668057665e-1f);
-  p = p * m + splat(2.0000714765e-1f);
-  p = p * m + splat(-2.4999993993e-1f);
-  p = p * m + splat(3.3333331174e-1f);
-  p = p * m * z;
-  const f32x16 ef = __builtin_convertvector(e, f32x16);
-  p = p + ef * splat(-2.12194440e-4f);
-  p = p - splat(0.5f) * z;
-  return m + p + ef * splat(0.693359375f);
+  if (WEFT_SIMD_HALVES())
+    return join(vlog_lanes<f32x8, i32x8>(low_half(x)), vlog_lanes<f32x8, i32x8>(high_half(x)));
+  return vlog_lanes<f32x16, i32x16>(x);
+}
+#else
+/// exp(x) for 16 lanes (the portable types: vexp's math lane by lane).
+WEFT_FORCE_INLINE f32x16 vexp(const f32x16& x) {
+  return vexp_lanes<f32x16, i32x16>(x);
 }
 #endif
 

@@ -81,18 +81,19 @@ WEFT_FORCE_INLINE simd::f32x16 preact16(const float* wt, std::int64_t Dm, const 
 /// e^-z for z clamped to [-88.3, 87.3]: simd::vexp's reduction and polynomial, without its range
 /// selects (sigmoid needs none: at the clamps 1 / (1 + e^-z) is already 1, or ~0 with z e^z ~ 0).
 /// The selects cost a third of silu's lanes work, which bounds the forward at Mamba's shape.
-WEFT_FORCE_INLINE simd::f32x16 exp_neg16(const simd::f32x16& z) {
-  using simd::splat;
-  simd::f32x16 x = -z;
+template <class F, class I>
+WEFT_FORCE_INLINE F exp_neg_lanes(const F& z) {
+  const auto splat = [](float v) { return simd::splat_as<F>(v); };
+  F x = -z;
   x = x > splat(-87.3f) ? x : splat(-87.3f);  // the forms of maxps / minps: one instruction each
   x = x < splat(88.3f) ? x : splat(88.3f);
-  const simd::f32x16 magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const simd::f32x16 t = x * splat(1.44269504088896341f) + magic;
-  const simd::f32x16 n = t - magic;
-  const simd::i32x16 ni = simd::as_int(t) - simd::as_int(magic);
-  simd::f32x16 r = x - n * splat(0.693359375f);
+  const F magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const F t = x * splat(1.44269504088896341f) + magic;
+  const F n = t - magic;
+  const I ni = simd::as_int(t) - simd::as_int(magic);
+  F r = x - n * splat(0.693359375f);
   r = r + n * splat(2.12194440e-4f);
-  simd::f32x16 p = splat(1.9875691500e-4f);
+  F p = splat(1.9875691500e-4f);
   p = p * r + splat(1.3981999507e-3f);
   p = p * r + splat(8.3334519073e-3f);
   p = p * r + splat(4.1665795894e-2f);
@@ -100,6 +101,13 @@ WEFT_FORCE_INLINE simd::f32x16 exp_neg16(const simd::f32x16& z) {
   p = p * r + splat(5.0000001201e-1f);
   p = p * (r * r) + r + splat(1.0f);
   return p * simd::as_float((ni + 127) << 23);
+}
+/// (Below AVX-512 on two 8-lane halves: simd.hpp, WEFT_SIMD_HALVES.)
+WEFT_FORCE_INLINE simd::f32x16 exp_neg16(const simd::f32x16& z) {
+  if (WEFT_SIMD_HALVES())
+    return simd::join(exp_neg_lanes<simd::f32x8, simd::i32x8>(simd::low_half(z)),
+                      exp_neg_lanes<simd::f32x8, simd::i32x8>(simd::high_half(z)));
+  return exp_neg_lanes<simd::f32x16, simd::i32x16>(z);
 }
 /// silu(z) = z / (1 + e^-z). (A reciprocal estimate refined by three Newton steps instead of the
 /// divide measured 1.3x slower at Mamba's shape: the forward is bound by its lanes work, not the divide.)

@@ -119,13 +119,22 @@ struct lane_ops<simd::f32x16> {
   WEFT_FORCE_INLINE static V exp(const V& x) { return simd::vexp(x); }
   /// log1p(e^x) with e = e^x (x <= 20): log(u) * e / (u - 1), u = 1 + e (Goldberg: exact to
   /// rounding where 1 + e rounds), e itself where u == 1; x above 20: x.
+  /// (Below AVX-512 on two 8-lane halves: simd.hpp, WEFT_SIMD_HALVES.)
   WEFT_FORCE_INLINE static V softplus(const V& x) {
-    const V e = simd::vexp(simd::select(x > splat(20.0f), splat(0.0f), x));
-    const V u = e + splat(1.0f);
-    const V d = u - splat(1.0f);
-    const V lp = simd::select(d == splat(0.0f), e,
-                              simd::vlog(u) * (e / simd::select(d == splat(0.0f), splat(1.0f), d)));
-    return simd::select(x > splat(20.0f), x, lp);
+    if (WEFT_SIMD_HALVES())
+      return simd::join(softplus_lanes<simd::f32x8, simd::i32x8>(simd::low_half(x)),
+                        softplus_lanes<simd::f32x8, simd::i32x8>(simd::high_half(x)));
+    return softplus_lanes<V, simd::i32x16>(x);
+  }
+  template <class F, class I>
+  WEFT_FORCE_INLINE static F softplus_lanes(const F& x) {
+    const auto c = [](float v) { return simd::splat_as<F>(v); };
+    const F e = simd::vexp_lanes<F, I>(simd::select(x > c(20.0f), c(0.0f), x));
+    const F u = e + c(1.0f);
+    const F d = u - c(1.0f);
+    const F lp = simd::select(d == c(0.0f), e,
+                              simd::vlog_lanes<F, I>(u) * (e / simd::select(d == c(0.0f), c(1.0f), d)));
+    return simd::select(x > c(20.0f), x, lp);
   }
   WEFT_FORCE_INLINE static V sigmoid(const V& x) { return splat(1.0f) / (splat(1.0f) + simd::vexp(-x)); }
   /// The sum of x's lanes: halves added, then halves of those (a fixed tree).
