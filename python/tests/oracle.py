@@ -77,3 +77,47 @@ def attention(q, k, v, causal=False, scale=None, window=(-1, -1), softcap=0.0):
     lse = torch.logsumexp(s, -1)
     p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
     return torch.einsum("bhqk,bkhd->bqhd", p, v), lse
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=False, h0=None):
+    """Mamba-1's recurrence in mamba's layout, token by token: u, delta, z [Bt,Dm,T], A [Dm,Ns],
+    B, C [Bt,Ns,T] or [Bt,G,Ns,T], h0 [Bt,Dm,Ns]. Returns y [Bt,Dm,T] and the last state."""
+    u, delta, A = u.double(), delta.double(), A.double()
+    Bt, Dm, T = u.shape
+    if delta_bias is not None:
+        delta = delta + delta_bias.double()[:, None]
+    if softplus:
+        delta = torch.where(delta > 20, delta, torch.log1p(torch.exp(delta)))
+    per_channel = lambda M: (M.double().unsqueeze(1).expand(Bt, Dm, *M.shape[1:]) if M.dim() == 3  # noqa: E731
+                             else M.double().repeat_interleave(Dm // M.shape[1], dim=1))
+    Bd, Cd = per_channel(B), per_channel(C)  # [Bt,Dm,Ns,T]
+    h = h0.double().clone() if h0 is not None else u.new_zeros(Bt, Dm, A.shape[1])
+    ys = []
+    for t in range(T):
+        dt = delta[:, :, t, None]
+        h = torch.exp(dt * A) * h + dt * Bd[..., t] * u[:, :, t, None]
+        y = (h * Cd[..., t]).sum(-1)
+        if D is not None:
+            y = y + D.double() * u[:, :, t]
+        if z is not None:
+            zt = z[:, :, t].double()
+            y = y * zt * torch.sigmoid(zt)
+        ys.append(y)
+    return (torch.stack(ys, dim=2) if ys else u.new_zeros(Bt, Dm, 0)), h
+
+
+def causal_conv1d(x, weight, bias=None, h0=None, silu=False):
+    """y[b,d,t] = act(bias[d] + sum_k weight[d,k] x[b,d,t-(W-1)+k]) with the W-1 inputs before the
+    sequence from h0 [Bt,Dm,W-1] (zeros when absent); x [Bt,Dm,T]. Returns y and the last W-1
+    inputs (the final state)."""
+    x, weight = x.double(), weight.double()
+    Bt, Dm, T = x.shape
+    W = weight.shape[1]
+    pre = h0.double() if h0 is not None else x.new_zeros(Bt, Dm, W - 1)
+    full = torch.cat([pre, x], dim=2)
+    y = torch.stack([(full[:, :, t:t + W] * weight).sum(-1) for t in range(T)] or [x.new_zeros(Bt, Dm)], dim=2)[..., :T]
+    if bias is not None:
+        y = y + bias.double()[:, None]
+    if silu:
+        y = y * torch.sigmoid(y)
+    return y, full[:, :, full.shape[2] - (W - 1):]

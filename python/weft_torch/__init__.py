@@ -20,7 +20,7 @@ def num_threads() -> int:
     return torch.ops.weft.num_threads()
 
 
-from . import flash_attn, sampling  # noqa: E402,F401
+from . import flash_attn, mamba, sampling  # noqa: E402,F401
 from .fla import (  # noqa: E402
     chunk_delta_rule,
     chunk_gated_delta_rule,

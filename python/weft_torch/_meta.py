@@ -161,3 +161,94 @@ def _attn_backward(ctx, do, dlse):
 
 
 torch.library.register_autograd(lib + "attention", _attn_backward, setup_context=_attn_setup)
+
+
+# ---- selective scan and causal conv1d (weft's layout: per-token [B,T,Dm], B, C [B,T,G,Ns]) --------
+
+
+@torch.library.register_fake(lib + "selective_scan")
+def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state, cu_seqlens):
+    N = _n_seq(u, cu_seqlens)
+    hT = u.new_empty((N, u.shape[2], A.shape[1])) if output_final_state else u.new_empty((0,))
+    return torch.empty_like(u), hT
+
+
+@torch.library.register_fake(lib + "selective_scan_backward")
+def _scan_bwd_fake(u, delta, A, B, C, dy, D, z, delta_bias, delta_softplus, initial_state, d_final_state, cu_seqlens,
+                   need_d_initial):
+    N = _n_seq(u, cu_seqlens)
+    e = u.new_empty((0,))
+    like = lambda t: torch.empty_like(t, dtype=u.dtype) if t is not None else e  # noqa: E731
+    dh0 = u.new_empty((N, u.shape[2], A.shape[1])) if need_d_initial else e
+    return (torch.empty_like(u), torch.empty_like(delta, dtype=u.dtype), like(A).contiguous(), like(B), like(C),
+            like(D).contiguous(), like(z), like(delta_bias).contiguous(), dh0)
+
+
+@torch.library.register_fake(lib + "selective_scan_step")
+def _scan_step_fake(state, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    return torch.empty_like(u)
+
+
+def _scan_setup(ctx, inputs, output):
+    u, delta, A, B, C, D, z, bias, softplus, h0, _ofs, cu = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, bias, h0, cu)
+    ctx.softplus = softplus
+    ctx.set_materialize_grads(False)
+
+
+def _scan_backward(ctx, dy, dhT):
+    u, delta, A, B, C, D, z, bias, h0, cu = ctx.saved_tensors
+    if dy is None:
+        dy = torch.zeros_like(u)
+    present = lambda t: t if t is not None and t.numel() > 0 else None  # noqa: E731
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = torch.ops.weft.selective_scan_backward(
+        u, delta, A, B, C, dy, D, z, bias, ctx.softplus, h0, present(dhT), cu, bool(ctx.needs_input_grad[9]))
+    cast = lambda d, x: d.to(x.dtype) if x is not None and d.numel() > 0 else None  # noqa: E731
+    return (cast(du, u), cast(ddelta, delta), cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), cast(dz, z),
+            cast(dbias, bias), None, cast(dh0, h0), None, None)
+
+
+torch.library.register_autograd(lib + "selective_scan", _scan_backward, setup_context=_scan_setup)
+
+
+def _conv_state_shape(x, weight, cu_seqlens):
+    return (_n_seq(x, cu_seqlens), x.shape[2], max(weight.shape[1] - 1, 0))
+
+
+@torch.library.register_fake(lib + "causal_conv1d")
+def _conv_fake(x, weight, bias, initial_state, output_final_state, silu, cu_seqlens):
+    hT = x.new_empty(_conv_state_shape(x, weight, cu_seqlens)) if output_final_state else x.new_empty((0,))
+    return torch.empty_like(x), hT
+
+
+@torch.library.register_fake(lib + "causal_conv1d_backward")
+def _conv_bwd_fake(x, weight, bias, dy, initial_state, d_final_state, silu, cu_seqlens, need_d_initial):
+    e = x.new_empty((0,))
+    dh0 = x.new_empty(_conv_state_shape(x, weight, cu_seqlens)) if need_d_initial else e
+    return (torch.empty_like(x), x.new_empty(weight.shape), x.new_empty(bias.shape) if bias is not None else e, dh0)
+
+
+@torch.library.register_fake(lib + "causal_conv1d_step")
+def _conv_step_fake(x, state, weight, bias, silu):
+    return torch.empty_like(x)
+
+
+def _conv_setup(ctx, inputs, output):
+    x, weight, bias, h0, _ofs, silu, cu = inputs
+    ctx.save_for_backward(x, weight, bias, h0, cu)
+    ctx.silu = silu
+    ctx.set_materialize_grads(False)
+
+
+def _conv_backward(ctx, dy, dhT):
+    x, weight, bias, h0, cu = ctx.saved_tensors
+    if dy is None:
+        dy = torch.zeros_like(x)
+    dx, dw, db, dh0 = torch.ops.weft.causal_conv1d_backward(
+        x, weight, bias, dy, h0, dhT if dhT is not None and dhT.numel() > 0 else None, ctx.silu, cu,
+        bool(ctx.needs_input_grad[3]))
+    cast = lambda d, t: d.to(t.dtype) if t is not None and d.numel() > 0 else None  # noqa: E731
+    return cast(dx, x), cast(dw, weight), cast(db, bias), cast(dh0, h0), None, None, None
+
+
+torch.library.register_autograd(lib + "causal_conv1d", _conv_backward, setup_context=_conv_setup)

@@ -7,13 +7,9 @@ causal-conv1d (PyPI `causal-conv1d`): causal_conv1d_ref, causal_conv1d_update_re
 (causal_conv1d/causal_conv1d_interface.py) and causal_conv1d_varlen_states_ref
 (causal_conv1d/causal_conv1d_varlen.py).
 
-Loading: both packages are installed WITHOUT their CUDA builds (MAMBA_SKIP_CUDA_BUILD=TRUE,
-CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE; scripts/xcheck-mamba.sh), and the modules that hold the
-references import the CUDA extensions (`import selective_scan_cuda`, `import causal_conv1d_cuda`)
-or triton at import time, and mamba_ssm/__init__.py imports the whole model stack. So this script
-does not import them: it finds each package's folder (importlib.util.find_spec of the top-level
-name, which runs nothing), parses the file and executes only the named reference functions, as
-written there, with the names they use (torch, F, rearrange, repeat from einops, Tensor).
+Loading: tests/xcheck/mamba_refs.py executes just the reference functions out of the installed
+packages' files (both are installed without their CUDA builds, and importing their modules would
+import the missing extensions).
 
 Cases (each run through `ssm_xcheck`, on the Kokkos backend when it is built, else serial):
   scan:      selective_scan vs selective_scan_ref (mamba's layout (B, Dm, T); B, C (B, Ns, T) or
@@ -48,8 +44,6 @@ Exit status: 0 all agree; 1 a mismatch, a missing output or run; 77 torch, einop
 causal-conv1d absent (ctest: skipped).
 """
 import argparse
-import ast
-import importlib.util
 import os
 import re
 import subprocess
@@ -59,40 +53,19 @@ import tempfile
 try:
     import numpy as np
     import torch
-    import torch.nn.functional as F
-    from einops import rearrange, repeat
 except ImportError as e:  # optional check: skipped without its peers
     print(f"skipped: {e} (scripts/xcheck-mamba.sh installs torch, einops, mamba-ssm, causal-conv1d)")
     sys.exit(77)
 
 
-def load_refs(package, relpath, names):
-    """The functions `names` of package/relpath, executed alone (see the module comment)."""
-    spec = importlib.util.find_spec(package)  # a top-level name: its __init__ is not run
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"no module named {package!r}")
-    path = os.path.join(list(spec.submodule_search_locations)[0], relpath)
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
-    missing = set(names) - {d.name for d in defs}
-    if missing:
-        raise ImportError(f"{path} defines no {sorted(missing)}")
-    env = {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat, "Tensor": torch.Tensor,
-           "__name__": f"{package}_refs"}
-    exec(compile(ast.Module(body=defs, type_ignores=[]), path, "exec"), env)  # noqa: S102
-    return [env[n] for n in names]
-
-
 try:
-    (selective_scan_ref,) = load_refs("mamba_ssm", "ops/selective_scan_interface.py", ["selective_scan_ref"])
-    (selective_state_update_ref,) = load_refs("mamba_ssm", "ops/triton/selective_state_update.py",
-                                              ["selective_state_update_ref"])
-    causal_conv1d_ref, causal_conv1d_update_ref = load_refs(
-        "causal_conv1d", "causal_conv1d_interface.py", ["causal_conv1d_ref", "causal_conv1d_update_ref"])
-    (causal_conv1d_varlen_states_ref,) = load_refs("causal_conv1d", "causal_conv1d_varlen.py",
-                                                   ["causal_conv1d_varlen_states_ref"])
-except (ImportError, OSError, SyntaxError) as e:
+    from mamba_refs import load as load_refs
+
+    (selective_scan_ref, selective_state_update_ref, causal_conv1d_ref, causal_conv1d_update_ref,
+     causal_conv1d_varlen_states_ref) = load_refs("selective_scan_ref", "selective_state_update_ref",
+                                                  "causal_conv1d_ref", "causal_conv1d_update_ref",
+                                                  "causal_conv1d_varlen_states_ref")
+except ImportError as e:
     print(f"skipped: {e} (scripts/xcheck-mamba.sh installs mamba-ssm and causal-conv1d without CUDA)")
     sys.exit(77)
 
