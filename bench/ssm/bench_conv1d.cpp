@@ -5,6 +5,8 @@
 //                     GB/s counts the bytes read and written (2 x 4 T Dm)
 //   conv1d_forward    weft::causal_conv1d; GB/s counts x read and y written (2 x 4 T Dm),
 //                     frac_copy = GB/s / copy's GB/s (goal >= 0.7)
+//   conv1d_forward_time_major  the same over mamba's channel-major memory ([Dm, T]: stride 1
+//                     along T), weft's time lanes; conv1d_backward_time_major likewise
 //   conv1d_backward   weft::causal_conv1d_backward (dx, dweight, dbias); GB/s counts x and dy read,
 //                     dx written (3 x 4 T Dm), frac_copy as above
 //   copy_step_2threads  memcpy of the step's state and x bytes (64 sequences, in cache)
@@ -15,6 +17,7 @@
 #include <weft/kokkos.hpp>
 #endif
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <vector>
@@ -86,35 +89,56 @@ struct scratch {
   }
 };
 
-void conv1d_forward(benchmark::State& st) {
+/// x and y as [1, T, Dm] views: channel-last (row-major) or, with time_major, over [Dm, T] memory
+/// (mamba's channel-major layout; x holds the same bytes either way, only the indexing differs).
+void conv1d_forward_layout(benchmark::State& st, bool time_major) {
   const auto act = st.range(0) ? weft::conv1d_activation::silu : weft::conv1d_activation::none;
   inputs& in = data();
   const host_backend be{};
   weft_bench::array<float> y(in.T * Dm);
-  const auto X = make_view(static_cast<const float*>(in.x.data()), 1, in.T, Dm);
+  const auto ext = std::array<std::int64_t, 3>{1, in.T, Dm};
+  const auto str = time_major ? std::array<std::int64_t, 3>{in.T * Dm, 1, in.T}
+                              : std::array<std::int64_t, 3>{in.T * Dm, Dm, 1};
+  const auto X = weft::make_strided_view(static_cast<const float*>(in.x.data()), ext, str);
+  const auto Y = weft::make_strided_view(y.data(), ext, str);
   const auto Wv = make_view(static_cast<const float*>(in.w.data()), Dm, W);
   scratch s(weft::workspace_size(be, weft::ops::causal_conv1d{}, X, Wv));
   auto run = [&] {
-    weft::causal_conv1d(be, X, Wv, make_view(static_cast<const float*>(in.bias.data()), Dm),
-                        make_view(y.data(), 1, in.T, Dm), {.activation = act, .workspace = s.ws});
+    weft::causal_conv1d(be, X, Wv, make_view(static_cast<const float*>(in.bias.data()), Dm), Y,
+                        {.activation = act, .workspace = s.ws});
   };
   run();
   for (auto _ : st) run();
   frac(st, 8.0 * static_cast<double>(in.T * Dm), copy_gbs);
 }
+void conv1d_forward(benchmark::State& st) {
+  conv1d_forward_layout(st, false);
+}
+void conv1d_forward_time_major(benchmark::State& st) {
+  conv1d_forward_layout(st, true);
+}
 BENCHMARK(conv1d_forward)->ArgName("silu")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(conv1d_forward_time_major)
+    ->ArgName("silu")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
-void conv1d_backward(benchmark::State& st) {
+void conv1d_backward_layout(benchmark::State& st, bool time_major) {
   inputs& in = data();
   const host_backend be{};
   weft_bench::array<float> dx(in.T * Dm), dw(Dm * W), db(Dm);
-  const auto X = make_view(static_cast<const float*>(in.x.data()), 1, in.T, Dm);
+  const auto ext = std::array<std::int64_t, 3>{1, in.T, Dm};
+  const auto str = time_major ? std::array<std::int64_t, 3>{in.T * Dm, 1, in.T}
+                              : std::array<std::int64_t, 3>{in.T * Dm, Dm, 1};
+  const auto X = weft::make_strided_view(static_cast<const float*>(in.x.data()), ext, str);
   const auto Wv = make_view(static_cast<const float*>(in.w.data()), Dm, W);
   scratch s(weft::workspace_size(be, weft::ops::causal_conv1d_backward{}, X, Wv));
   auto run = [&] {
     weft::causal_conv1d_backward(be, X, Wv, make_view(static_cast<const float*>(in.bias.data()), Dm),
-                                 make_view(static_cast<const float*>(in.dy.data()), 1, in.T, Dm),
-                                 make_view(dx.data(), 1, in.T, Dm), make_view(dw.data(), Dm, W),
+                                 weft::make_strided_view(static_cast<const float*>(in.dy.data()), ext, str),
+                                 weft::make_strided_view(dx.data(), ext, str), make_view(dw.data(), Dm, W),
                                  make_view(db.data(), Dm),
                                  {.activation = weft::conv1d_activation::silu, .workspace = s.ws});
   };
@@ -122,7 +146,14 @@ void conv1d_backward(benchmark::State& st) {
   for (auto _ : st) run();
   frac(st, 12.0 * static_cast<double>(in.T * Dm), copy_gbs);
 }
+void conv1d_backward(benchmark::State& st) {
+  conv1d_backward_layout(st, false);
+}
+void conv1d_backward_time_major(benchmark::State& st) {
+  conv1d_backward_layout(st, true);
+}
 BENCHMARK(conv1d_backward)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(conv1d_backward_time_major)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void conv1d_step(benchmark::State& st) {
   inputs& in = data();

@@ -104,18 +104,32 @@ struct fwd_result {
   std::vector<weft::accum_t<T>> fin;
 };
 
+/// strided: x channel-major ([B, Dm, T] memory seen as [B, T, Dm]); strided_y: y too (the result
+/// is returned row-major [B, T, Dm]).
 template <class T, class B>
-fwd_result<T> run_forward(const B& be, const problem& p, bool strided = false) {
+fwd_result<T> run_forward(const B& be, const problem& p, bool strided = false, bool strided_y = false) {
   using S = weft::accum_t<T>;
   const device_inputs<B, T> in(be, p, strided);
   buffer<B, T> y(be, static_cast<std::size_t>(p.B * p.T * p.Dm), T(-7.0f));
   buffer<B, S> fin(be, static_cast<std::size_t>(p.N() * p.Dm * (p.W - 1)), S(-7));
-  weft::causal_conv1d(be, in.xv(p, strided), in.wv(p), in.bv(p), make_view(y.data(), p.B, p.T, p.Dm),
+  const auto yv = strided_y ? weft::make_strided_view(y.data(), std::array<std::int64_t, 3>{p.B, p.T, p.Dm},
+                                                      std::array<std::int64_t, 3>{p.Dm * p.T, 1, p.T})
+                            : make_view(y.data(), p.B, p.T, p.Dm);
+  weft::causal_conv1d(be, in.xv(p, strided), in.wv(p), in.bv(p), yv,
                       {.activation = p.silu ? weft::conv1d_activation::silu : weft::conv1d_activation::none,
                        .initial_state = in.iv(p),
                        .final_state = make_view(fin.data(), p.N(), p.Dm, p.W - 1),
                        .cu_seqlens = in.cv(p)});
-  return {y.to_host(), fin.to_host()};
+  std::vector<T> out = y.to_host();
+  if (strided_y) {
+    std::vector<T> rows(out.size());
+    for (std::int64_t b = 0; b < p.B; ++b)
+      for (std::int64_t t = 0; t < p.T; ++t)
+        for (std::int64_t d = 0; d < p.Dm; ++d)
+          rows[(b * p.T + t) * p.Dm + d] = out[(b * p.Dm + d) * p.T + t];
+    out = std::move(rows);
+  }
+  return {out, fin.to_host()};
 }
 
 template <class T>
@@ -126,23 +140,44 @@ struct bwd_result {
 
 template <class T, class B>
 bwd_result<T> run_backward(const B& be, const problem& p, const std::vector<double>& dy,
-                           const std::vector<double>& dfin, bool strided = false) {
+                           const std::vector<double>& dfin, bool strided = false,
+                           bool strided_grads = false) {
   using S = weft::accum_t<T>;
   const device_inputs<B, T> in(be, p, strided);
-  buffer<B, T> dyb(be, cast<T>(dy)), dx(be, p.x.size(), T(-7.0f)), dw(be, p.w.size(), T(-7.0f)),
-      db(be, static_cast<std::size_t>(p.Dm), T(-7.0f));
+  // [B, T, Dm] row-major <-> channel-major [B, Dm, T] memory (strided_grads: dy and dx as well)
+  const auto to_cm = [&](const std::vector<T>& v) {
+    std::vector<T> o(v.size());
+    for (std::int64_t b = 0; b < p.B; ++b)
+      for (std::int64_t t = 0; t < p.T; ++t)
+        for (std::int64_t d = 0; d < p.Dm; ++d) o[(b * p.Dm + d) * p.T + t] = v[(b * p.T + t) * p.Dm + d];
+    return o;
+  };
+  const auto from_cm = [&](const std::vector<T>& v) {
+    std::vector<T> o(v.size());
+    for (std::int64_t b = 0; b < p.B; ++b)
+      for (std::int64_t t = 0; t < p.T; ++t)
+        for (std::int64_t d = 0; d < p.Dm; ++d) o[(b * p.T + t) * p.Dm + d] = v[(b * p.Dm + d) * p.T + t];
+    return o;
+  };
+  const auto view3 = [&](auto* ptr) {
+    return strided_grads ? weft::make_strided_view(ptr, std::array<std::int64_t, 3>{p.B, p.T, p.Dm},
+                                                   std::array<std::int64_t, 3>{p.Dm * p.T, 1, p.T})
+                         : make_view(ptr, p.B, p.T, p.Dm);
+  };
+  buffer<B, T> dyb(be, strided_grads ? to_cm(cast<T>(dy)) : cast<T>(dy)), dx(be, p.x.size(), T(-7.0f)),
+      dw(be, p.w.size(), T(-7.0f)), db(be, static_cast<std::size_t>(p.Dm), T(-7.0f));
   buffer<B, S> dfb(be, cast<S>(dfin)), dinit(be, static_cast<std::size_t>(p.N() * p.Dm * (p.W - 1)), S(-7));
   const std::int64_t N = p.N();
   weft::causal_conv1d_backward(
-      be, in.xv(p, strided), in.wv(p), in.bv(p), make_view(static_cast<const T*>(dyb.data()), p.B, p.T, p.Dm),
-      make_view(dx.data(), p.B, p.T, p.Dm), make_view(dw.data(), p.Dm, p.W), make_view(db.data(), p.Dm),
+      be, in.xv(p, strided), in.wv(p), in.bv(p), view3(static_cast<const T*>(dyb.data())), view3(dx.data()),
+      make_view(dw.data(), p.Dm, p.W), make_view(db.data(), p.Dm),
       {.activation = p.silu ? weft::conv1d_activation::silu : weft::conv1d_activation::none,
        .initial_state = in.iv(p),
        .d_initial_state = make_view(dinit.data(), N, p.Dm, p.W - 1),
        .d_final_state = dfin.empty() ? weft::tensor_view<const S, 3>{}
                                      : make_view(static_cast<const S*>(dfb.data()), N, p.Dm, p.W - 1),
        .cu_seqlens = in.cv(p)});
-  return {dx.to_host(), dw.to_host(), db.to_host(), dinit.to_host()};
+  return {strided_grads ? from_cm(dx.to_host()) : dx.to_host(), dw.to_host(), db.to_host(), dinit.to_host()};
 }
 
 std::vector<double> normals(std::size_t n, std::uint64_t seed) {
@@ -215,6 +250,30 @@ TEMPLATE_LIST_TEST_CASE(
   const auto want = weft_test::conv1d::forward(pb);
   CHECK(rel_rmse(rb.y, want.y) <= 1e-2);
   CHECK(rel_rmse(rb.fin, want.fin) <= 1e-6);  // states are fp32 copies of bf16 inputs: exact
+}
+
+TEMPLATE_LIST_TEST_CASE("causal_conv1d: time-major x, y, dy, dx (mamba's [B, Dm, T] memory)", "[ssm][conv1d]",
+                        weft_test::backends) {
+  // fp32 widths 2-4 take the time lanes (16 rows of a channel per vector; the first W-1 rows of a
+  // sequence and the last < 16 of a segment through the element formula), width 5 the element
+  // loops. T = 1100 spans two chunks; sequences of length 0, 1, 2, 3 and 16, 17 rows.
+  auto be = weft_test::make_backend<TestType>();
+  const std::vector<std::int64_t> cu{0, 0, 1, 3, 6, 22, 39, 600, 1100};
+  for (std::int64_t W : {2, 3, 4, 5})
+    for (bool silu : {false, true})
+      for (bool init : {false, true}) {
+        INFO("W " << W << " silu " << silu << " init " << init);
+        const problem p = make_problem<float>(2, 1100, 37, W, silu, true, init, {}, 60 + W);
+        check_forward(run_forward<float>(be, p, true, true), p, 2e-6);
+        const problem pv = make_problem<float>(1, 1100, 21, W, silu, W % 2 == 0, init, cu, 70 + W);
+        check_forward(run_forward<float>(be, pv, true, true), pv, 2e-6);
+        // backward: x, dy and dx time-major, with d_final_state, into d_initial_state
+        for (const problem* q : {&p, &pv}) {
+          const auto dy = normals(q->x.size(), 90 + W);
+          const auto dfin = normals(static_cast<std::size_t>(q->N() * q->Dm * (W - 1)), 91 + W);
+          check_backward(run_backward<float>(be, *q, dy, dfin, true, true), *q, dy, dfin, 1e-5);
+        }
+      }
 }
 
 TEMPLATE_LIST_TEST_CASE("causal_conv1d: extreme pre-activations under silu", "[ssm][conv1d]",

@@ -69,12 +69,22 @@ bool conv1d_lanes_apply(std::int64_t W, const V&... v) {
   return false;
 }
 
+/// The host fast path for time-major x and y (mamba's channel-major memory): fp32, widths 2-4,
+/// unit stride along T (conv1d_forward_time16).
+template <class Backend, class T, class S, class... V>
+bool conv1d_time_lanes_apply(std::int64_t W, const V&... v) {
+  if constexpr (WEFT_CONV1D_LANES && Backend::host_accessible && std::is_same_v<T, float> &&
+                std::is_same_v<S, float>)
+    return W >= 2 && W <= 4 && ((v.extent(1) <= 1 || v.stride(1) == 1) && ...);
+  return false;
+}
+
 /// The rows of one forward item: y of its chunk and channel block.
 template <class T, class S>
 struct conv1d_forward_fn {
   conv1d_source<T, S> src;
   tensor_view<T, 3> y;
-  bool act_silu, lanes, stream;
+  bool act_silu, lanes, stream, time_lanes;
   WEFT_HOST_DEVICE void operator()(std::int64_t i, void* scratch) const {
     const conv1d_geometry& g = src.g;
     std::int64_t b, c, blk;
@@ -91,6 +101,12 @@ struct conv1d_forward_fn {
           if (g.W == 2) conv1d_forward_lanes<2>(src, y, s, d0, d1 - d0, act_silu, stream, pre);
           if (g.W == 3) conv1d_forward_lanes<3>(src, y, s, d0, d1 - d0, act_silu, stream, pre);
           if (g.W == 4) conv1d_forward_lanes<4>(src, y, s, d0, d1 - d0, act_silu, stream, pre);
+          continue;
+        }
+        if (time_lanes) {
+          if (g.W == 2) conv1d_forward_time16<2>(src, y, s, d0, d1, act_silu);
+          if (g.W == 3) conv1d_forward_time16<3>(src, y, s, d0, d1, act_silu);
+          if (g.W == 4) conv1d_forward_time16<4>(src, y, s, d0, d1, act_silu);
           continue;
         }
       }
@@ -113,7 +129,7 @@ struct conv1d_backward_fn {
   conv1d_grad_source<T, S> gs;
   tensor_view<T, 3> dx;
   S* part;
-  bool lanes, stream;
+  bool lanes, stream, time_lanes;
   WEFT_HOST_DEVICE void operator()(std::int64_t i, void* scratch) const {
     const conv1d_geometry& g = src.g;
     std::int64_t b, c, blk;
@@ -134,6 +150,12 @@ struct conv1d_backward_fn {
           if (W == 2) conv1d_backward_lanes<2>(src, gs, dx, s, d0, d1 - d0, stream, pre, dzb, acc);
           if (W == 3) conv1d_backward_lanes<3>(src, gs, dx, s, d0, d1 - d0, stream, pre, dzb, acc);
           if (W == 4) conv1d_backward_lanes<4>(src, gs, dx, s, d0, d1 - d0, stream, pre, dzb, acc);
+          continue;
+        }
+        if (time_lanes) {
+          if (W == 2) conv1d_backward_time16<2>(src, gs, dx, s, d0, d1, dzb, acc);
+          if (W == 3) conv1d_backward_time16<3>(src, gs, dx, s, d0, d1, dzb, acc);
+          if (W == 4) conv1d_backward_time16<4>(src, gs, dx, s, d0, d1, dzb, acc);
           continue;
         }
       }
@@ -204,9 +226,10 @@ struct engine {
 #if WEFT_CONV1D_LANES
     stream = lanes && conv1d_streamable(a.y);
 #endif
+    const bool time_lanes = !lanes && conv1d_time_lanes_apply<Backend, T, S>(g.W, a.x, a.y);
     Runner::run(be, "weft::causal_conv1d", g.items(),
                 static_cast<std::size_t>((g.W - 1) * g.cblock) * sizeof(S), base,
-                conv1d_forward_fn<T, S>{src, a.y, a.act_silu, lanes, stream});
+                conv1d_forward_fn<T, S>{src, a.y, a.act_silu, lanes, stream, time_lanes});
     if (a.has_fin)
       Runner::run(be, "weft::causal_conv1d_final_state", g.N * g.n_cblocks, 0, nullptr,
                   conv1d_final_state_fn<T, S>{src, a.fin});
@@ -232,9 +255,11 @@ struct engine {
     stream = lanes && conv1d_streamable(a.dx);
 #endif
     const std::size_t rows = static_cast<std::size_t>(g.chunk + g.W - 1 + g.W + 1 + g.W - 1);
-    Runner::run(be, "weft::causal_conv1d_backward", g.items(),
-                rows * static_cast<std::size_t>(g.cblock) * sizeof(S), base,
-                conv1d_backward_fn<T, S>{src, gs, a.dx, part, lanes, stream});
+    Runner::run(
+        be, "weft::causal_conv1d_backward", g.items(), rows * static_cast<std::size_t>(g.cblock) * sizeof(S),
+        base,
+        conv1d_backward_fn<T, S>{src, gs, a.dx, part, lanes, stream,
+                                 !lanes && conv1d_time_lanes_apply<Backend, T, S>(g.W, f.x, a.dy, a.dx)});
     Runner::run(be, "weft::causal_conv1d_backward_reduce", g.n_cblocks, 0, nullptr,
                 conv1d_reduce_fn<T, S>{part, a.dw, a.db, g.slots(), g.Dm, g.W, g.cblock, a.has_db});
     if (a.has_dinit)

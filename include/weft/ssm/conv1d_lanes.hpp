@@ -8,7 +8,9 @@
 // are the call's [W+1][Dm] transposed copy (row W: the bias). A block whose width is not a
 // multiple of 16 ends with the same kernel on zero-padded copies: every element is computed by
 // the same lanes, in the same order.
-//   forward   conv1d_forward_lanes: one pass per row; y streamed past 32 MiB (non-temporal)
+//   forward   conv1d_forward_lanes: one pass per row; y streamed past 32 MiB (non-temporal);
+//             conv1d_forward_time16 for time-major x and y (mamba's [B,Dm,T]): 16 rows per vector
+//   backward  conv1d_backward_time16 likewise for time-major x, dy and dx
 //   backward  conv1d_backward_lanes: dz and the partial sums in one pass, then dx
 //   step      conv1d_step_lanes_fn: the block's z by a loop the compiler vectorises, silu on lanes
 // silu's e^-z is simd::vexp's polynomial without its range selects (exp_neg16).
@@ -190,6 +192,39 @@ void conv1d_forward_lanes(const conv1d_source<float, float>& src, const tensor_v
   }
 }
 
+/// Time-major x and y (stride 1 along T: mamba's channel-major [B,Dm,T] memory seen as [B,T,Dm]):
+/// y rows [a0, a1) of channels [d0, d1), 16 rows of one channel per vector. The rows whose taps
+/// reach before the sequence start and the last rows short of 16 form their z by
+/// conv1d_source::preact (the same sum: bias, then the taps oldest first, as preact16) into a
+/// zero-padded vector, so that silu is silu16 for every row.
+template <int W>
+void conv1d_forward_time16(const conv1d_source<float, float>& src, const tensor_view<float, 3>& y,
+                           const conv1d_segment& s, std::int64_t d0, std::int64_t d1, bool act_silu) {
+  const std::int64_t Dm = src.g.Dm;
+  const std::int64_t body0 = s.a0 > s.s0 + W - 1 ? s.a0 : (s.s0 + W - 1 < s.a1 ? s.s0 + W - 1 : s.a1);
+  const auto few = [&](std::int64_t t0, std::int64_t t1, std::int64_t d) {  // t1 - t0 < 16 rows
+    if (t1 <= t0) return;
+    float z[16] = {};
+    for (std::int64_t t = t0; t < t1; ++t) z[t - t0] = src.preact(s, t, d);
+    if (act_silu) simd::store(z, silu16(simd::load(z)));
+    for (std::int64_t t = t0; t < t1; ++t) y(s.b, t, d) = z[t - t0];
+  };
+  for (std::int64_t d = d0; d < d1; ++d) {
+    few(s.a0, body0, d);
+    const float* xp = &src.x(s.b, 0, d);  // xp[t] = x(b, t, d)
+    float* yp = &y(s.b, 0, d);
+    simd::f32x16 w[W + 1];
+    for (int k = 0; k <= W; ++k) w[k] = simd::splat(src.wt[k * Dm + d]);
+    std::int64_t t = body0;
+    for (; t + 16 <= s.a1; t += 16) {
+      simd::f32x16 z = w[W];
+      for (int k = 0; k < W; ++k) z = z + w[k] * simd::load(xp + t - (W - 1) + k);
+      simd::store(yp + t, act_silu ? silu16(z) : z);
+    }
+    few(t, s.a1, d);
+  }
+}
+
 /// The 16-channel vectors of one backward row: dz, the partial sums, dx; `m` < 16 lanes of a tail
 /// through zero-padded copies (the padding lanes compute zeros and are not stored).
 template <int W>
@@ -284,6 +319,95 @@ void conv1d_backward_lanes(const conv1d_source<float, float>& src, const conv1d_
     }
     if (fin)
       for (std::int64_t c = 0; c < cb; ++c) out[c] += gs.dfin(s.n, d0 + c, t - (s.s1 - (W - 1)));
+  }
+}
+
+/// Time-major x, dy and dx (mamba's channel-major memory): one segment of a backward item, one
+/// channel at a time, 16 rows per vector. dzc: the channel's dz rows [a0, a1 + W-1) (zeros from
+/// min(a1 + W-1, s1)), in the item's dz scratch; acc: [W+1][cb] partial sums, to which each
+/// channel adds its rows' sums (the rows before the vector body one by one, then the 16 lanes'
+/// sums by simd::lane_sum, then the rows after it): a fixed order per item, as the items are
+/// fixed by the shape, so bitwise the same on any thread count. Rows whose taps reach before the
+/// sequence start, and the last rows short of 16, form z by conv1d_source::preact into a
+/// zero-padded vector, so that silu's derivative is silu_grad16 for every row.
+template <int W>
+void conv1d_backward_time16(const conv1d_source<float, float>& src,
+                            const conv1d_grad_source<float, float>& gs, const tensor_view<float, 3>& dx,
+                            const conv1d_segment& s, std::int64_t d0, std::int64_t d1, float* dzc,
+                            float* acc) {
+  const std::int64_t Dm = src.g.Dm, cb = src.g.cblock;
+  const std::int64_t e = s.a1 + W - 1 < s.s1 ? s.a1 + W - 1 : s.s1, rows = s.a1 + W - 1 - s.a0;
+  const std::int64_t lo = s.s0 + W - 1 > s.a0 ? s.s0 + W - 1 : s.a0;  // first row whose taps are all x
+  for (std::int64_t d = d0; d < d1; ++d) {
+    const float* xp = &src.x(s.b, 0, d);  // xp[t] = x(b, t, d)
+    const float* gp = &gs.dy(s.b, 0, d);
+    float* op = &dx(s.b, 0, d);
+    simd::f32x16 w[W + 1];
+    for (int k = 0; k <= W; ++k) w[k] = simd::splat(src.wt[k * Dm + d]);
+    // dz of rows [a0, e)
+    const auto few_dz = [&](std::int64_t t0, std::int64_t t1) {  // t1 - t0 < 16 rows
+      if (t1 <= t0) return;
+      float z[16] = {}, g[16] = {};
+      for (std::int64_t t = t0; t < t1; ++t) {
+        z[t - t0] = src.preact(s, t, d);
+        g[t - t0] = gp[t];
+      }
+      const simd::f32x16 dz = gs.act_silu ? simd::load(g) * silu_grad16(simd::load(z)) : simd::load(g);
+      float o[16];
+      simd::store(o, dz);
+      for (std::int64_t t = t0; t < t1; ++t) dzc[t - s.a0] = o[t - t0];
+    };
+    const std::int64_t h = lo < e ? lo : e;
+    few_dz(s.a0, h);
+    std::int64_t t = h;
+    for (; t + 16 <= e; t += 16) {
+      simd::f32x16 z = w[W];
+      for (int k = 0; k < W; ++k) z = z + w[k] * simd::load(xp + t - (W - 1) + k);
+      const simd::f32x16 g = simd::load(gp + t);
+      simd::store(dzc + (t - s.a0), gs.act_silu ? g * silu_grad16(z) : g);
+    }
+    few_dz(t, e);
+    for (std::int64_t r = e; r < s.a1 + W - 1; ++r) dzc[r - s.a0] = 0.0f;
+    (void)rows;
+    // partial sums of rows [a0, a1): dbias = sum dz, dweight_k = sum dz xpad(t - (W-1) + k)
+    float part[W + 1] = {};
+    const auto one_sum = [&](std::int64_t u) {
+      const float dz = dzc[u - s.a0];
+      part[W] += dz;
+      for (int k = 0; k < W; ++k) part[k] += dz * src.xpad(s, u - (W - 1) + k, d);
+    };
+    const std::int64_t hs = lo < s.a1 ? lo : s.a1;
+    for (std::int64_t u = s.a0; u < hs; ++u) one_sum(u);
+    simd::f32x16 v[W + 1];
+    for (int k = 0; k <= W; ++k) v[k] = simd::splat(0.0f);
+    std::int64_t u = hs;
+    for (; u + 16 <= s.a1; u += 16) {
+      const simd::f32x16 dz = simd::load(dzc + (u - s.a0));
+      v[W] = v[W] + dz;
+      for (int k = 0; k < W; ++k) v[k] = v[k] + dz * simd::load(xp + u - (W - 1) + k);
+    }
+    for (int k = 0; k <= W; ++k) {
+      float l[16];
+      simd::store(l, v[k]);
+      part[k] += simd::lane_sum(l);
+    }
+    for (; u < s.a1; ++u) one_sum(u);
+    for (int k = 0; k <= W; ++k) acc[k * cb + (d - d0)] += part[k];
+    // dx of rows [a0, a1): sum_k w_k dz(t + W-1-k), plus d_final_state's term in the last W-1 rows
+    std::int64_t x0 = s.a0;
+    for (; x0 + 16 <= s.a1; x0 += 16) {
+      simd::f32x16 o = simd::splat(0.0f);
+      for (int k = 0; k < W; ++k) o = o + w[k] * simd::load(dzc + (x0 + W - 1 - k - s.a0));
+      simd::store(op + x0, o);
+    }
+    for (; x0 < s.a1; ++x0) {
+      float o = 0.0f;
+      for (int k = 0; k < W; ++k) o = o + src.wt[k * Dm + d] * dzc[x0 + W - 1 - k - s.a0];
+      op[x0] = o;
+    }
+    if (gs.has_dfin)
+      for (std::int64_t r = s.s1 - (W - 1) > s.a0 ? s.s1 - (W - 1) : s.a0; r < s.a1; ++r)
+        op[r] += gs.dfin(s.n, d, r - (s.s1 - (W - 1)));
   }
 }
 
