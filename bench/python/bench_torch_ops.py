@@ -6,7 +6,9 @@
 
 Peers (the issue's yardsticks): FLA's pure-torch references for the same op (fla-core's
 `naive_*`; FLA's Triton kernels do not run on a CPU), torch's CPU SDPA kernel for attention
-(causal, its [B,H,T,D] layout prepared outside the timing), and for the decode step the raw C++ call
+(causal, its [B,H,T,D] layout prepared outside the timing), mamba_ssm's selective_scan_ref and
+causal-conv1d's causal_conv1d_ref (loaded by tests/xcheck/mamba_refs.py; rows without a peer
+when those packages are absent), and for the decode step the raw C++ call
 of weft::linear_attention_step on the same tensors (torch.ops.weft._time_raw_step), so the
 difference is what the PyTorch binding costs. Shapes: B = 1, H = 8, K = V = 128, fp32,
 torch.get_num_threads() threads for both sides. Each figure: the median of --reps timed calls
@@ -40,6 +42,10 @@ def main():
     ap.add_argument("--T-backward", type=int, default=2048,
                     help="T of the forward + backward rows (FLA's token-loop autograd at T = 8192 held 13 GB "
                          "and had not finished after 20 minutes here); 0 skips them")
+    ap.add_argument("--mamba-T-backward", type=int, default=512,
+                    help="T of the Mamba forward + backward rows (selective_scan_ref's autograd slices a "
+                         "[B,D,T,N] tensor per step: its backward grows as T^2 and had not finished at T = 2048 "
+                         "after 5 minutes); 0 skips them")
     ap.add_argument("--from-json", default=None, help="only draw --plot from a earlier run's --out file")
     a = ap.parse_args()
     if a.from_json:
@@ -71,8 +77,9 @@ def main():
     flop = 2 * T * H * (64 * K + 64 * V + 2 * K * V)  # the chunk form's count at C = 64 (perf.md's)
     rows = []
 
-    def row(name, weft_s, peer_name, peer_s):
-        r = dict(name=name, weft_ms=weft_s * 1e3, gflops=flop / weft_s / 1e9, peer=peer_name,
+    def row(name, weft_s, peer_name, peer_s, count=None):
+        n = flop if count is None else count  # count 0: no FLOP rate (bandwidth- or exp-bound ops)
+        r = dict(name=name, weft_ms=weft_s * 1e3, gflops=n / weft_s / 1e9 if n else None, peer=peer_name,
                  peer_ms=None if peer_s is None else peer_s * 1e3,
                  speedup=None if peer_s is None else peer_s / weft_s)
         rows.append(r)
@@ -118,6 +125,11 @@ def main():
     print(json.dumps(rows[-1]), flush=True)
     del qa, ka, va, qt, kt, vt
 
+    # Mamba-1 at Mamba-130M's shape (B = 1, Dm = 1536, Ns = 16, conv width 4), in mamba's layout
+    # ([B, D, L] contiguous, as mamba_simple.py passes them), beside mamba_ssm's and causal-conv1d's
+    # own pure-torch references (selective_scan_ref, causal_conv1d_ref: F.conv1d)
+    mamba_rows(torch, a, row, fwd_bwd)
+
     # decode-step call overhead: B = 1, one token, at the benchmark's heads and at one small head
     # (where the kernel is short, so the fixed cost of the binding is what remains)
     decs = [decode_overhead(torch, wt, H, K, V), decode_overhead(torch, wt, 1, 16, 16)]
@@ -138,8 +150,8 @@ def main():
     for r in rows:
         pm = "-" if r["peer_ms"] is None else f"{r['peer_ms']:.0f}"
         sp = "-" if r["speedup"] is None else f"**{r['speedup']:.1f}x**"
-        print(f"| {r['name']} | {r['weft_ms']:.1f} | {r['gflops']:.1f} ({r['gflops'] / sgemm:.0%}) | "
-              f"{r['peer'] or '-'} | {pm} | {sp} |")
+        gf = "-" if r["gflops"] is None else f"{r['gflops']:.1f} ({r['gflops'] / sgemm:.0%})"
+        print(f"| {r['name']} | {r['weft_ms']:.1f} | {gf} | {r['peer'] or '-'} | {pm} | {sp} |")
     print("\n| decode step, µs per call | raw C++ call | torch.ops.weft | python wrapper |\n|---|---|---|---|")
     for d in decs:
         print(f"| {d['name']} | {d['raw_us']:.1f} | {d['torch_ops_us']:.1f} (+{d['overhead_ops_us']:.1f}) | "
@@ -149,6 +161,55 @@ def main():
             json.dump(dict(meta=meta, rows=rows, decode=decs), f, indent=1)
     if a.plot:
         plot(rows, meta, a.plot)
+
+
+def mamba_rows(torch, a, row, fwd_bwd, Dm=1536, Ns=16, width=4):
+    import os
+    import sys
+
+    from weft_torch.mamba import causal_conv1d_fn, selective_scan_fn
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "xcheck"))
+    try:
+        import mamba_refs
+
+        scan_ref, conv_ref = mamba_refs.load("selective_scan_ref", "causal_conv1d_ref")
+    except ImportError:
+        scan_ref = conv_ref = None
+    for T, backward in ((a.T, False), (a.mamba_T_backward, True)):
+        if not T:
+            continue
+        u, z = torch.randn(1, Dm, T), torch.randn(1, Dm, T)
+        delta = torch.randn(1, Dm, T) * 0.5 - 2.0
+        A = -torch.rand(Dm, Ns) - 0.5
+        B, C = torch.randn(1, Ns, T), torch.randn(1, Ns, T)
+        D, bias = torch.randn(Dm), torch.randn(Dm) * 0.1
+        w, wb = torch.randn(Dm, width), torch.randn(Dm)
+        tag = f", T = {T}"
+
+        def scan(f):
+            return lambda *x: f(*x, D=D, delta_bias=bias, delta_softplus=True)
+
+        def conv(f):
+            return lambda x: f(x, w, wb, activation="silu")
+
+        if not backward:
+            t = timed(lambda: selective_scan_fn(u, delta, A, B, C, D, z, bias, True), a.reps)
+            p = timed(lambda: scan_ref(u, delta, A, B, C, D, z, bias, True), 1) if scan_ref else None
+            row("Mamba-1 selective_scan_fn forward" + tag, t, "mamba_ssm selective_scan_ref", p, 0)
+            t = timed(lambda: causal_conv1d_fn(u, w, wb, activation="silu"), a.reps)
+            p = timed(lambda: conv_ref(u, w, wb, activation="silu"), a.reps) if conv_ref else None
+            row("causal_conv1d_fn forward, silu" + tag, t, "causal-conv1d causal_conv1d_ref", p, 0)
+        else:
+            t = timed(lambda: fwd_bwd(lambda *x: (scan(selective_scan_fn)(*x),), u, delta, A, B, C), a.reps)
+            p = (timed(lambda: fwd_bwd(lambda *x: (scan(scan_ref)(*x),), u, delta, A, B, C), 1) if scan_ref
+                 else None)
+            row("Mamba-1 selective_scan_fn forward + backward" + tag, t, "selective_scan_ref + autograd", p, 0)
+            for Tc in (T, a.T):  # the conv's reference has no T^2 term: also at the forward's T
+                x = torch.randn(1, Dm, Tc)
+                t = timed(lambda: fwd_bwd(lambda x: (conv(causal_conv1d_fn)(x),), x), a.reps)
+                p = timed(lambda: fwd_bwd(lambda x: (conv(conv_ref)(x),), x), a.reps) if conv_ref else None
+                row(f"causal_conv1d_fn forward + backward, T = {Tc}", t, "causal_conv1d_ref + autograd", p, 0)
 
 
 def decode_overhead(torch, wt, H, K, V, n=1000, rounds=9):
@@ -193,7 +254,7 @@ def plot(rows, meta, path):
     rows = [r for r in rows if r["peer_ms"] is not None]
     fig, ax = plt.subplots(figsize=(9, 4))
     y = range(len(rows))
-    ax.barh([i + 0.2 for i in y], [r["peer_ms"] for r in rows], height=0.4, label="peer: FLA's torch reference (torch SDPA for attention)", color="#bbb")
+    ax.barh([i + 0.2 for i in y], [r["peer_ms"] for r in rows], height=0.4, label="peer: the op's own torch reference (FLA, mamba_ssm, causal-conv1d; torch SDPA for attention)", color="#bbb")
     ax.barh([i - 0.2 for i in y], [r["weft_ms"] for r in rows], height=0.4, label="weft_torch", color="#3b7dd8")
     for i, r in zip(y, rows):
         ax.text(r["weft_ms"] * 1.1, i - 0.2, f"{r['speedup']:.1f}x", va="center", fontsize=8)

@@ -3,12 +3,16 @@
 // causal_conv1d_update in weft_torch.mamba): forward, backward, decode steps, on weft's Kokkos
 // host path.
 //
-// The operators take weft's layout: per-token tensors [B,T,Dm], B and C [B,T,G,Ns]. Any strides
-// are accepted and read in place (mamba's channel-major [B,Dm,T] memory arrives as a transposed
-// view), and every per-token output has its input's memory layout (empty_like), so a
-// channel-major call gets channel-major results. Parameters (A, D, delta_bias, weight, bias) and
-// states are converted to the per-token dtype (float32 or float64).
+// The operators take weft's layout: per-token tensors [B,T,Dm], B and C [B,T,G,Ns]. The scan and
+// the conv read any strides in place (mamba's channel-major [B,Dm,T] memory arrives as a
+// transposed view; weft has fast paths for channel-last and, in the conv, time-major memory)
+// and their outputs have their inputs' memory layout (empty_like), except where the conv's
+// backward gets x and dy in different layouts (time_major_pair below).
 #include "common.hpp"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 
 #include <string>
 #include <tuple>
@@ -204,6 +208,40 @@ Tensor scan_step(const Tensor& state, const Tensor& u_, const Tensor& delta_, co
 
 // ---- causal conv1d ----------------------------------------------------------------------------
 
+/// The conv's backward has fast paths for channel-last x, dy, dx (16 channels per vector) and
+/// for time-major ones (mamba's channel-major [B,Dm,T] memory, 16 rows per vector); anything else
+/// reads element by element, many times slower (docs/perf.md). So x and dy that are not both
+/// time-major are copied to channel-last memory (channel_last, in 64 x 64 tiles on torch's
+/// threads: torch's own strided copy, `contiguous()`, took ~60 ms of work for Mamba-130M's 50 MB
+/// at 2 threads), and dx is allocated like x.
+bool time_major_pair(const Tensor& x, const Tensor& dy) {
+  const auto tm = [](const Tensor& t) {
+    return t.size(2) > 1 && t.stride(2) != 1 && (t.size(1) <= 1 || t.stride(1) == 1);
+  };
+  return tm(x) && tm(dy);
+}
+
+template <class T>
+Tensor channel_last(const Tensor& t) {
+  if (t.size(2) <= 1 || t.stride(2) == 1) return t;
+  if (t.stride(1) != 1) return t.contiguous();
+  constexpr std::int64_t tile = 64;
+  const std::int64_t B = t.size(0), Tn = t.size(1), Dm = t.size(2), sb = t.stride(0), sd = t.stride(2);
+  Tensor out = at::empty({B, Tn, Dm}, t.options());
+  const T* src = t.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  const std::int64_t nt = (Tn + tile - 1) / tile, nd = (Dm + tile - 1) / tile;
+  at::parallel_for(0, B * nt * nd, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const std::int64_t b = i / (nt * nd), t0 = (i / nd) % nt * tile, d0 = i % nd * tile;
+      const std::int64_t t1 = std::min(t0 + tile, Tn), d1 = std::min(d0 + tile, Dm);
+      for (std::int64_t u = t0; u < t1; ++u)
+        for (std::int64_t d = d0; d < d1; ++d) dst[(b * Tn + u) * Dm + d] = src[b * sb + u + d * sd];
+    }
+  });
+  return out;
+}
+
 weft::conv1d_activation activation(bool silu) {
   return silu ? weft::conv1d_activation::silu : weft::conv1d_activation::none;
 }
@@ -247,8 +285,10 @@ conv_grads conv_backward(const Tensor& x_, const Tensor& weight_, const opt& bia
   check_cpu(fn, "x", x_);
   return dispatch_float(fn, "x", x_, [&]<class T>() -> conv_grads {
     constexpr auto dt = scalar_of<T>();
-    const Tensor x = token_arg(fn, "x", x_, 3, "[B,T,Dm]", dt);
-    const Tensor dy = token_arg(fn, "dy", dy_, 3, "[B,T,Dm]", dt);
+    const Tensor x0 = token_arg(fn, "x", x_, 3, "[B,T,Dm]", dt),
+                 dy0 = token_arg(fn, "dy", dy_, 3, "[B,T,Dm]", dt);
+    const bool time_major = time_major_pair(x0, dy0);
+    const Tensor x = time_major ? x0 : channel_last<T>(x0), dy = time_major ? dy0 : channel_last<T>(dy0);
     const Tensor w = param_arg(fn, "weight", weight_, 2, "[Dm,W]", dt);
     const Tensor bias = param_arg(fn, "bias", bias_, 1, "[Dm]", dt);
     const Tensor h0 = param_arg(fn, "initial_state", h0_, 3, "[N,Dm,W-1]", dt);

@@ -211,6 +211,18 @@ def _scan_backward(ctx, dy, dhT):
 torch.library.register_autograd(lib + "selective_scan", _scan_backward, setup_context=_scan_setup)
 
 
+def _time_major(t):
+    return t.shape[2] > 1 and t.stride(2) != 1 and (t.shape[1] <= 1 or t.stride(1) == 1)
+
+
+def _conv_dx_like(x, dy):
+    """The conv backward's dx (ops_ssm.cpp): like x when x and dy are both time-major or x is
+    channel-last, else channel-last (x and dy are copied to channel-last memory first)."""
+    if (_time_major(x) and _time_major(dy)) or x.shape[2] <= 1 or x.stride(2) == 1:
+        return torch.empty_like(x)
+    return x.new_empty(x.shape)
+
+
 def _conv_state_shape(x, weight, cu_seqlens):
     return (_n_seq(x, cu_seqlens), x.shape[2], max(weight.shape[1] - 1, 0))
 
@@ -225,7 +237,7 @@ def _conv_fake(x, weight, bias, initial_state, output_final_state, silu, cu_seql
 def _conv_bwd_fake(x, weight, bias, dy, initial_state, d_final_state, silu, cu_seqlens, need_d_initial):
     e = x.new_empty((0,))
     dh0 = x.new_empty(_conv_state_shape(x, weight, cu_seqlens)) if need_d_initial else e
-    return (torch.empty_like(x), x.new_empty(weight.shape), x.new_empty(bias.shape) if bias is not None else e, dh0)
+    return (_conv_dx_like(x, dy), x.new_empty(weight.shape), x.new_empty(bias.shape) if bias is not None else e, dh0)
 
 
 @torch.library.register_fake(lib + "causal_conv1d_step")

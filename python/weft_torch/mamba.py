@@ -8,10 +8,12 @@ forward, backward (autograd through weft's backward kernels) and decode steps.
     y = selective_scan_fn(x, dt, A, B, C, D, z=z, delta_bias=dt_bias, delta_softplus=True)
 
 mamba's layout: u, delta, z, x, out [B,D,L]; A [D,N]; B, C [B,N,L] or grouped [B,G,N,L]; states
-[B,D,N] (scan) and [B,D,W-1] (conv). Any strides are read in place (no copies: channel-last
-memory, such as a transposed [B,L,D] projection, is weft's fast path) and each output has its
-input's memory layout. float32 and float64; the scan's parameters and states are converted to
-the inputs' dtype.
+[B,D,N] (scan) and [B,D,W-1] (conv). Any strides are read in place: mamba's channel-major
+memory ([B,D,L] contiguous, as mamba_simple.py passes it) and channel-last memory (a [B,L,D]
+buffer passed as its transpose, as Mamba-2 does) both have fast paths, and outputs keep their
+inputs' memory layout. (The conv's backward copies x and dy to channel-last memory when they are
+not both channel-major, and then returns a channel-last dx.) float32 and float64; parameters
+and states are converted to the inputs' dtype.
 
 Beyond mamba's calls: `initial_state` [N,D,N_s] and `cu_seqlens` [N+1] (packed sequences along
 L, B == 1, empty and length-1 sequences allowed) for selective_scan_fn; `cu_seqlens` for
