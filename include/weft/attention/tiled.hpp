@@ -204,8 +204,7 @@ struct tiled_forward_fn : forward_fn<TQ, TK, TV, TO> {
     }
     simd::f32x16 v0 = simd::load(s), v1 = simd::load(s + 16), v2 = simd::load(s + 32),
                  v3 = simd::load(s + 48);
-    const simd::f32x16 x = simd::select(v0 > v1, v0, v1), y = simd::select(v2 > v3, v2, v3);
-    const float mb = simd::hmax(simd::select(x > y, x, y));
+    const float mb = simd::hmax4(v0, v1, v2, v3);
     if (mb == neg_inf()) {  // nothing visible in this block: P = 0, O and m, l unchanged
       const simd::f32x16 zero{};
       simd::store(s, zero);
@@ -357,8 +356,7 @@ struct tiled_bf16_forward_fn : tiled_forward_fn<bf16, bf16, bf16, TO> {
     const simd::f32x16 sc = simd::splat(this->scale);
     simd::f32x16 v0 = simd::load(s) * sc, v1 = simd::load(s + 16) * sc, v2 = simd::load(s + 32) * sc,
                  v3 = simd::load(s + 48) * sc;
-    const simd::f32x16 x = simd::select(v0 > v1, v0, v1), y = simd::select(v2 > v3, v2, v3);
-    const float mb = simd::hmax(simd::select(x > y, x, y));
+    const float mb = simd::hmax4(v0, v1, v2, v3);
     this->online_update(v0, v1, v2, v3, mb, m, l, a);
     split_pair(v0, v1, hi, lo);
     split_pair(v2, v3, hi + 16, lo + 16);

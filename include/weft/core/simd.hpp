@@ -361,8 +361,13 @@ WEFT_FORCE_INLINE f32x16 load(const bf16* p) {
   std::memcpy(&h, p, sizeof h);
   return reinterpret_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
 }
-/// a > b ? a : b per lane (b when either is NaN), as x86 maxps.
+/// a > b ? a : b per lane (b when either is NaN), as x86 maxps. (Below AVX-512 on two halves:
+/// WEFT_SIMD_HALVES.)
+WEFT_FORCE_INLINE f32x8 vmax(const f32x8& a, const f32x8& b) {
+  return a > b ? a : b;
+}
 WEFT_FORCE_INLINE f32x16 vmax(const f32x16& a, const f32x16& b) {
+  if (WEFT_SIMD_HALVES()) return join(vmax(low_half(a), low_half(b)), vmax(high_half(a), high_half(b)));
   return a > b ? a : b;
 }
 WEFT_FORCE_INLINE u32x16 vmax(const u32x16& a, const u32x16& b) {
@@ -372,8 +377,32 @@ WEFT_FORCE_INLINE u32x16 vmax(const u32x16& a, const u32x16& b) {
 WEFT_FORCE_INLINE u32x16 abs_bits(const f32x16& a) {
   return reinterpret_cast<u32x16>(a) & 0x7fffffffu;
 }
+/// The largest of 8 lanes by hmax's tree below (pairs 4, 2, 1 apart).
+WEFT_FORCE_INLINE float hmax8(f32x8 a) {
+  a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3));
+  a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5));
+  a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6));
+  return a[0];
+}
+/// The largest lane of vmax(vmax(v0, v1), vmax(v2, v3)) (a row of 64 scores), as hmax of that:
+/// below AVX-512 on 8-lane halves throughout, with hmax's pairs (lane 0's tree is the same).
+WEFT_FORCE_INLINE float hmax4(const f32x16& v0, const f32x16& v1, const f32x16& v2, const f32x16& v3) {
+  if (WEFT_SIMD_HALVES()) {
+    const f32x8 lo = vmax(vmax(low_half(v0), low_half(v1)), vmax(low_half(v2), low_half(v3)));
+    const f32x8 hi = vmax(vmax(high_half(v0), high_half(v1)), vmax(high_half(v2), high_half(v3)));
+    return hmax8(vmax(lo, hi));
+  }
+  const f32x16 x = v0 > v1 ? v0 : v1, y = v2 > v3 ? v2 : v3;
+  f32x16 a = x > y ? x : y;
+  a = vmax(a, __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  return a[0];
+}
 /// Largest lane (a shuffle tree; with NaN lanes the result is unspecified).
 WEFT_FORCE_INLINE float hmax(const f32x16& a_in) {
+  if (WEFT_SIMD_HALVES()) return hmax8(vmax(low_half(a_in), high_half(a_in)));
   f32x16 a = a_in;
   a = vmax(a, __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
   a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
