@@ -244,6 +244,26 @@ def test_conv_grads_against_fp64_autograd():
         assert rel_err(x32[n].grad, x64[n].grad) < 1e-5, n
 
 
+def test_conv_backward_any_layouts():
+    """x and dy in each memory layout (time-major [B,D,L], channel-last, mixed: the binding then
+    copies both to channel-last memory in tiles) give the same gradients as the fp64 definition."""
+    Bt, Dm, T, W = 2, 70, 150, 4
+    x64, w64, b64, dy64 = (torch.randn(Bt, Dm, T, dtype=torch.float64), torch.randn(Dm, W, dtype=torch.float64),
+                           torch.randn(Dm, dtype=torch.float64), torch.randn(Bt, Dm, T, dtype=torch.float64))
+    xr = x64.clone().requires_grad_()
+    wr, br = w64.clone().requires_grad_(), b64.clone().requires_grad_()
+    (oracle.causal_conv1d(xr, wr, br, None, True)[0] * dy64).sum().backward()
+    layouts = {"time-major": lambda t: t.float().contiguous(),
+               "channel-last": lambda t: t.float().transpose(1, 2).contiguous().transpose(1, 2)}
+    for lx, fx in layouts.items():
+        for ly, fy in layouts.items():
+            x, dy = fx(x64).transpose(1, 2), fy(dy64).transpose(1, 2)  # weft's [B,L,D] views
+            dx, dw, db, _ = torch.ops.weft.causal_conv1d_backward(x, w64.float(), b64.float(), dy, None, None, True,
+                                                                  None, False)
+            assert rel_err(dx.transpose(1, 2), xr.grad) < 1e-5, (lx, ly)
+            assert rel_err(dw, wr.grad) < 1e-5 and rel_err(db, br.grad) < 1e-5, (lx, ly)
+
+
 def test_conv_varlen_equals_separate_calls():
     lens = [4, 0, 1, 13, 2]
     cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int64)
