@@ -242,6 +242,13 @@ Tensor channel_last(const Tensor& t) {
   return out;
 }
 
+/// A conv state [N,Dm,W-1] of x's dtype when wanted, else an empty tensor.
+Tensor conv_state(bool wanted, const Tensor& x, const Tensor& cu, const Tensor& w) {
+  return wanted
+             ? at::empty({sequences(x, cu), x.size(2), std::max<std::int64_t>(w.size(1) - 1, 0)}, x.options())
+             : empty0(x);
+}
+
 weft::conv1d_activation activation(bool silu) {
   return silu ? weft::conv1d_activation::silu : weft::conv1d_activation::none;
 }
@@ -260,10 +267,7 @@ conv_result conv_forward(const Tensor& x_, const Tensor& weight_, const opt& bia
     const Tensor h0 = param_arg(fn, "initial_state", h0_, 3, "[N,Dm,W-1]", dt);
     const Tensor cu = offsets_arg(fn, "cu_seqlens", cu_);
     Tensor y = at::empty_like(x);
-    Tensor hT =
-        output_final_state
-            ? at::empty({sequences(x, cu), x.size(2), std::max<std::int64_t>(w.size(1) - 1, 0)}, x.options())
-            : empty0(x);
+    Tensor hT = conv_state(output_final_state, x, cu, w);
     weft::causal_conv1d_options<T> o;
     o.activation = activation(silu);
     o.initial_state = maybe<const T, 3>(h0);
@@ -296,10 +300,7 @@ conv_grads conv_backward(const Tensor& x_, const Tensor& weight_, const opt& bia
     const Tensor cu = offsets_arg(fn, "cu_seqlens", cu_);
     Tensor dx = at::empty_like(x), dw = at::empty_like(w);
     Tensor db = bias.defined() ? at::empty_like(bias) : empty0(x);
-    Tensor dh0 =
-        need_d_initial
-            ? at::empty({sequences(x, cu), x.size(2), std::max<std::int64_t>(w.size(1) - 1, 0)}, x.options())
-            : empty0(x);
+    Tensor dh0 = conv_state(need_d_initial, x, cu, w);
     weft::causal_conv1d_backward_options<T> o;
     o.activation = activation(silu);
     o.initial_state = maybe<const T, 3>(h0);

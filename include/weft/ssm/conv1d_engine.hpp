@@ -60,22 +60,14 @@ struct conv1d_step_args {
   bool has_bias = false, act_silu = false;
 };
 
-/// The host fast path applies: fp32, widths 2-4, unit channel stride of every [B,T,Dm] view.
-template <class Backend, class T, class S, class... V>
+/// A host fast path applies: fp32, widths 2-4, unit stride along dimension Dim of every [B,T,Dm]
+/// view (Dim 2: channel-last, the 16-channel lanes; Dim 1: time-major, mamba's channel-major
+/// memory, the time lanes conv1d_forward_time16 / conv1d_backward_time16).
+template <class Backend, class T, class S, int Dim, class... V>
 bool conv1d_lanes_apply(std::int64_t W, const V&... v) {
   if constexpr (WEFT_CONV1D_LANES && Backend::host_accessible && std::is_same_v<T, float> &&
                 std::is_same_v<S, float>)
-    return W >= 2 && W <= 4 && ((v.extent(2) <= 1 || v.stride(2) == 1) && ...);
-  return false;
-}
-
-/// The host fast path for time-major x and y (mamba's channel-major memory): fp32, widths 2-4,
-/// unit stride along T (conv1d_forward_time16).
-template <class Backend, class T, class S, class... V>
-bool conv1d_time_lanes_apply(std::int64_t W, const V&... v) {
-  if constexpr (WEFT_CONV1D_LANES && Backend::host_accessible && std::is_same_v<T, float> &&
-                std::is_same_v<S, float>)
-    return W >= 2 && W <= 4 && ((v.extent(1) <= 1 || v.stride(1) == 1) && ...);
+    return W >= 2 && W <= 4 && ((v.extent(Dim) <= 1 || v.stride(Dim) == 1) && ...);
   return false;
 }
 
@@ -221,12 +213,12 @@ struct engine {
     void* base = carve.take<char>(0);
     prepare(be, a, g, wt);
     const conv1d_source<T, S> src = source(a, g, wt);
-    const bool lanes = conv1d_lanes_apply<Backend, T, S>(g.W, a.x, a.y);
+    const bool lanes = conv1d_lanes_apply<Backend, T, S, 2>(g.W, a.x, a.y);
     bool stream = false;
 #if WEFT_CONV1D_LANES
     stream = lanes && conv1d_streamable(a.y);
 #endif
-    const bool time_lanes = !lanes && conv1d_time_lanes_apply<Backend, T, S>(g.W, a.x, a.y);
+    const bool time_lanes = !lanes && conv1d_lanes_apply<Backend, T, S, 1>(g.W, a.x, a.y);
     Runner::run(be, "weft::causal_conv1d", g.items(),
                 static_cast<std::size_t>((g.W - 1) * g.cblock) * sizeof(S), base,
                 conv1d_forward_fn<T, S>{src, a.y, a.act_silu, lanes, stream, time_lanes});
@@ -249,7 +241,7 @@ struct engine {
     prepare(be, f, g, wt);
     const conv1d_source<T, S> src = source(f, g, wt);
     const conv1d_grad_source<T, S> gs{a.dy, a.dfin, a.has_dfin, f.act_silu};
-    const bool lanes = conv1d_lanes_apply<Backend, T, S>(g.W, f.x, a.dy, a.dx);
+    const bool lanes = conv1d_lanes_apply<Backend, T, S, 2>(g.W, f.x, a.dy, a.dx);
     bool stream = false;
 #if WEFT_CONV1D_LANES
     stream = lanes && conv1d_streamable(a.dx);
@@ -259,7 +251,7 @@ struct engine {
         be, "weft::causal_conv1d_backward", g.items(), rows * static_cast<std::size_t>(g.cblock) * sizeof(S),
         base,
         conv1d_backward_fn<T, S>{src, gs, a.dx, part, lanes, stream,
-                                 !lanes && conv1d_time_lanes_apply<Backend, T, S>(g.W, f.x, a.dy, a.dx)});
+                                 !lanes && conv1d_lanes_apply<Backend, T, S, 1>(g.W, f.x, a.dy, a.dx)});
     Runner::run(be, "weft::causal_conv1d_backward_reduce", g.n_cblocks, 0, nullptr,
                 conv1d_reduce_fn<T, S>{part, a.dw, a.db, g.slots(), g.Dm, g.W, g.cblock, a.has_db});
     if (a.has_dinit)
